@@ -1,0 +1,255 @@
+//! Databases behind one code path: SQLite (embedded default, WAL, busy timeout) and PostgreSQL
+//! (for several replicas), both through sqlx's `Any` driver. Queries use `$1` placeholders, which
+//! both accept; times are stored as integer milliseconds since the Unix epoch.
+
+use std::future::Future;
+use std::path::Path;
+use std::str::FromStr as _;
+use std::sync::Once;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, ConnectOptions as _, Executor as _};
+
+/// Which database a pool talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend of a database URL.
+    pub fn of_url(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            anyhow::bail!("unsupported database URL (expected sqlite:// or postgres://)")
+        }
+    }
+}
+
+/// An open pool and its backend.
+#[derive(Clone, Debug)]
+pub struct Database {
+    /// The pool.
+    pub pool: AnyPool,
+    /// Its backend, for the few statements that differ.
+    pub backend: Backend,
+}
+
+fn install_drivers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(sqlx::any::install_default_drivers);
+}
+
+/// Opens `url` and runs the backend's migrations. SQLite files (and their directory) are created
+/// when missing and opened in WAL mode with a busy timeout and foreign keys on.
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    sqlite_migrations: &Migrator,
+    postgres_migrations: &Migrator,
+) -> anyhow::Result<Database> {
+    install_drivers();
+    let backend = Backend::of_url(url)?;
+    let mut url = url.to_owned();
+    if backend == Backend::Sqlite {
+        let path = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:");
+        let path = path.split('?').next().unwrap_or_default();
+        if !path.is_empty() && path != ":memory:" {
+            if let Some(parent) = Path::new(path)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating database directory {}", parent.display()))?;
+            }
+        }
+        if !url.contains("mode=") {
+            url.push_str(if url.contains('?') {
+                "&mode=rwc"
+            } else {
+                "?mode=rwc"
+            });
+        }
+    }
+    let options = AnyConnectOptions::from_str(&url)
+        .context("parsing the database URL")?
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+    let pool = AnyPoolOptions::new()
+        .max_connections(if backend == Backend::Sqlite {
+            max_connections.max(1)
+        } else {
+            max_connections
+        })
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .with_context(|| format!("connecting to the {backend:?} database"))?;
+    let migrator = match backend {
+        Backend::Sqlite => sqlite_migrations,
+        Backend::Postgres => postgres_migrations,
+    };
+    migrator
+        .run(&pool)
+        .await
+        .context("running database migrations")?;
+    Ok(Database { pool, backend })
+}
+
+/// True for errors that a retry of the same transaction can cure: SQLite busy or locked,
+/// PostgreSQL serialization failures and deadlocks.
+pub fn is_conflict(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else {
+        return false;
+    };
+    match db.code().as_deref() {
+        // PostgreSQL: serialization_failure, deadlock_detected, lock_not_available.
+        Some("40001" | "40P01" | "55P03") => true,
+        // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
+        Some(code) => matches!(code, "5" | "6" | "261" | "517" | "262" | "773"),
+        None => {
+            let message = db.message();
+            message.contains("database is locked") || message.contains("database table is locked")
+        }
+    }
+}
+
+/// Runs `attempt` until it succeeds or fails with something other than a conflict, at most
+/// `max_attempts` times, with a short growing pause between tries.
+pub async fn retry_conflicts<T, F, Fut>(max_attempts: u32, mut attempt: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Err(error) if tries < max_attempts && is_conflict(&error) => {
+                tracing::debug!(tries, %error, "database conflict; retrying");
+                let pause = Duration::from_millis(5 * (1 << tries.min(7)));
+                tokio::time::sleep(pause).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, the unit every smrtshare table stores times in.
+pub fn now_millis() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A throwaway database for one test: a SQLite file in a temporary directory, or a PostgreSQL
+/// database of its own (created on the server at `SMRTSHARE_TEST_POSTGRES_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/postgres`, and dropped when the value is dropped).
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// URL to hand to the code under test.
+    pub url: String,
+    /// Which backend.
+    pub backend: Backend,
+    admin_url: Option<String>,
+    name: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    /// A fresh SQLite database.
+    pub fn sqlite() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        Ok(Self {
+            url,
+            backend: Backend::Sqlite,
+            admin_url: None,
+            name: String::new(),
+            _dir: Some(dir),
+        })
+    }
+
+    /// A fresh PostgreSQL database on the test server.
+    pub async fn postgres() -> anyhow::Result<Self> {
+        install_drivers();
+        let admin_url = std::env::var("SMRTSHARE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let name = format!("smrtshare_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
+            .await
+            .with_context(
+                || "connecting to the test PostgreSQL server (is it running on 127.0.0.1:5432?)",
+            )?;
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await?;
+        let mut url = url::Url::parse(&admin_url)?;
+        url.set_path(&name);
+        Ok(Self {
+            url: url.to_string(),
+            backend: Backend::Postgres,
+            admin_url: Some(admin_url),
+            name,
+            _dir: None,
+        })
+    }
+
+    /// A fresh database of the given backend.
+    pub async fn new(backend: Backend) -> anyhow::Result<Self> {
+        match backend {
+            Backend::Sqlite => Self::sqlite(),
+            Backend::Postgres => Self::postgres().await,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(admin_url) = self.admin_url.take() else {
+            return;
+        };
+        let name = std::mem::take(&mut self.name);
+        // Drop runs inside or outside a runtime; a thread of its own with a small runtime works in both.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let mut admin =
+                    <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url).await?;
+                admin
+                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .await?;
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("warning: could not drop test database: {error:#}");
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Shared test support: where the shared fixtures and grpcurl are.
+//!
+//! Tests read `../shared/fixtures/smrtlink` (CI has `shared/` beside the checkout; the
+//! `SMRTSHARE_SHARED_DIR` variable overrides the location). When it is missing, tests fail under
+//! `CI=true` and elsewhere skip with a visible notice.
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root, found from a crate's `CARGO_MANIFEST_DIR` by walking up to the directory
+/// holding `proto/` and `Cargo.lock`.
+pub fn workspace_root(manifest_dir: &Path) -> PathBuf {
+    let mut dir = manifest_dir;
+    loop {
+        if dir.join("proto").is_dir()
+            && dir.join("Cargo.toml").is_file()
+            && dir.join("services").is_dir()
+        {
+            return dir.to_path_buf();
+        }
+        match dir.parent() {
+            Some(parent) => dir = parent,
+            None => return manifest_dir.to_path_buf(),
+        }
+    }
+}
+
+/// The shared directory (`SMRTSHARE_SHARED_DIR`, else `<workspace>/../shared`).
+pub fn shared_dir(manifest_dir: &Path) -> PathBuf {
+    std::env::var_os("SMRTSHARE_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root(manifest_dir).join("..").join("shared"))
+}
+
+/// `shared/fixtures/smrtlink`, or `None` (with a notice on stderr) when it is missing outside CI.
+///
+/// # Panics
+/// When the fixtures are missing and `CI=true`: CI must never skip them silently.
+pub fn smrtlink_fixtures(manifest_dir: &Path) -> Option<PathBuf> {
+    let dir = shared_dir(manifest_dir).join("fixtures").join("smrtlink");
+    if dir.join("projects.json").is_file() {
+        return Some(dir);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(
+        !ci,
+        "shared fixtures missing at {} (CI=true: they must be present)",
+        dir.display()
+    );
+    eprintln!(
+        "NOTICE: skipping: shared fixtures not found at {}",
+        dir.display()
+    );
+    None
+}
+
+/// The grpcurl binary: `SMRTSHARE_GRPCURL`, else `<workspace>/.tools/bin/grpcurl` (installed by
+/// `scripts/ensure-tools`), else `grpcurl` on PATH.
+pub fn grpcurl(manifest_dir: &Path) -> PathBuf {
+    if let Some(path) = std::env::var_os("SMRTSHARE_GRPCURL") {
+        return PathBuf::from(path);
+    }
+    let local = workspace_root(manifest_dir)
+        .join(".tools")
+        .join("bin")
+        .join("grpcurl");
+    if local.exists() {
+        local
+    } else {
+        PathBuf::from("grpcurl")
+    }
+}
+
+/// Copies a directory tree (files and directories; symlinks are recreated as symlinks) so tests
+/// can modify fixtures without touching the originals. Copied files are made writable.
+pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_symlink() {
+            #[cfg(unix)]
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+            let mut perms = std::fs::metadata(&target)?.permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            std::fs::set_permissions(&target, perms)?;
+        }
+    }
+    Ok(())
+}
+
+/// A throwaway PKI for TLS tests: a CA, a server certificate for `localhost` and `127.0.0.1`,
+/// and a client certificate, all as PEM.
+#[derive(Clone, Debug)]
+pub struct Pki {
+    /// The CA certificate.
+    pub ca_pem: String,
+    /// Server certificate and key.
+    pub server_cert_pem: String,
+    /// Server key.
+    pub server_key_pem: String,
+    /// Client certificate (for mutual TLS).
+    pub client_cert_pem: String,
+    /// Client key.
+    pub client_key_pem: String,
+}
+
+/// Paths of a [`Pki`] written to a directory.
+#[derive(Clone, Debug)]
+pub struct PkiFiles {
+    /// CA certificate.
+    pub ca: PathBuf,
+    /// Server certificate.
+    pub server_cert: PathBuf,
+    /// Server key.
+    pub server_key: PathBuf,
+    /// Client certificate.
+    pub client_cert: PathBuf,
+    /// Client key.
+    pub client_key: PathBuf,
+}
+
+impl Pki {
+    /// Makes a CA named `name` and the two certificates it signs.
+    pub fn new(name: &str) -> anyhow::Result<Self> {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, name);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        let server_key = KeyPair::generate()?;
+        let server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?
+            .signed_by(&server_key, &ca)?;
+        let client_key = KeyPair::generate()?;
+        let mut client_params = CertificateParams::new(vec!["smrtshare-coordinator".to_owned()])?;
+        client_params
+            .distinguished_name
+            .push(DnType::CommonName, "smrtshare-coordinator");
+        let client = client_params.signed_by(&client_key, &ca)?;
+        Ok(Self {
+            ca_pem: ca.pem(),
+            server_cert_pem: server.pem(),
+            server_key_pem: server_key.serialize_pem(),
+            client_cert_pem: client.pem(),
+            client_key_pem: client_key.serialize_pem(),
+        })
+    }
+
+    /// Writes every PEM into `dir`.
+    pub fn write(&self, dir: &Path) -> std::io::Result<PkiFiles> {
+        let files = PkiFiles {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        };
+        std::fs::write(&files.ca, &self.ca_pem)?;
+        std::fs::write(&files.server_cert, &self.server_cert_pem)?;
+        std::fs::write(&files.server_key, &self.server_key_pem)?;
+        std::fs::write(&files.client_cert, &self.client_cert_pem)?;
+        std::fs::write(&files.client_key, &self.client_key_pem)?;
+        Ok(files)
+    }
+}
