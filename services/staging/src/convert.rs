@@ -1,0 +1,348 @@
+//! Wire ⇄ domain. Requests become domain types once, here, with errors naming the field;
+//! reports become wire messages.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+
+use smrtshare_api::staging::v1 as pb;
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::model::{
+    Action, ActionKind, ApplyReport, ApplyRequest, DatasetSpec, DatasetState, Drift, DriftKind,
+    EntryRecord, Outcome, ProjectId, ProjectRecord, RemoveReport, join,
+};
+use crate::names;
+
+fn invalid(field: &str, why: impl std::fmt::Display) -> Error {
+    Error::InvalidArgument(format!("{field}: {why}"))
+}
+
+/// A project id field.
+pub fn project_id(id: i64) -> Result<ProjectId, Error> {
+    ProjectId::new(id).map_err(|e| invalid("project_id", e))
+}
+
+/// A UUID in canonical lower-case hyphenated form.
+pub fn uuid(text: &str) -> Result<Uuid, String> {
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let uuid = Uuid::parse_str(text).map_err(|e| format!("{text:?} is not a UUID ({e})"))?;
+    if uuid.hyphenated().to_string() != text {
+        return Err(format!(
+            "{text:?} is not in canonical lower-case 8-4-4-4-12 form (expected {uuid})"
+        ));
+    }
+    Ok(uuid)
+}
+
+fn xml_path(text: &str) -> Result<PathBuf, String> {
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if text.contains('\0') {
+        return Err("must not contain NUL".into());
+    }
+    let path = Path::new(text);
+    if !path.is_absolute() {
+        return Err(format!("{text:?} is not an absolute path"));
+    }
+    if !matches!(path.components().next_back(), Some(Component::Normal(_))) {
+        return Err(format!("{text:?} does not name a file"));
+    }
+    Ok(path.to_path_buf())
+}
+
+impl TryFrom<pb::ApplyProjectRequest> for ApplyRequest {
+    type Error = Error;
+
+    fn try_from(request: pb::ApplyProjectRequest) -> Result<Self, Error> {
+        let project = project_id(request.project_id)?;
+        names::check_component(&request.directory).map_err(|e| invalid("directory", e))?;
+        let mut seen: HashMap<Uuid, usize> = HashMap::new();
+        let mut datasets = Vec::with_capacity(request.datasets.len());
+        for (i, d) in request.datasets.into_iter().enumerate() {
+            let field = |name: &str| format!("datasets[{i}].{name}");
+            let id = uuid(&d.uuid).map_err(|e| invalid(&field("uuid"), e))?;
+            if let Some(first) = seen.insert(id, i) {
+                return Err(invalid(
+                    &field("uuid"),
+                    format!("{id} is also datasets[{first}]; a dataset is listed once"),
+                ));
+            }
+            let xml_path = xml_path(&d.xml_path).map_err(|e| invalid(&field("xml_path"), e))?;
+            let parent = if d.parent_uuid.is_empty() {
+                None
+            } else {
+                Some(uuid(&d.parent_uuid).map_err(|e| invalid(&field("parent_uuid"), e))?)
+            };
+            if parent == Some(id) {
+                return Err(invalid(
+                    &field("parent_uuid"),
+                    "a dataset cannot be its own parent",
+                ));
+            }
+            datasets.push(DatasetSpec {
+                uuid: id,
+                name: d.name,
+                xml_path,
+                parent,
+                num_children: d.num_children,
+            });
+        }
+        Ok(Self {
+            project,
+            directory: request.directory,
+            datasets,
+            dry_run: request.dry_run,
+        })
+    }
+}
+
+fn kind(kind: ActionKind) -> pb::ActionKind {
+    match kind {
+        ActionKind::CreateDirectory => pb::ActionKind::CreateDirectory,
+        ActionKind::LinkFile => pb::ActionKind::LinkFile,
+        ActionKind::UnlinkFile => pb::ActionKind::UnlinkFile,
+        ActionKind::RemoveDirectory => pb::ActionKind::RemoveDirectory,
+        ActionKind::RenameProjectDirectory => pb::ActionKind::RenameProjectDirectory,
+        ActionKind::MoveDatasetDirectory => pb::ActionKind::MoveDatasetDirectory,
+        ActionKind::RenameDatasetDirectory => pb::ActionKind::RenameDatasetDirectory,
+        ActionKind::PublishDirectory => pb::ActionKind::PublishDirectory,
+        ActionKind::SetMode => pb::ActionKind::SetMode,
+        ActionKind::KeepForeign => pb::ActionKind::KeepForeign,
+        ActionKind::MarkDirectory => pb::ActionKind::MarkDirectory,
+    }
+}
+
+fn action(a: Action) -> pb::Action {
+    let (outcome, error) = match a.outcome {
+        Outcome::Planned => (pb::ActionOutcome::Planned, String::new()),
+        Outcome::Done => (pb::ActionOutcome::Done, String::new()),
+        Outcome::Failed(e) => (pb::ActionOutcome::Failed, e),
+        Outcome::Skipped(e) => (pb::ActionOutcome::Skipped, e),
+    };
+    pb::Action {
+        kind: kind(a.kind) as i32,
+        path: a.path,
+        from_path: a.from_path,
+        source: a.source,
+        dataset_uuid: a.dataset.map(|u| u.to_string()).unwrap_or_default(),
+        outcome: outcome as i32,
+        error,
+    }
+}
+
+/// The answer to ApplyProject.
+pub fn apply_response(report: ApplyReport) -> pb::ApplyProjectResponse {
+    let complete = report.complete();
+    pb::ApplyProjectResponse {
+        project_id: report.project.get(),
+        directory: report.directory,
+        dry_run: report.dry_run,
+        actions: report.actions.into_iter().map(action).collect(),
+        datasets: report
+            .datasets
+            .into_iter()
+            .map(|d| {
+                let (state, error) = match d.state {
+                    DatasetState::Unchanged => (pb::DatasetState::Unchanged, String::new()),
+                    DatasetState::Staged => (pb::DatasetState::Staged, String::new()),
+                    DatasetState::Updated => (pb::DatasetState::Updated, String::new()),
+                    DatasetState::Failed(e) => (pb::DatasetState::Failed, e),
+                    DatasetState::InParent => (pb::DatasetState::InParent, String::new()),
+                };
+                pb::DatasetResult {
+                    uuid: d.uuid.to_string(),
+                    path: d.path,
+                    state: state as i32,
+                    file_count: d.file_count,
+                    error,
+                }
+            })
+            .collect(),
+        complete,
+    }
+}
+
+/// The answer to RemoveProject.
+pub fn remove_response(report: RemoveReport) -> pb::RemoveProjectResponse {
+    pb::RemoveProjectResponse {
+        project_id: report.project.get(),
+        dry_run: report.dry_run,
+        actions: report.actions.into_iter().map(action).collect(),
+        removed: report.removed,
+        foreign_paths: report.foreign_paths,
+    }
+}
+
+/// Milliseconds since the epoch as a protobuf timestamp.
+pub fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+/// The answer to GetProject.
+pub fn get_response(
+    record: &ProjectRecord,
+    verified: bool,
+    drift: Vec<Drift>,
+) -> pb::GetProjectResponse {
+    let mut datasets: Vec<pb::StagedDataset> = record
+        .datasets
+        .values()
+        .map(|d| {
+            let dir = join(&[&record.directory, &d.directory]);
+            pb::StagedDataset {
+                uuid: d.uuid.to_string(),
+                xml_path: d.xml_path.clone(),
+                files: d
+                    .entries
+                    .iter()
+                    .filter_map(|(path, e)| match e {
+                        EntryRecord::File(f) => Some(pb::StagedFile {
+                            path: join(&[&dir, path]),
+                            source: f.source.clone(),
+                            size: f.size,
+                        }),
+                        EntryRecord::Dir => None,
+                    })
+                    .collect(),
+                path: dir,
+            }
+        })
+        .collect();
+    datasets.sort_by(|a, b| a.path.cmp(&b.path));
+    pb::GetProjectResponse {
+        project_id: record.id.get(),
+        directory: record.directory.clone(),
+        datasets,
+        updated_at: Some(timestamp(record.updated_at)),
+        verified,
+        drift: drift
+            .into_iter()
+            .map(|d| pb::Drift {
+                kind: match d.kind {
+                    DriftKind::Missing => pb::DriftKind::Missing,
+                    DriftKind::NotLinked => pb::DriftKind::NotLinked,
+                    DriftKind::WrongType => pb::DriftKind::WrongType,
+                    DriftKind::WrongMode => pb::DriftKind::WrongMode,
+                    DriftKind::Foreign => pb::DriftKind::Foreign,
+                } as i32,
+                path: d.path,
+                detail: d.detail,
+            })
+            .collect(),
+    }
+}
+
+/// One ListProjects item.
+pub fn list_item(record: &ProjectRecord) -> pb::ListProjectsResponse {
+    pb::ListProjectsResponse {
+        project_id: record.id.get(),
+        directory: record.directory.clone(),
+        dataset_uuids: record.datasets.keys().map(Uuid::to_string).collect(),
+        file_count: record.file_count() as u64,
+        updated_at: Some(timestamp(record.updated_at)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn request(datasets: Vec<pb::Dataset>) -> pb::ApplyProjectRequest {
+        pb::ApplyProjectRequest {
+            project_id: 2,
+            directory: "Project 2: Tomato".into(),
+            datasets,
+            dry_run: false,
+        }
+    }
+
+    fn dataset(uuid: &str) -> pb::Dataset {
+        pb::Dataset {
+            uuid: uuid.into(),
+            name: "n".into(),
+            xml_path: "/data/x.xml".into(),
+            parent_uuid: String::new(),
+            num_children: 0,
+        }
+    }
+
+    fn refusal(r: pb::ApplyProjectRequest) -> String {
+        match ApplyRequest::try_from(r) {
+            Err(Error::InvalidArgument(m)) => m,
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_requests_name_the_field() {
+        let a = "48a71a3e-c97c-43ea-ba41-8c2b31dd32b2";
+        let b = "e950eeb9-b402-4776-84e1-9a9905aa781b";
+        assert!(
+            refusal(pb::ApplyProjectRequest {
+                project_id: 1,
+                ..request(vec![])
+            })
+            .starts_with("project_id: project 1")
+        );
+        assert!(
+            refusal(pb::ApplyProjectRequest {
+                directory: "../x".into(),
+                ..request(vec![])
+            })
+            .starts_with("directory: ")
+        );
+        assert!(
+            refusal(request(vec![dataset(a), dataset(b), dataset("nope")]))
+                .starts_with("datasets[2].uuid: \"nope\" is not a UUID")
+        );
+        let upper = a.to_uppercase();
+        assert!(refusal(request(vec![dataset(&upper)])).contains("canonical lower-case"));
+        assert!(refusal(request(vec![dataset(a), dataset(a)])).starts_with(
+            "datasets[1].uuid: 48a71a3e-c97c-43ea-ba41-8c2b31dd32b2 is also datasets[0]"
+        ));
+        let relative = pb::Dataset {
+            xml_path: "x.xml".into(),
+            ..dataset(a)
+        };
+        assert!(
+            refusal(request(vec![relative]))
+                .starts_with("datasets[0].xml_path: \"x.xml\" is not an absolute path")
+        );
+        let own_parent = pb::Dataset {
+            parent_uuid: a.into(),
+            ..dataset(a)
+        };
+        assert!(
+            refusal(request(vec![own_parent]))
+                .starts_with("datasets[0].parent_uuid: a dataset cannot be its own parent")
+        );
+        let bad_parent = pb::Dataset {
+            parent_uuid: "x".into(),
+            ..dataset(a)
+        };
+        assert!(refusal(request(vec![bad_parent])).starts_with("datasets[0].parent_uuid: "));
+        let ok = ApplyRequest::try_from(request(vec![pb::Dataset {
+            parent_uuid: b.into(),
+            ..dataset(a)
+        }]))
+        .unwrap();
+        assert_eq!(
+            ok.datasets[0].parent.map(|u| u.to_string()).as_deref(),
+            Some(b)
+        );
+    }
+
+    #[test]
+    fn timestamps_keep_milliseconds() {
+        let t = timestamp(1_700_000_000_123);
+        assert_eq!((t.seconds, t.nanos), (1_700_000_000, 123_000_000));
+    }
+}

@@ -1,0 +1,162 @@
+//! The staging service: the only process that writes the staging tree (a Globus collection root),
+//! where smrtshare keeps one directory per SMRT Link project holding hard links to the project's
+//! dataset files (DESIGN.md section 6).
+//!
+//! - [`config`]: flags and the checked configuration.
+//! - [`xml`], [`names`], [`resolve`]: dataset XML to the files and names of a dataset directory.
+//! - [`fs`], [`marker`]: every system call on the tree, and the markers that make it self-describing.
+//! - [`apply`], [`targets`], [`probe`], [`dataset`], [`remove`], [`verify`]: the operations
+//!   (blocking, off the runtime).
+//! - [`records`], [`rebuild`]: what was staged, in SQLite, and its rebuild from the tree.
+//! - [`locks`]: per-project serialisation.
+//! - [`service`], [`convert`], [`error`]: the gRPC service.
+
+pub mod apply;
+pub mod config;
+pub mod convert;
+pub mod dataset;
+pub mod error;
+pub mod fs;
+pub mod locks;
+pub mod marker;
+pub mod model;
+pub mod names;
+pub mod probe;
+pub mod rebuild;
+pub mod records;
+pub mod remove;
+pub mod report;
+pub mod resolve;
+pub mod service;
+pub mod targets;
+pub mod verify;
+pub mod xml;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use smrtshare_api::staging::v1::staging_server::StagingServer;
+use smrtshare_common::db::now_millis;
+use smrtshare_common::server::GrpcServer;
+use tokio::net::TcpListener;
+
+pub use config::{Args, Config};
+pub use service::{Handle, StagingService};
+
+use crate::names::Namer;
+use crate::resolve::SourceRoots;
+use crate::service::Inner;
+
+/// Serves staging on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    run_with(listener, config, Handle::new(), shutdown).await
+}
+
+/// [`run`], with a handle the caller keeps (to read counters).
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    handle: Handle,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let namer = Namer::new(config.templates.clone())?;
+    let mut server = GrpcServer::new(config.server.clone())?;
+    let max = server.options().max_message_bytes;
+    server.add_service(
+        StagingServer::new(StagingService::new(handle.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+    );
+    server
+        .serve(listener, start(config, namer, handle), shutdown)
+        .await
+}
+
+/// Start-up, before health turns SERVING: open and lock the root, check extended attributes,
+/// sweep the work area, open the records and rebuild what the tree holds that they miss.
+async fn start(config: Config, namer: Namer, handle: Handle) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let (root, source_roots, dir_mode) = (
+        config.root.clone(),
+        config.source_roots.clone(),
+        config.dir_mode,
+    );
+    let (tree, roots, kept) = tokio::task::spawn_blocking(move || {
+        let tree = fs::Tree::open(&root, dir_mode)?;
+        let roots = SourceRoots::open(&source_roots)?;
+        let kept = rebuild::sweep(&fs::Ops::new(&tree));
+        Ok::<_, anyhow::Error>((tree, roots, kept))
+    })
+    .await
+    .context("start-up task")??;
+    for path in &kept {
+        tracing::warn!(
+            path,
+            "kept in the work area: it may be someone's data (a single-link file or a symlink); move it by hand"
+        );
+    }
+    for root in roots.paths() {
+        if let Ok(meta) = fs::lstat_path(&root.to_string_lossy())
+            && meta.dev != tree.dev()
+        {
+            tracing::warn!(source_root = %root.display(), staging_root = %config.root.display(), "source root is on another filesystem than the staging root: its files cannot be hard-linked (EXDEV)");
+        }
+    }
+    let records = records::Records::open(&config.database).await?;
+    let inner = Arc::new(Inner {
+        tree,
+        roots,
+        namer,
+        limits: config.limits,
+        records,
+        locks: locks::Locks::default(),
+        fs_timeout: config.fs_timeout,
+    });
+    let blocking = inner.clone();
+    let all = inner.records.all();
+    let changes =
+        tokio::task::spawn_blocking(move || rebuild::rebuild(&blocking.ctx(), &all, now_millis()))
+            .await
+            .context("rebuild task")?;
+    if !changes.is_empty() {
+        tracing::info!(projects = changes.len(), "records rebuilt from the tree");
+        inner
+            .records
+            .store(changes)
+            .await
+            .context("storing rebuilt records")?;
+    }
+    let inner = Arc::into_inner(inner).context("start-up state still shared")?;
+
+    tracing::info!(
+        root = %config.root.display(),
+        database = %config.database.display(),
+        projects = inner.records.all().len(),
+        swept_in = ?started.elapsed(),
+        "staging ready"
+    );
+    let inner = Arc::new(inner);
+    tokio::spawn(checkpoints(Arc::downgrade(&inner)));
+    handle.set(inner);
+    Ok(())
+}
+
+/// Copies the records' write-ahead log into the database a second after writing paused (at
+/// least every 30 s while writes go on), until the service's state is dropped.
+async fn checkpoints(inner: std::sync::Weak<Inner>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let (idle, max) = (std::time::Duration::from_secs(1), std::time::Duration::from_secs(30));
+        if let Err(error) = inner.records.checkpoint(idle, max).await {
+            tracing::warn!(%error, "records checkpoint failed; retried later");
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! Domain types: what a request asks for, what was done, and what is recorded. Wire types become
+//! these once, in [`crate::service`]; nothing below the handler sees an `Option`-wrapped field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+/// A SMRT Link project id that may be staged (greater than 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProjectId(i64);
+
+impl ProjectId {
+    /// Checks that `id` names a project that may be staged.
+    pub fn new(id: i64) -> Result<Self, String> {
+        match id {
+            1 => Err("project 1 (the General Project) is never staged".to_owned()),
+            id if id < 1 => Err(format!(
+                "must be a SMRT Link project id greater than 1, got {id}"
+            )),
+            id => Ok(Self(id)),
+        }
+    }
+
+    /// The id.
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ProjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What kind of dataset directory: a plain one (files directly inside) or a demultiplexed parent
+/// (one sub-directory per child plus the supplemental run data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Files directly inside.
+    Plain,
+    /// Children and supplemental data in sub-directories.
+    Parent,
+}
+
+impl Kind {
+    /// The name stored in records and markers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Parent => "parent",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "plain" => Some(Self::Plain),
+            "parent" => Some(Self::Parent),
+            _ => None,
+        }
+    }
+}
+
+/// One dataset the project should hold, as the coordinator sends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasetSpec {
+    /// SMRT Link UUID.
+    pub uuid: Uuid,
+    /// SMRT Link name (naming only).
+    pub name: String,
+    /// Absolute path of the dataset XML.
+    pub xml_path: PathBuf,
+    /// Parent UUID for a demultiplexed child.
+    pub parent: Option<Uuid>,
+    /// Number of children SMRT Link reports.
+    pub num_children: u32,
+}
+
+/// The full desired state of one project.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyRequest {
+    /// The project.
+    pub project: ProjectId,
+    /// Its directory name under the root (a single safe component).
+    pub directory: String,
+    /// Every dataset it should hold, in request order.
+    pub datasets: Vec<DatasetSpec>,
+    /// Plan only.
+    pub dry_run: bool,
+}
+
+/// What kind of filesystem change an action is (mirrors the wire enum).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActionKind {
+    /// A directory is created.
+    CreateDirectory,
+    /// A source file is hard-linked.
+    LinkFile,
+    /// A staged file is unlinked.
+    UnlinkFile,
+    /// A directory smrtshare created is removed.
+    RemoveDirectory,
+    /// The project directory is renamed.
+    RenameProjectDirectory,
+    /// A dataset directory moves here from another project.
+    MoveDatasetDirectory,
+    /// A dataset directory is renamed inside the project.
+    RenameDatasetDirectory,
+    /// A directory built in the work area is renamed into place.
+    PublishDirectory,
+    /// A directory's mode is set back to the configured one.
+    SetMode,
+    /// A directory is kept because it holds files smrtshare did not stage.
+    KeepForeign,
+    /// A directory's smrtshare marker is written or corrected.
+    MarkDirectory,
+}
+
+/// What became of an action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Dry run: it would be done.
+    Planned,
+    /// Done.
+    Done,
+    /// Failed, with the reason.
+    Failed(String),
+    /// Not attempted because an earlier action it depends on failed.
+    Skipped(String),
+}
+
+/// One filesystem change, planned or made. Paths are relative to the collection root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Action {
+    /// What.
+    pub kind: ActionKind,
+    /// The path acted on (the new path for renames and moves).
+    pub path: String,
+    /// The old path for renames, moves and publishes.
+    pub from_path: String,
+    /// The source of a link.
+    pub source: String,
+    /// The dataset it belongs to.
+    pub dataset: Option<Uuid>,
+    /// What became of it.
+    pub outcome: Outcome,
+}
+
+/// The state of one requested dataset after an apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatasetState {
+    /// Everything was in place.
+    Unchanged,
+    /// Its directory was created.
+    Staged,
+    /// Its directory existed and was brought up to date.
+    Updated,
+    /// It could not be staged; the reason names the XML or file.
+    Failed(String),
+    /// A child staged inside its parent's directory.
+    InParent,
+}
+
+/// Per-dataset outcome of an apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasetResult {
+    /// The dataset.
+    pub uuid: Uuid,
+    /// Its directory relative to the root (empty when it failed before one was named).
+    pub path: String,
+    /// What became of it.
+    pub state: DatasetState,
+    /// Files staged for it.
+    pub file_count: u32,
+}
+
+/// The answer to an apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// The project.
+    pub project: ProjectId,
+    /// Its directory.
+    pub directory: String,
+    /// Dry run.
+    pub dry_run: bool,
+    /// Every action in order.
+    pub actions: Vec<Action>,
+    /// One result per requested dataset, in request order.
+    pub datasets: Vec<DatasetResult>,
+    /// Mutating filesystem calls made (0 for a dry run or when everything was in place).
+    pub mutating_calls: u64,
+}
+
+impl ApplyReport {
+    /// True when every dataset is staged and every action succeeded.
+    pub fn complete(&self) -> bool {
+        self.datasets
+            .iter()
+            .all(|d| !matches!(d.state, DatasetState::Failed(_)))
+            && self
+                .actions
+                .iter()
+                .all(|a| matches!(a.outcome, Outcome::Planned | Outcome::Done))
+    }
+}
+
+/// The answer to a removal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoveReport {
+    /// The project.
+    pub project: ProjectId,
+    /// Dry run.
+    pub dry_run: bool,
+    /// Every action in order.
+    pub actions: Vec<Action>,
+    /// True when no records of the project remain.
+    pub removed: bool,
+    /// Files smrtshare did not stage that were left in place.
+    pub foreign_paths: Vec<String>,
+    /// Mutating filesystem calls made.
+    pub mutating_calls: u64,
+}
+
+/// A staged file's identity: the source it is a hard link to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRecord {
+    /// Canonical path of the source.
+    pub source: String,
+    /// Device of the source (and so of the link).
+    pub dev: u64,
+    /// Inode of the source (and so of the link).
+    pub ino: u64,
+    /// Size when staged.
+    pub size: u64,
+}
+
+/// One entry smrtshare made inside a dataset directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryRecord {
+    /// A sub-directory (a child's or the supplemental data's).
+    Dir,
+    /// A hard link.
+    File(FileRecord),
+}
+
+/// A dataset directory smrtshare staged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasetRecord {
+    /// The dataset.
+    pub uuid: Uuid,
+    /// Directory name inside the project directory.
+    pub directory: String,
+    /// The dataset XML as SMRT Link reports it.
+    pub xml_path: String,
+    /// Plain or parent.
+    pub kind: Kind,
+    /// Entries by path relative to the dataset directory ('/'-separated); parents before children
+    /// in this order. Shared: an apply that changes nothing hands the same map back.
+    pub entries: Arc<BTreeMap<String, EntryRecord>>,
+}
+
+impl DatasetRecord {
+    /// Number of staged files.
+    pub fn file_count(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|e| matches!(e, EntryRecord::File(_)))
+            .count()
+    }
+}
+
+/// A project smrtshare staged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectRecord {
+    /// The project.
+    pub id: ProjectId,
+    /// Its directory under the root.
+    pub directory: String,
+    /// When it last changed (ms since the epoch).
+    pub updated_at: i64,
+    /// Its dataset directories by UUID.
+    pub datasets: BTreeMap<Uuid, DatasetRecord>,
+}
+
+impl ProjectRecord {
+    /// Number of staged files.
+    pub fn file_count(&self) -> usize {
+        self.datasets.values().map(DatasetRecord::file_count).sum()
+    }
+}
+
+/// What kind of difference between records and tree was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriftKind {
+    /// A recorded entry is not on disk.
+    Missing,
+    /// A recorded file is no longer a hard link to its source.
+    NotLinked,
+    /// A recorded path is a symbolic link or another kind of file.
+    WrongType,
+    /// A directory's mode differs from the configured one.
+    WrongMode,
+    /// An entry smrtshare did not stage.
+    Foreign,
+}
+
+/// One difference between the records and the tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drift {
+    /// What kind.
+    pub kind: DriftKind,
+    /// Path relative to the root.
+    pub path: String,
+    /// Expected and found.
+    pub detail: String,
+}
+
+/// Joins '/'-separated relative path parts, skipping empty ones.
+pub fn join(parts: &[&str]) -> String {
+    let mut out = String::new();
+    for part in parts.iter().filter(|p| !p.is_empty()) {
+        if !out.is_empty() {
+            out.push('/');
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_ids_below_two_are_refused_with_a_reason() {
+        assert!(ProjectId::new(1).unwrap_err().contains("General Project"));
+        assert!(ProjectId::new(0).unwrap_err().contains("greater than 1"));
+        assert!(ProjectId::new(-5).unwrap_err().contains("-5"));
+        assert_eq!(ProjectId::new(2).unwrap().get(), 2);
+    }
+
+    #[test]
+    fn join_skips_empty_parts() {
+        assert_eq!(join(&["a", "", "b/c"]), "a/b/c");
+        assert_eq!(join(&["", ""]), "");
+    }
+}

@@ -1,0 +1,71 @@
+//! What is at a name: the project's or dataset's own directory (by its marker), nothing, or
+//! something else (a symlink, a file, a directory smrtshare did not create, another project's).
+
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::FileType;
+use rustix::io::Errno;
+use uuid::Uuid;
+
+use crate::fs::{self, describe};
+use crate::marker::Marker;
+use crate::model::ProjectId;
+
+/// How a project or dataset directory found on disk relates to what smrtshare expects.
+#[derive(Debug)]
+pub enum Probe {
+    /// Nothing there.
+    Missing,
+    /// smrtshare's, with its current marker (possibly retired).
+    Found(OwnedFd, Option<Marker>),
+    /// Something else, with a description.
+    Foreign(String),
+}
+
+/// Looks at `name` in the root: project `p`'s directory, nothing, or something else.
+pub fn probe_project(root: BorrowedFd<'_>, name: &str, p: ProjectId) -> Result<Probe, String> {
+    probe(root, name, |m| match m {
+        Some(Marker::Project(q)) if *q == p => Ok(()),
+        Some(Marker::Retired(inner)) if matches!(**inner, Marker::Project(q) if q == p) => Ok(()),
+        Some(Marker::Project(q)) => Err(format!("is project {q}'s directory")),
+        Some(Marker::Retired(inner)) if matches!(**inner, Marker::Project(_)) => {
+            Err("was another project's directory and still holds files others added".into())
+        }
+        _ => Err("was not created by smrtshare".into()),
+    })
+}
+
+/// Looks at `name` in a project directory: dataset `uuid`'s directory, nothing, or something else.
+pub fn probe_dataset(project: BorrowedFd<'_>, name: &str, uuid: Uuid) -> Result<Probe, String> {
+    probe(project, name, |m| match m {
+        Some(Marker::Dataset { uuid: u, .. }) if *u == uuid => Ok(()),
+        Some(Marker::Retired(inner)) if matches!(&**inner, Marker::Dataset { uuid: u, .. } if *u == uuid) => {
+            Ok(())
+        }
+        Some(Marker::Dataset { uuid: u, .. }) => Err(format!("is dataset {u}'s directory")),
+        _ => Err("was not created by smrtshare for this dataset".into()),
+    })
+}
+
+fn probe(
+    parent: BorrowedFd<'_>,
+    name: &str,
+    ours: impl Fn(&Option<Marker>) -> Result<(), String>,
+) -> Result<Probe, String> {
+    match fs::lstat_at(parent, name) {
+        Err(Errno::NOENT) => return Ok(Probe::Missing),
+        Err(e) => return Err(format!("{name}: {}", describe(e))),
+        Ok(meta) if meta.kind == FileType::Symlink => {
+            return Ok(Probe::Foreign("is a symbolic link".into()));
+        }
+        Ok(meta) if meta.kind != FileType::Directory => {
+            return Ok(Probe::Foreign("is not a directory".into()));
+        }
+        Ok(_) => {}
+    }
+    let fd = fs::open_dir(parent, name).map_err(|e| format!("{name}: {}", describe(e)))?;
+    let marker = fs::read_marker(fd.as_fd()).map_err(|e| format!("{name}: {}", describe(e)))?;
+    Ok(match ours(&marker) {
+        Ok(()) => Probe::Found(fd, marker),
+        Err(why) => Probe::Foreign(why),
+    })
+}

@@ -1,0 +1,305 @@
+//! Start-up (blocking, before health turns SERVING): sweep the work area, then bring the records
+//! back in line with the tree.
+//!
+//! The sweep removes what an interrupted operation left in the work area: hard links (a file
+//! with another link elsewhere loses nothing) and the directories holding them. Anything else (a
+//! file with a single link, a symlink) may be someone's data caught in a removal at the instant
+//! of a crash: it is kept and reported.
+//!
+//! The rebuild reads the markers: a project directory whose project has no records (the database
+//! was lost or is older than the tree) is recorded again, and so is a marked dataset directory its
+//! project's records do not list. A dataset's files are re-resolved from its XML, and a file counts
+//! as staged only when it is the very inode of the source the XML names.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustix::fd::{AsFd, BorrowedFd};
+use rustix::fs::FileType;
+use rustix::io::Errno;
+use uuid::Uuid;
+
+use crate::apply::Ctx;
+use crate::dataset::{Entries, file_record};
+use crate::fs::{self, HIDDEN_PREFIX, Ops, describe};
+use crate::marker::Marker;
+use crate::model::{DatasetRecord, DatasetSpec, EntryRecord, Kind, ProjectId, ProjectRecord, join};
+use crate::probe::{Probe, probe_project};
+use crate::resolve::{Resolver, Source, Want};
+
+/// Deepest directory level swept or walked.
+const MAX_DEPTH: usize = 16;
+
+/// Empties the work area; returns the paths (relative to the root) kept because they might be
+/// someone's data.
+pub fn sweep(ops: &Ops<'_>) -> Vec<String> {
+    let mut kept = Vec::new();
+    let work = ops.tree().work();
+    let items = match fs::list(work) {
+        Ok(items) => items,
+        Err(e) => {
+            tracing::error!(error = %describe(e), "cannot list the work area");
+            return kept;
+        }
+    };
+    for item in items {
+        let Some(name) = item.utf8() else {
+            kept.push(crate::fs::Tree::work_rel(&item.name.to_string_lossy()));
+            continue;
+        };
+        sweep_entry(
+            ops,
+            work,
+            name,
+            &crate::fs::Tree::work_rel(name),
+            0,
+            &mut kept,
+        );
+    }
+    kept
+}
+
+fn sweep_entry(
+    ops: &Ops<'_>,
+    parent: BorrowedFd<'_>,
+    name: &str,
+    shown: &str,
+    depth: usize,
+    kept: &mut Vec<String>,
+) {
+    let meta = match fs::lstat_at(parent, name) {
+        Ok(meta) => meta,
+        Err(e) => {
+            tracing::warn!(path = shown, error = %describe(e), "cannot inspect a work-area entry");
+            kept.push(shown.to_owned());
+            return;
+        }
+    };
+    match meta.kind {
+        FileType::Directory if depth < MAX_DEPTH => {
+            let Ok(fd) = fs::open_dir(parent, name) else {
+                kept.push(shown.to_owned());
+                return;
+            };
+            for item in fs::list(fd.as_fd()).unwrap_or_default() {
+                match item.utf8() {
+                    Some(child) => sweep_entry(
+                        ops,
+                        fd.as_fd(),
+                        child,
+                        &join(&[shown, child]),
+                        depth + 1,
+                        kept,
+                    ),
+                    None => kept.push(join(&[shown, &item.name.to_string_lossy()])),
+                }
+            }
+            match ops.rmdir(parent, name) {
+                Ok(()) | Err(Errno::NOTEMPTY) => {}
+                Err(e) => {
+                    tracing::warn!(path = shown, error = %describe(e), "cannot remove a work-area directory")
+                }
+            }
+        }
+        FileType::RegularFile if meta.nlink > 1 => {
+            if let Err(e) = ops.unlink(parent, name) {
+                tracing::warn!(path = shown, error = %describe(e), "cannot remove a work-area link");
+                kept.push(shown.to_owned());
+            }
+        }
+        _ => kept.push(shown.to_owned()),
+    }
+}
+
+/// Records to store so that every marked directory under the root is recorded.
+pub fn rebuild(
+    ctx: &Ctx<'_>,
+    records: &[Arc<ProjectRecord>],
+    now: i64,
+) -> Vec<(ProjectId, Option<ProjectRecord>)> {
+    let root = ctx.tree.root();
+    let by_id: HashMap<ProjectId, &Arc<ProjectRecord>> =
+        records.iter().map(|r| (r.id, r)).collect();
+    let mut seen: HashSet<Uuid> = records
+        .iter()
+        .flat_map(|r| r.datasets.keys().copied())
+        .collect();
+    let mut resolver = Resolver::new(ctx.roots, ctx.limits, ctx.namer);
+    let mut changes = Vec::new();
+    let items = match fs::list(root) {
+        Ok(items) => items,
+        Err(e) => {
+            tracing::error!(error = %describe(e), "cannot list the staging root; records not checked against the tree");
+            return changes;
+        }
+    };
+    for item in items {
+        let Some(name) = item.utf8() else { continue };
+        if name.starts_with(HIDDEN_PREFIX)
+            || fs::lstat_at(root, name).map(|m| m.kind) != Ok(FileType::Directory)
+        {
+            continue;
+        }
+        let Ok(fd) = fs::open_dir(root, name) else {
+            continue;
+        };
+        let Ok(Some(Marker::Project(p))) = fs::read_marker(fd.as_fd()) else {
+            continue;
+        };
+        let mut record = match by_id.get(&p) {
+            Some(rec) if rec.directory == name => (***rec).clone(),
+            Some(rec) => {
+                if matches!(probe_project(root, &rec.directory, p), Ok(Probe::Found(..))) {
+                    tracing::warn!(
+                        project = p.get(),
+                        recorded = rec.directory,
+                        found = name,
+                        "two directories are marked as the same project; the recorded one is kept"
+                    );
+                    continue;
+                }
+                tracing::info!(
+                    project = p.get(),
+                    from = rec.directory,
+                    to = name,
+                    "project directory found under another name; records follow the tree"
+                );
+                let mut moved = (***rec).clone();
+                moved.directory = name.to_owned();
+                moved
+            }
+            None => {
+                tracing::info!(
+                    project = p.get(),
+                    directory = name,
+                    "project directory without records; rebuilding them from the tree"
+                );
+                ProjectRecord {
+                    id: p,
+                    directory: name.to_owned(),
+                    updated_at: now,
+                    datasets: Default::default(),
+                }
+            }
+        };
+        let before = record.clone();
+        for dataset in fs::list(fd.as_fd()).unwrap_or_default() {
+            let Some(dir) = dataset.utf8() else { continue };
+            if record.datasets.values().any(|d| d.directory == dir)
+                || fs::lstat_at(fd.as_fd(), dir).map(|m| m.kind) != Ok(FileType::Directory)
+            {
+                continue;
+            }
+            let Ok(dfd) = fs::open_dir(fd.as_fd(), dir) else {
+                continue;
+            };
+            let Ok(Some(Marker::Dataset { uuid, kind, xml })) = fs::read_marker(dfd.as_fd()) else {
+                continue;
+            };
+            if !seen.insert(uuid) {
+                tracing::warn!(project = p.get(), directory = dir, dataset = %uuid, "dataset directory marked with a dataset recorded elsewhere; left unrecorded");
+                continue;
+            }
+            let entries = rebuild_entries(
+                &mut resolver,
+                dfd.as_fd(),
+                uuid,
+                kind,
+                &xml,
+                &join(&[name, dir]),
+            );
+            tracing::info!(project = p.get(), directory = dir, dataset = %uuid, entries = entries.len(), "dataset directory recorded from the tree");
+            record.datasets.insert(
+                uuid,
+                DatasetRecord {
+                    uuid,
+                    directory: dir.to_owned(),
+                    xml_path: xml,
+                    kind,
+                    entries: Arc::new(entries),
+                },
+            );
+        }
+        if by_id.get(&p).is_none_or(|rec| ***rec != before) || record != before {
+            record.updated_at = now;
+            changes.push((p, Some(record)));
+        }
+    }
+    changes
+}
+
+/// The entries of a marked dataset directory that smrtshare staged: sub-directories marked for
+/// the dataset, and files that are the very inode of a source its XML names.
+fn rebuild_entries(
+    resolver: &mut Resolver<'_>,
+    top: BorrowedFd<'_>,
+    uuid: Uuid,
+    kind: Kind,
+    xml: &str,
+    shown: &str,
+) -> Entries {
+    let spec = DatasetSpec {
+        uuid,
+        name: String::new(),
+        xml_path: PathBuf::from(xml),
+        parent: None,
+        num_children: u32::from(kind == Kind::Parent),
+    };
+    let layout = match kind {
+        Kind::Parent => resolver.parent(&spec),
+        Kind::Plain => resolver.plain(&spec, false),
+    };
+    let mut sources: HashMap<(u64, u64), Arc<Source>> = HashMap::new();
+    match layout {
+        Ok(layout) => {
+            for want in layout.entries.values() {
+                if let Want::File(source) = want {
+                    sources.insert((source.dev, source.ino), source.clone());
+                }
+            }
+        }
+        Err(e) => tracing::warn!(
+            path = shown,
+            error = e,
+            "cannot resolve the dataset XML; its files are not recognised as staged and stay untouched until it resolves again"
+        ),
+    }
+    let mut entries = Entries::new();
+    walk(top, "", uuid, &sources, &mut entries, 0);
+    entries
+}
+
+fn walk(
+    fd: BorrowedFd<'_>,
+    prefix: &str,
+    uuid: Uuid,
+    sources: &HashMap<(u64, u64), Arc<Source>>,
+    entries: &mut Entries,
+    depth: usize,
+) {
+    for item in fs::list(fd).unwrap_or_default() {
+        let Some(name) = item.utf8() else { continue };
+        let Ok(meta) = fs::lstat_at(fd, name) else {
+            continue;
+        };
+        let path = join(&[prefix, name]);
+        match meta.kind {
+            FileType::Directory if depth < MAX_DEPTH => {
+                let Ok(sub) = fs::open_dir(fd, name) else {
+                    continue;
+                };
+                if fs::read_marker(sub.as_fd()).ok().flatten() == Some(Marker::Part(uuid)) {
+                    entries.insert(path.clone(), EntryRecord::Dir);
+                    walk(sub.as_fd(), &path, uuid, sources, entries, depth + 1);
+                }
+            }
+            FileType::RegularFile => {
+                if let Some(source) = sources.get(&(meta.dev, meta.ino)) {
+                    entries.insert(path, file_record(source, meta.size));
+                }
+            }
+            _ => {}
+        }
+    }
+}

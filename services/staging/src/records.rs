@@ -1,0 +1,470 @@
+//! The service's records of what it staged, in an embedded SQLite database (sqlx, migrations in
+//! `services/staging/migrations`), with a copy in memory that every read uses.
+//!
+//! All writes for a project happen under that project's lock, database first and then the copy,
+//! so the copy never shows what the database does not hold. Only what changed is written: an apply
+//! that finds everything in place writes nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::str::FromStr as _;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row as _, Sqlite, SqlitePool};
+use uuid::Uuid;
+
+use crate::model::{DatasetRecord, EntryRecord, FileRecord, Kind, ProjectId, ProjectRecord};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Rows per multi-row insert.
+const BATCH: usize = 100;
+
+#[derive(Debug, Default)]
+struct Cache {
+    projects: BTreeMap<ProjectId, Arc<ProjectRecord>>,
+    by_dataset: HashMap<Uuid, ProjectId>,
+    by_directory: HashMap<String, ProjectId>,
+}
+
+impl Cache {
+    fn put(&mut self, record: ProjectRecord) {
+        self.remove(record.id);
+        for uuid in record.datasets.keys() {
+            self.by_dataset.insert(*uuid, record.id);
+        }
+        self.by_directory
+            .insert(record.directory.clone(), record.id);
+        self.projects.insert(record.id, Arc::new(record));
+    }
+
+    fn remove(&mut self, id: ProjectId) {
+        if let Some(old) = self.projects.remove(&id) {
+            for uuid in old.datasets.keys() {
+                if self.by_dataset.get(uuid) == Some(&id) {
+                    self.by_dataset.remove(uuid);
+                }
+            }
+            if self.by_directory.get(&old.directory) == Some(&id) {
+                self.by_directory.remove(&old.directory);
+            }
+        }
+    }
+}
+
+/// The records.
+#[derive(Debug)]
+pub struct Records {
+    pool: SqlitePool,
+    cache: RwLock<Cache>,
+    /// First and last write since the last checkpoint.
+    dirty: Mutex<Option<(Instant, Instant)>>,
+}
+
+impl Records {
+    /// Opens (creating when missing) the database at `path`, runs the migrations and loads every
+    /// record. A new database's directory is created private (0700).
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(parent) = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating the records directory {}", parent.display()))?;
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            // Commits never checkpoint (a checkpoint's fsync waits for the filesystem journal,
+            // full of fresh links, and would stall an apply); `checkpoint` runs in the background.
+            .pragma("wal_autocheckpoint", "0");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening the records database {}", path.display()))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .with_context(|| format!("migrating the records database {}", path.display()))?;
+        let records = Self {
+            pool,
+            cache: RwLock::new(Cache::default()),
+            dirty: Mutex::new(None),
+        };
+        records
+            .load()
+            .await
+            .with_context(|| format!("loading the records from {}", path.display()))?;
+        Ok(records)
+    }
+
+    async fn load(&self) -> Result<(), sqlx::Error> {
+        let mut projects: BTreeMap<i64, ProjectRecord> = BTreeMap::new();
+        for row in sqlx::query("SELECT id, directory, updated_at FROM projects")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let id: i64 = row.try_get(0)?;
+            let Ok(pid) = ProjectId::new(id) else {
+                continue;
+            };
+            projects.insert(
+                id,
+                ProjectRecord {
+                    id: pid,
+                    directory: row.try_get(1)?,
+                    updated_at: row.try_get(2)?,
+                    datasets: BTreeMap::new(),
+                },
+            );
+        }
+        let mut owners: HashMap<Uuid, i64> = HashMap::new();
+        for row in sqlx::query("SELECT uuid, project_id, directory, xml_path, kind FROM datasets")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let (Ok(uuid), Some(kind)) = (
+                Uuid::parse_str(row.try_get::<&str, _>(0)?),
+                Kind::parse(row.try_get::<&str, _>(4)?),
+            ) else {
+                continue;
+            };
+            let project_id: i64 = row.try_get(1)?;
+            let Some(project) = projects.get_mut(&project_id) else {
+                continue;
+            };
+            owners.insert(uuid, project_id);
+            project.datasets.insert(
+                uuid,
+                DatasetRecord {
+                    uuid,
+                    directory: row.try_get(2)?,
+                    xml_path: row.try_get(3)?,
+                    kind,
+                    entries: Arc::new(BTreeMap::new()),
+                },
+            );
+        }
+        for row in
+            sqlx::query("SELECT dataset_uuid, path, kind, source, dev, ino, size FROM entries")
+                .fetch_all(&self.pool)
+                .await?
+        {
+            let Ok(uuid) = Uuid::parse_str(row.try_get::<&str, _>(0)?) else {
+                continue;
+            };
+            let Some(dataset) = owners
+                .get(&uuid)
+                .and_then(|p| projects.get_mut(p))
+                .and_then(|p| p.datasets.get_mut(&uuid))
+            else {
+                continue;
+            };
+            let entry = match row.try_get::<&str, _>(2)? {
+                "dir" => EntryRecord::Dir,
+                _ => EntryRecord::File(FileRecord {
+                    source: row.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
+                    dev: row.try_get::<Option<i64>, _>(4)?.unwrap_or_default() as u64,
+                    ino: row.try_get::<Option<i64>, _>(5)?.unwrap_or_default() as u64,
+                    size: row.try_get::<Option<i64>, _>(6)?.unwrap_or_default() as u64,
+                }),
+            };
+            Arc::make_mut(&mut dataset.entries).insert(row.try_get(1)?, entry);
+        }
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        *cache = Cache::default();
+        for record in projects.into_values() {
+            cache.put(record);
+        }
+        Ok(())
+    }
+
+    /// Copies the write-ahead log into the database (passive: never waits for or blocks other
+    /// connections) when something was written and writing paused for `idle` (or has gone on for
+    /// `max`). Returns whether it checkpointed. Nothing is done while nothing is written.
+    pub async fn checkpoint(&self, idle: Duration, max: Duration) -> Result<bool, sqlx::Error> {
+        let due = {
+            let dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+            dirty.is_some_and(|(first, last)| last.elapsed() >= idle || first.elapsed() >= max)
+        };
+        if !due {
+            return Ok(false);
+        }
+        *self.dirty.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.pool).await?;
+        Ok(true)
+    }
+
+    /// One project's record.
+    pub fn project(&self, id: ProjectId) -> Option<Arc<ProjectRecord>> {
+        self.read().projects.get(&id).cloned()
+    }
+
+    /// Every project, ordered by id.
+    pub fn all(&self) -> Vec<Arc<ProjectRecord>> {
+        self.read().projects.values().cloned().collect()
+    }
+
+    /// The project whose records hold a dataset.
+    pub fn holder_of_dataset(&self, uuid: &Uuid) -> Option<ProjectId> {
+        self.read().by_dataset.get(uuid).copied()
+    }
+
+    /// The project whose directory has this name.
+    pub fn holder_of_directory(&self, directory: &str) -> Option<ProjectId> {
+        self.read().by_directory.get(directory).copied()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
+        self.cache.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the new state of some projects (`None`: no records any more) in one transaction,
+    /// writing only what differs from the current records, then updates the copy in memory.
+    /// The caller holds the locks of every project named.
+    pub async fn store(
+        &self,
+        changes: Vec<(ProjectId, Option<ProjectRecord>)>,
+    ) -> Result<(), sqlx::Error> {
+        let olds: Vec<Option<Arc<ProjectRecord>>> =
+            changes.iter().map(|(id, _)| self.project(*id)).collect();
+        let mut tx = self.pool.begin().await?;
+        // Deletions first, guarded by owner, so a dataset moving between the projects of this
+        // transaction is never deleted from its new owner.
+        for ((id, new), old) in changes.iter().zip(&olds) {
+            let Some(old) = old else { continue };
+            match new {
+                None => {
+                    sqlx::query("DELETE FROM projects WHERE id = $1")
+                        .bind(id.get())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Some(new) => {
+                    for uuid in old
+                        .datasets
+                        .keys()
+                        .filter(|u| !new.datasets.contains_key(u))
+                    {
+                        sqlx::query("DELETE FROM datasets WHERE uuid = $1 AND project_id = $2")
+                            .bind(uuid.to_string())
+                            .bind(id.get())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            }
+        }
+        for ((id, new), old) in changes.iter().zip(&olds) {
+            let Some(new) = new else { continue };
+            if old
+                .as_deref()
+                .is_none_or(|o| o.directory != new.directory || o.updated_at != new.updated_at)
+            {
+                sqlx::query(
+                    "INSERT INTO projects (id, directory, updated_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (id) DO UPDATE SET directory = excluded.directory, updated_at = excluded.updated_at",
+                )
+                .bind(id.get())
+                .bind(&new.directory)
+                .bind(new.updated_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for dataset in new.datasets.values() {
+                let before = old.as_ref().and_then(|o| o.datasets.get(&dataset.uuid));
+                store_dataset(&mut tx, *id, dataset, before).await?;
+            }
+        }
+        tx.commit().await?;
+        {
+            let now = Instant::now();
+            let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+            *dirty = Some((dirty.map_or(now, |(first, _)| first), now));
+        }
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        for (id, new) in changes {
+            match new {
+                Some(record) => cache.put(record),
+                None => cache.remove(id),
+            }
+        }
+        // A dataset that moved keeps pointing at its new owner.
+        let owners: Vec<(Uuid, ProjectId)> = cache
+            .projects
+            .values()
+            .flat_map(|p| p.datasets.keys().map(move |u| (*u, p.id)))
+            .collect();
+        cache.by_dataset = owners.into_iter().collect();
+        Ok(())
+    }
+}
+
+async fn store_dataset(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    project: ProjectId,
+    new: &DatasetRecord,
+    old: Option<&DatasetRecord>,
+) -> Result<(), sqlx::Error> {
+    let uuid = new.uuid.to_string();
+    let same_row = old.is_some_and(|o| {
+        o.directory == new.directory && o.xml_path == new.xml_path && o.kind == new.kind
+    });
+    if !same_row {
+        sqlx::query(
+            "INSERT INTO datasets (uuid, project_id, directory, xml_path, kind) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (uuid) DO UPDATE SET project_id = excluded.project_id, directory = excluded.directory, \
+             xml_path = excluded.xml_path, kind = excluded.kind",
+        )
+        .bind(&uuid)
+        .bind(project.get())
+        .bind(&new.directory)
+        .bind(&new.xml_path)
+        .bind(new.kind.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
+    let empty = BTreeMap::new();
+    let old_entries = match old {
+        Some(o) => &*o.entries,
+        None => {
+            // New to this project (possibly moved from another): start from nothing.
+            sqlx::query("DELETE FROM entries WHERE dataset_uuid = $1")
+                .bind(&uuid)
+                .execute(&mut **tx)
+                .await?;
+            &empty
+        }
+    };
+    let gone: Vec<&String> = old_entries
+        .iter()
+        .filter(|(k, v)| new.entries.get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .collect();
+    for path in gone {
+        sqlx::query("DELETE FROM entries WHERE dataset_uuid = $1 AND path = $2")
+            .bind(&uuid)
+            .bind(path)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let added: Vec<(&String, &EntryRecord)> = new
+        .entries
+        .iter()
+        .filter(|(k, v)| old_entries.get(*k) != Some(*v))
+        .collect();
+    for chunk in added.chunks(BATCH) {
+        let mut insert: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+            "INSERT INTO entries (dataset_uuid, path, kind, source, dev, ino, size) ",
+        );
+        insert.push_values(chunk, |mut row, (path, entry)| {
+            row.push_bind(uuid.clone()).push_bind((*path).clone());
+            match entry {
+                EntryRecord::Dir => {
+                    row.push_bind("dir")
+                        .push_bind(None::<String>)
+                        .push_bind(None::<i64>)
+                        .push_bind(None::<i64>)
+                        .push_bind(None::<i64>);
+                }
+                EntryRecord::File(f) => {
+                    row.push_bind("file")
+                        .push_bind(f.source.clone())
+                        .push_bind(f.dev as i64)
+                        .push_bind(f.ino as i64)
+                        .push_bind(f.size as i64);
+                }
+            }
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn project(id: i64, dir: &str, datasets: &[(Uuid, &str, usize)]) -> ProjectRecord {
+        ProjectRecord {
+            id: ProjectId::new(id).unwrap(),
+            directory: dir.into(),
+            updated_at: 1,
+            datasets: datasets
+                .iter()
+                .map(|(uuid, name, files)| {
+                    let mut entries = BTreeMap::new();
+                    entries.insert("sub".to_owned(), EntryRecord::Dir);
+                    for i in 0..*files {
+                        entries.insert(
+                            format!("sub/f{i}"),
+                            EntryRecord::File(FileRecord {
+                                source: format!("/s/f{i}"),
+                                dev: 7,
+                                ino: u64::MAX - i as u64,
+                                size: 3,
+                            }),
+                        );
+                    }
+                    (
+                        *uuid,
+                        DatasetRecord {
+                            uuid: *uuid,
+                            directory: (*name).into(),
+                            xml_path: "/s/x.xml".into(),
+                            kind: Kind::Plain,
+                            entries: Arc::new(entries),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn records_survive_a_reopen_and_datasets_move_between_projects() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("records.sqlite3");
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let records = Records::open(&path).await.unwrap();
+        let p2 = project(2, "P2", &[(a, "A", 250), (b, "B", 1)]);
+        let p3 = project(3, "P3", &[]);
+        records
+            .store(vec![(p2.id, Some(p2.clone())), (p3.id, Some(p3.clone()))])
+            .await
+            .unwrap();
+        // b moves from 2 to 3 in one transaction, listed in either order.
+        let mut p2b = p2.clone();
+        let moved = p2b.datasets.remove(&b).unwrap();
+        let mut p3b = p3.clone();
+        p3b.datasets.insert(b, moved);
+        records
+            .store(vec![
+                (p3b.id, Some(p3b.clone())),
+                (p2b.id, Some(p2b.clone())),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(records.holder_of_dataset(&b), Some(p3b.id));
+        assert_eq!(records.holder_of_directory("P2"), Some(p2b.id));
+        drop(records);
+        let reopened = Records::open(&path).await.unwrap();
+        assert_eq!(*reopened.project(p2b.id).unwrap(), p2b);
+        assert_eq!(*reopened.project(p3b.id).unwrap(), p3b);
+        reopened.store(vec![(p2b.id, None)]).await.unwrap();
+        assert!(reopened.project(p2b.id).is_none());
+        assert_eq!(reopened.holder_of_dataset(&a), None);
+        assert_eq!(reopened.all().len(), 1);
+    }
+}

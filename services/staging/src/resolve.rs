@@ -1,0 +1,577 @@
+//! From a dataset XML to the desired content of its directory: which files, under which names.
+//!
+//! Sources must lie under a configured source root and be regular files. A directory is opened
+//! from the source root's handle one component at a time without following symlinks; when that
+//! fails because the path goes through a symlink or `..` leaves the root lexically, the path is
+//! canonicalised and must then lie under a canonical source root, and is opened the same way from
+//! there. The final component is never followed: a symlinked XML or data file is refused.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read as _;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::fs::FileType;
+use rustix::io::Errno;
+use uuid::Uuid;
+
+use crate::fs::{self, describe};
+use crate::model::{DatasetSpec, Kind, join};
+use crate::names::{self, Namer, Values};
+use crate::xml::{self, DataSetDoc, Limits};
+
+/// The configured source roots, canonical and opened.
+#[derive(Debug)]
+pub struct SourceRoots {
+    roots: Vec<(PathBuf, OwnedFd)>,
+}
+
+impl SourceRoots {
+    /// Canonicalises and opens every root; each must be an existing directory.
+    pub fn open(paths: &[PathBuf]) -> anyhow::Result<Self> {
+        anyhow::ensure!(!paths.is_empty(), "at least one --source-root is required");
+        let mut roots = Vec::new();
+        for path in paths {
+            let canonical = std::fs::canonicalize(path)
+                .map_err(|e| anyhow::anyhow!("source root {}: {e}", path.display()))?;
+            let fd = rustix::fs::open(
+                &canonical,
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| anyhow::anyhow!("source root {}: {}", path.display(), describe(e)))?;
+            anyhow::ensure!(
+                canonical.to_str().is_some(),
+                "source root {} is not valid UTF-8",
+                canonical.display()
+            );
+            roots.push((canonical, fd));
+        }
+        Ok(Self { roots })
+    }
+
+    /// The canonical roots.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.roots.iter().map(|(p, _)| p.as_path())
+    }
+
+    fn list(&self) -> String {
+        self.paths()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// An opened source directory.
+#[derive(Debug)]
+pub struct SourceDir {
+    /// Its canonical path.
+    pub path: PathBuf,
+    /// Opened as a path handle.
+    pub fd: OwnedFd,
+    /// Its device and listing (names, types, inode numbers), read on first use; `None` when the
+    /// directory cannot be listed (then each file is looked at on its own).
+    listing: OnceLock<Option<(u64, HashMap<String, (FileType, u64)>)>>,
+}
+
+impl SourceDir {
+    fn new(path: PathBuf, fd: OwnedFd) -> Self {
+        Self {
+            path,
+            fd,
+            listing: OnceLock::new(),
+        }
+    }
+
+    /// What the directory's listing says about `name`: its device, type and inode number, or
+    /// `Some(None)` when it is not there; `None` when the listing cannot settle it.
+    fn lookup(&self, name: &str) -> Option<Option<(u64, FileType, u64)>> {
+        let (dev, names) = self
+            .listing
+            .get_or_init(|| {
+                let dev = fs::fstat(self.fd.as_fd()).ok()?.dev;
+                let fd = fs::reopen_dir(self.fd.as_fd()).ok()?;
+                let items = fs::list_once(fd.as_fd()).ok()?;
+                Some((
+                    dev,
+                    items.into_iter().map(|(n, k, i)| (n, (k, i))).collect(),
+                ))
+            })
+            .as_ref()?;
+        match names.get(name) {
+            None => Some(None),
+            Some((FileType::Unknown, _)) => None,
+            Some((kind, ino)) => Some(Some((*dev, *kind, *ino))),
+        }
+    }
+}
+
+/// A source file found and checked: a regular file under a source root.
+#[derive(Debug)]
+pub struct Source {
+    /// Canonical absolute path.
+    pub path: String,
+    /// Base name (the name it gets in the dataset directory).
+    pub name: String,
+    /// Its directory, opened.
+    pub dir: Arc<SourceDir>,
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size, when it was looked at (a directory listing does not tell).
+    pub size: Option<u64>,
+}
+
+/// What a path in a dataset directory should be.
+#[derive(Clone, Debug)]
+pub enum Want {
+    /// A sub-directory.
+    Dir,
+    /// A hard link to this source.
+    File(Arc<Source>),
+}
+
+/// A child staged inside its parent's directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildDir {
+    /// The child's UUID, when its XML or the parent's reference carries one.
+    pub uuid: Option<Uuid>,
+    /// Its sub-directory name.
+    pub dir: String,
+    /// Files in it.
+    pub files: u32,
+}
+
+/// The desired content of one dataset directory.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// Plain or parent.
+    pub kind: Kind,
+    /// Directory name (before names are made unique within the project).
+    pub name: String,
+    /// Entries by '/'-separated path relative to the dataset directory (a directory sorts before
+    /// what it holds).
+    pub entries: BTreeMap<String, Want>,
+    /// A parent's children.
+    pub children: Vec<ChildDir>,
+}
+
+impl Layout {
+    /// Number of files.
+    pub fn file_count(&self) -> u32 {
+        u32::try_from(
+            self.entries
+                .values()
+                .filter(|w| matches!(w, Want::File(_)))
+                .count(),
+        )
+        .unwrap_or(u32::MAX)
+    }
+}
+
+/// Resolves datasets for one request, caching opened directories.
+#[derive(Debug)]
+pub struct Resolver<'a> {
+    roots: &'a SourceRoots,
+    limits: Limits,
+    namer: &'a Namer,
+    dirs: HashMap<PathBuf, Result<Arc<SourceDir>, String>>,
+}
+
+impl<'a> Resolver<'a> {
+    /// A resolver with an empty cache.
+    pub fn new(roots: &'a SourceRoots, limits: Limits, namer: &'a Namer) -> Self {
+        Self {
+            roots,
+            limits,
+            namer,
+            dirs: HashMap::new(),
+        }
+    }
+
+    /// The layout of a plain dataset (or an orphaned child, named after its sample).
+    pub fn plain(&mut self, spec: &DatasetSpec, orphan: bool) -> Result<Layout, String> {
+        let (dir, doc) = self.read_xml(&spec.xml_path)?;
+        let mut entries = BTreeMap::new();
+        self.add_files(&mut entries, "", &dir, &doc.data_files(), &spec.xml_path)?;
+        let c = &doc.collection;
+        let name = if orphan {
+            c.sample.as_deref().unwrap_or(&spec.name)
+        } else {
+            &spec.name
+        };
+        let values = Values {
+            movie: c.movie.as_deref().unwrap_or(names::UNKNOWN_MOVIE),
+            name,
+            well_sample: c.well_sample.as_deref().unwrap_or(name),
+            sample: c.sample.as_deref().unwrap_or(name),
+            barcode: c.barcode.as_deref().unwrap_or(names::NO_BARCODE),
+            n: 0,
+            uuid: Some(spec.uuid),
+        };
+        Ok(Layout {
+            kind: Kind::Plain,
+            name: self.namer.dataset(&values),
+            entries,
+            children: Vec::new(),
+        })
+    }
+
+    /// The layout of a demultiplexed parent: one sub-directory per child (from the child's XML),
+    /// and the supplemental run data.
+    pub fn parent(&mut self, spec: &DatasetSpec) -> Result<Layout, String> {
+        let (dir, doc) = self.read_xml(&spec.xml_path)?;
+        let mut entries = BTreeMap::new();
+        let mut children = Vec::new();
+        let mut child_names: Vec<(String, String)> = Vec::new();
+        let mut child_files = Vec::new();
+        for (index, resource) in doc.resources.iter().enumerate() {
+            let Some(nested) = resource.nested_dataset() else {
+                // A resource without a child XML: its files stay in the parent's own directory.
+                let mut ids = Vec::new();
+                resource.data_files(&mut ids);
+                self.add_files(&mut entries, "", &dir, &ids, &spec.xml_path)?;
+                continue;
+            };
+            let child_path = resolve_id(&dir.path, &nested.resource_id);
+            let (child_dir, child_doc) = self.read_xml(&child_path).map_err(|e| {
+                format!(
+                    "child dataset #{} of {}: {e}",
+                    index + 1,
+                    spec.xml_path.display()
+                )
+            })?;
+            let uuid = nested
+                .unique_id
+                .as_deref()
+                .or(child_doc.uuid.as_deref())
+                .and_then(|u| Uuid::parse_str(u).ok());
+            let c = &child_doc.collection;
+            let fallback = child_doc
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("sample {}", index + 1));
+            let values = Values {
+                movie: c.movie.as_deref().unwrap_or(names::UNKNOWN_MOVIE),
+                name: &fallback,
+                well_sample: c.well_sample.as_deref().unwrap_or(&fallback),
+                sample: c.sample.as_deref().unwrap_or(&fallback),
+                barcode: c.barcode.as_deref().unwrap_or(names::NO_BARCODE),
+                n: 0,
+                uuid,
+            };
+            let key = uuid
+                .map(|u| u.to_string())
+                .unwrap_or_else(|| format!("child{}", index + 1));
+            child_names.push((key, self.namer.child(&values)));
+            child_files.push((uuid, child_dir, child_doc.data_files(), child_path));
+        }
+        let supplemental_ids = doc.supplemental_files();
+        if !supplemental_ids.is_empty() {
+            child_names.push(("supplemental".into(), self.namer.supplemental().to_owned()));
+        }
+        names::disambiguate(&mut child_names);
+        for ((_, name), (uuid, child_dir, ids, child_path)) in child_names.iter().zip(child_files) {
+            insert_dir(&mut entries, name)?;
+            self.add_files(&mut entries, name, &child_dir, &ids, &child_path)?;
+            let files = u32::try_from(
+                entries
+                    .range(format!("{name}/")..)
+                    .take_while(|(k, _)| k.starts_with(&format!("{name}/")))
+                    .count(),
+            )
+            .unwrap_or(u32::MAX);
+            children.push(ChildDir {
+                uuid,
+                dir: name.clone(),
+                files,
+            });
+        }
+        if let Some((_, supplemental)) = child_names.last().filter(|_| !supplemental_ids.is_empty())
+        {
+            insert_dir(&mut entries, supplemental)?;
+            self.add_files(
+                &mut entries,
+                supplemental,
+                &dir,
+                &supplemental_ids,
+                &spec.xml_path,
+            )?;
+        }
+        let c = &doc.collection;
+        let values = Values {
+            movie: c.movie.as_deref().unwrap_or(names::UNKNOWN_MOVIE),
+            name: &spec.name,
+            well_sample: c.well_sample.as_deref().unwrap_or(&spec.name),
+            sample: c.sample.as_deref().unwrap_or(&spec.name),
+            barcode: c.barcode.as_deref().unwrap_or(names::NO_BARCODE),
+            n: children.len(),
+            uuid: Some(spec.uuid),
+        };
+        Ok(Layout {
+            kind: Kind::Parent,
+            name: self.namer.parent(&values),
+            entries,
+            children,
+        })
+    }
+
+    fn add_files(
+        &mut self,
+        entries: &mut BTreeMap<String, Want>,
+        dir_rel: &str,
+        base: &SourceDir,
+        ids: &[String],
+        xml: &Path,
+    ) -> Result<(), String> {
+        for id in ids {
+            let source = self
+                .file(&base.path, id)
+                .map_err(|e| format!("{}: ResourceId {id:?}: {e}", xml.display()))?;
+            let rel = join(&[dir_rel, &source.name]);
+            match entries.get(&rel) {
+                None => {
+                    entries.insert(rel, Want::File(source));
+                }
+                Some(Want::File(existing)) if existing.path == source.path => {}
+                Some(Want::File(existing)) => {
+                    return Err(format!(
+                        "{}: two different files would be named {rel:?} in the dataset directory: {} and {}",
+                        xml.display(),
+                        existing.path,
+                        source.path
+                    ));
+                }
+                Some(Want::Dir) => {
+                    return Err(format!(
+                        "{}: {rel:?} would be both a directory and the file {}",
+                        xml.display(),
+                        source.path
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a ResourceId (absolute, or relative to `base`) to a checked source file.
+    pub fn file(&mut self, base: &Path, id: &str) -> Result<Arc<Source>, String> {
+        let full = resolve_id(base, id);
+        let (Some(parent), Some(name)) = (full.parent(), full.file_name().and_then(|n| n.to_str()))
+        else {
+            return Err(format!("{} does not name a file", full.display()));
+        };
+        if matches!(
+            full.components().next_back(),
+            Some(Component::ParentDir | Component::CurDir)
+        ) {
+            return Err(format!("{} does not name a file", full.display()));
+        }
+        let dir = self.dir(parent)?;
+        let path = dir.path.join(name);
+        let (kind, dev, ino, size) = match dir.lookup(name) {
+            Some(Some((dev, kind, ino))) => (kind, dev, ino, None),
+            Some(None) => return Err(format!("{}: file not found", path.display())),
+            None => {
+                let meta = fs::lstat_at(dir.fd.as_fd(), name).map_err(|e| match e {
+                    Errno::NOENT => format!("{}: file not found", path.display()),
+                    other => format!("{}: {}", path.display(), describe(other)),
+                })?;
+                (meta.kind, meta.dev, meta.ino, Some(meta.size))
+            }
+        };
+        check_regular(&path, kind)?;
+        let path = path
+            .to_str()
+            .ok_or_else(|| format!("{}: path is not valid UTF-8", path.display()))?
+            .to_owned();
+        Ok(Arc::new(Source {
+            path,
+            name: name.to_owned(),
+            dir,
+            dev,
+            ino,
+            size,
+        }))
+    }
+
+    /// Reads and parses a dataset XML under the source roots; returns its opened directory too.
+    pub fn read_xml(&mut self, path: &Path) -> Result<(Arc<SourceDir>, DataSetDoc), String> {
+        let shown = path.display();
+        if !path.is_absolute() {
+            return Err(format!("{shown}: the dataset XML path must be absolute"));
+        }
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+        else {
+            return Err(format!("{shown}: does not name a file"));
+        };
+        let dir = self
+            .dir(parent)
+            .map_err(|e| format!("dataset XML {shown}: {e}"))?;
+        let fd = fs::open_file(dir.fd.as_fd(), name).map_err(|e| match e {
+            Errno::NOENT => format!("dataset XML {shown}: not found"),
+            Errno::LOOP => {
+                format!("dataset XML {shown}: is a symbolic link; only regular files are read")
+            }
+            other => format!("dataset XML {shown}: {}", describe(other)),
+        })?;
+        let meta =
+            fs::fstat(fd.as_fd()).map_err(|e| format!("dataset XML {shown}: {}", describe(e)))?;
+        check_regular(path, meta.kind).map_err(|e| format!("dataset XML {e}"))?;
+        if meta.size > self.limits.max_bytes {
+            return Err(format!(
+                "dataset XML {shown}: {} bytes is more than the limit of {} bytes",
+                meta.size, self.limits.max_bytes
+            ));
+        }
+        let mut text = String::new();
+        std::fs::File::from(fd)
+            .take(self.limits.max_bytes + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("dataset XML {shown}: {e}"))?;
+        if text.len() as u64 > self.limits.max_bytes {
+            return Err(format!(
+                "dataset XML {shown}: grew past the limit of {} bytes while being read",
+                self.limits.max_bytes
+            ));
+        }
+        let doc =
+            xml::parse(&text, &self.limits).map_err(|e| format!("dataset XML {shown}: {e}"))?;
+        Ok((dir, doc))
+    }
+
+    fn dir(&mut self, dir: &Path) -> Result<Arc<SourceDir>, String> {
+        if let Some(found) = self.dirs.get(dir) {
+            return found.clone();
+        }
+        let result = self.open_dir(dir).map(Arc::new);
+        self.dirs.insert(dir.to_path_buf(), result.clone());
+        result
+    }
+
+    fn open_dir(&self, dir: &Path) -> Result<SourceDir, String> {
+        for (root, fd) in &self.roots.roots {
+            if let Ok(rest) = dir.strip_prefix(root) {
+                match walk(root, fd, rest)? {
+                    Some(found) => return Ok(found),
+                    None => break,
+                }
+            }
+        }
+        let canonical =
+            std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let Some((root, fd)) = self
+            .roots
+            .roots
+            .iter()
+            .find(|(root, _)| canonical.starts_with(root))
+        else {
+            return Err(format!(
+                "{} is outside the source roots ({})",
+                canonical.display(),
+                self.roots.list()
+            ));
+        };
+        let rest = canonical
+            .strip_prefix(root)
+            .map_err(|_| format!("{} is outside the source roots", canonical.display()))?;
+        walk(root, fd, rest)?.ok_or_else(|| {
+            format!(
+                "{}: changed while being resolved (a symbolic link appeared)",
+                canonical.display()
+            )
+        })
+    }
+}
+
+/// Joins a ResourceId to the XML's directory (absolute ids stand alone).
+fn resolve_id(base: &Path, id: &str) -> PathBuf {
+    let id = id.strip_prefix("file://").unwrap_or(id);
+    if Path::new(id).is_absolute() {
+        PathBuf::from(id)
+    } else {
+        base.join(id)
+    }
+}
+
+fn check_regular(path: &Path, kind: FileType) -> Result<(), String> {
+    match kind {
+        FileType::RegularFile => Ok(()),
+        FileType::Symlink => Err(format!(
+            "{}: is a symbolic link; only regular files are staged",
+            path.display()
+        )),
+        FileType::Directory => Err(format!(
+            "{}: is a directory, not a regular file",
+            path.display()
+        )),
+        _ => Err(format!("{}: is not a regular file", path.display())),
+    }
+}
+
+fn insert_dir(entries: &mut BTreeMap<String, Want>, name: &str) -> Result<(), String> {
+    match entries.insert(name.to_owned(), Want::Dir) {
+        Some(Want::File(s)) => Err(format!(
+            "{name:?} would be both a directory and the file {}",
+            s.path
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Opens `rest` under the source root without following symlinks. `Ok(None)` when the lexical
+/// path cannot be walked that way (a symlink, or `..` above the root): the caller canonicalises.
+fn walk(root: &Path, root_fd: &OwnedFd, rest: &Path) -> Result<Option<SourceDir>, String> {
+    let mut stack: Vec<(OwnedFd, String)> = Vec::new();
+    for component in rest.components() {
+        match component {
+            Component::Normal(name) => {
+                let Some(name) = name.to_str() else {
+                    return Err(format!("{}: path is not valid UTF-8", rest.display()));
+                };
+                let parent = stack
+                    .last()
+                    .map(|(fd, _)| fd.as_fd())
+                    .unwrap_or(root_fd.as_fd());
+                match fs::open_path_dir(parent, name) {
+                    Ok(fd) => stack.push((fd, name.to_owned())),
+                    Err(Errno::LOOP | Errno::NOTDIR) => return Ok(None),
+                    Err(e) => {
+                        let mut path = root.to_path_buf();
+                        path.extend(stack.iter().map(|(_, n)| n.as_str()));
+                        path.push(name);
+                        return Err(match e {
+                            Errno::NOENT => format!("directory {} not found", path.display()),
+                            other => format!("{}: {}", path.display(), describe(other)),
+                        });
+                    }
+                }
+            }
+            Component::ParentDir => {
+                if stack.pop().is_none() {
+                    return Ok(None);
+                }
+            }
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return Ok(None),
+        }
+    }
+    let mut path = root.to_path_buf();
+    path.extend(stack.iter().map(|(_, n)| n.as_str()));
+    let fd = match stack.pop() {
+        Some((fd, _)) => fd,
+        None => rustix::fs::openat(
+            root_fd,
+            ".",
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| format!("{}: {}", root.display(), describe(e)))?,
+    };
+    Ok(Some(SourceDir::new(path, fd)))
+}

@@ -1,0 +1,309 @@
+//! The `smrtshare.staging.v1.Staging` gRPC service.
+//!
+//! Every operation runs in a task of its own that takes the project locks, does the filesystem
+//! work on the blocking pool and stores the records; the RPC waits for it at most the configured
+//! time limit (DEADLINE_EXCEEDED after that, while the task finishes and keeps the records true).
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use smrtshare_api::staging::v1 as pb;
+use smrtshare_common::auth::change_id;
+use smrtshare_common::db::now_millis;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::apply::{self, Ctx, Refusal};
+use crate::convert;
+use crate::error::Error;
+use crate::fs::Tree;
+use crate::locks::Locks;
+use crate::model::{ApplyReport, ApplyRequest, ProjectId, RemoveReport};
+use crate::names::Namer;
+use crate::records::Records;
+use crate::remove;
+use crate::resolve::SourceRoots;
+use crate::verify;
+use crate::xml::Limits;
+
+/// The running service's state, available once start-up finished.
+#[derive(Debug)]
+pub struct Inner {
+    pub(crate) tree: Tree,
+    pub(crate) roots: SourceRoots,
+    pub(crate) namer: Namer,
+    pub(crate) limits: Limits,
+    pub(crate) records: Records,
+    pub(crate) locks: Locks,
+    pub(crate) fs_timeout: Duration,
+}
+
+impl Inner {
+    pub(crate) fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            tree: &self.tree,
+            roots: &self.roots,
+            namer: &self.namer,
+            limits: self.limits,
+        }
+    }
+
+    /// Runs `work` in a task of its own and waits for it at most the time limit.
+    async fn bounded<T: Send + 'static>(
+        &self,
+        what: &str,
+        work: impl Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> Result<T, Error> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _ = tx.send(work.await);
+        });
+        match tokio::time::timeout(self.fs_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Internal(format!(
+                "the {what} task ended without an answer"
+            ))),
+            Err(_) => Err(Error::Timeout(format!(
+                "the {what} did not finish within {}; it goes on in the background and the project stays locked until it ends",
+                humantime::format_duration(self.fs_timeout)
+            ))),
+        }
+    }
+
+    async fn apply(self: Arc<Self>, request: ApplyRequest) -> Result<ApplyReport, Error> {
+        let inner = self.clone();
+        self.bounded("apply", async move {
+            let uuids: Vec<Uuid> = request.datasets.iter().map(|d| d.uuid).collect();
+            let holders = |inner: &Inner| -> BTreeSet<ProjectId> {
+                uuids
+                    .iter()
+                    .filter_map(|u| inner.records.holder_of_dataset(u))
+                    .chain([request.project])
+                    .collect()
+            };
+            // Lock this project and every project a requested dataset moves from; retry when a
+            // dataset changed hands while waiting.
+            let held = loop {
+                let held = inner.locks.lock(holders(&inner)).await;
+                if holders(&inner).is_subset(held.ids()) {
+                    break held;
+                }
+            };
+            let others = held
+                .ids()
+                .iter()
+                .filter(|id| **id != request.project)
+                .filter_map(|id| inner.records.project(*id))
+                .collect();
+            let input = apply::Input {
+                project: inner.records.project(request.project),
+                others,
+                request,
+                now: now_millis(),
+            };
+            let blocking = inner.clone();
+            let output = tokio::task::spawn_blocking(move || apply::apply(&blocking.ctx(), input))
+                .await
+                .map_err(|e| Error::Internal(format!("apply task: {e}")))?
+                .map_err(|refusal| match refusal {
+                    Refusal::Conflict(m) => Error::Conflict(m),
+                    Refusal::Filesystem(m) => Error::Filesystem(m),
+                })?;
+            if !output.changes.is_empty() {
+                inner.records.store(output.changes).await?;
+            }
+            drop(held);
+            Ok(output.report)
+        })
+        .await
+    }
+
+    async fn remove(
+        self: Arc<Self>,
+        project: ProjectId,
+        dry_run: bool,
+    ) -> Result<RemoveReport, Error> {
+        let inner = self.clone();
+        self.bounded("removal", async move {
+            let held = inner.locks.lock([project].into()).await;
+            let record = inner.records.project(project);
+            let blocking = inner.clone();
+            let output = tokio::task::spawn_blocking(move || {
+                remove::remove_project(&blocking.ctx(), project, record, dry_run, now_millis())
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("remove task: {e}")))?
+            .map_err(Error::Filesystem)?;
+            if let Some(change) = output.change {
+                inner.records.store(vec![change]).await?;
+            }
+            drop(held);
+            Ok(output.report)
+        })
+        .await
+    }
+
+    async fn get(
+        self: Arc<Self>,
+        project: ProjectId,
+        verify: bool,
+    ) -> Result<pb::GetProjectResponse, Error> {
+        let inner = self.clone();
+        self.bounded("verification", async move {
+            let held = inner.locks.lock([project].into()).await;
+            let record = inner
+                .records
+                .project(project)
+                .ok_or_else(|| Error::NotFound(format!("project {project} is not staged")))?;
+            let drift = if verify {
+                let blocking = inner.clone();
+                let checked = record.clone();
+                tokio::task::spawn_blocking(move || verify::verify(&blocking.tree, &checked))
+                    .await
+                    .map_err(|e| Error::Internal(format!("verify task: {e}")))?
+            } else {
+                Vec::new()
+            };
+            drop(held);
+            Ok(convert::get_response(&record, verify, drift))
+        })
+        .await
+    }
+}
+
+/// A handle on the service's state, shared with the gRPC service; tests read counters from it.
+#[derive(Clone, Debug, Default)]
+pub struct Handle {
+    state: Arc<OnceLock<Arc<Inner>>>,
+}
+
+impl Handle {
+    /// A handle whose service is not started yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn set(&self, inner: Arc<Inner>) {
+        let _ = self.state.set(inner);
+    }
+
+    fn inner(&self) -> Result<Arc<Inner>, Error> {
+        self.state.get().cloned().ok_or_else(|| {
+            Error::Starting(
+                "staging is starting (sweeping the work area, checking its records); retry".into(),
+            )
+        })
+    }
+
+    /// Mutating filesystem calls made under the root since start (0 before start-up finished).
+    pub fn mutating_calls(&self) -> u64 {
+        self.state
+            .get()
+            .map(|i| i.tree.mutating_calls())
+            .unwrap_or(0)
+    }
+}
+
+/// The gRPC service.
+#[derive(Clone, Debug)]
+pub struct StagingService {
+    handle: Handle,
+}
+
+impl StagingService {
+    /// The service over a handle.
+    pub fn new(handle: Handle) -> Self {
+        Self { handle }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::staging_server::Staging for StagingService {
+    async fn apply_project(
+        &self,
+        request: Request<pb::ApplyProjectRequest>,
+    ) -> Result<Response<pb::ApplyProjectResponse>, Status> {
+        let change = change_id(request.metadata());
+        let inner = self.handle.inner()?;
+        let request = ApplyRequest::try_from(request.into_inner())?;
+        let project = request.project;
+        if let Some(holder) = inner
+            .records
+            .holder_of_directory(&request.directory)
+            .filter(|h| *h != project)
+        {
+            return Err(Error::Conflict(format!(
+                "the directory {:?} is project {holder}'s",
+                request.directory
+            ))
+            .into());
+        }
+        let started = Instant::now();
+        let dry_run = request.dry_run;
+        let report = inner.apply(request).await?;
+        let (actions, mutating_calls) = (report.actions.len(), report.mutating_calls);
+        let response = convert::apply_response(report);
+        tracing::info!(
+            project = project.get(),
+            change_id = change,
+            dry_run,
+            actions,
+            mutating_calls,
+            complete = response.complete,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "project applied"
+        );
+        Ok(Response::new(response))
+    }
+
+    async fn remove_project(
+        &self,
+        request: Request<pb::RemoveProjectRequest>,
+    ) -> Result<Response<pb::RemoveProjectResponse>, Status> {
+        let change = change_id(request.metadata());
+        let inner = self.handle.inner()?;
+        let request = request.into_inner();
+        let project = convert::project_id(request.project_id)?;
+        let report = inner.remove(project, request.dry_run).await?;
+        tracing::info!(
+            project = project.get(),
+            change_id = change,
+            dry_run = request.dry_run,
+            actions = report.actions.len(),
+            mutating_calls = report.mutating_calls,
+            removed = report.removed,
+            foreign = report.foreign_paths.len(),
+            "project removed"
+        );
+        Ok(Response::new(convert::remove_response(report)))
+    }
+
+    async fn get_project(
+        &self,
+        request: Request<pb::GetProjectRequest>,
+    ) -> Result<Response<pb::GetProjectResponse>, Status> {
+        let inner = self.handle.inner()?;
+        let request = request.into_inner();
+        let project = convert::project_id(request.project_id)?;
+        Ok(Response::new(inner.get(project, request.verify).await?))
+    }
+
+    type ListProjectsStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<pb::ListProjectsResponse, Status>>>;
+
+    async fn list_projects(
+        &self,
+        _request: Request<pb::ListProjectsRequest>,
+    ) -> Result<Response<Self::ListProjectsStream>, Status> {
+        let inner = self.handle.inner()?;
+        let items: Vec<Result<pb::ListProjectsResponse, Status>> = inner
+            .records
+            .all()
+            .iter()
+            .map(|p| Ok(convert::list_item(p)))
+            .collect();
+        Ok(Response::new(tokio_stream::iter(items)))
+    }
+}

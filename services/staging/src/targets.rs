@@ -1,0 +1,382 @@
+//! The datasets of a request as directories: which get a directory of their own (targets) and
+//! which live inside their parent's, where each target's directory is now, and the renames and
+//! moves that bring it to its name in this project.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use uuid::Uuid;
+
+use crate::apply::Ctx;
+use crate::dataset::Entries;
+use crate::fs;
+use crate::marker::Marker;
+use crate::model::{
+    ActionKind, ApplyRequest, DatasetResult, DatasetState, ProjectId, ProjectRecord, join,
+};
+use crate::names;
+use crate::probe::{Probe, probe_dataset, probe_project};
+use crate::report::{Act, Report};
+use crate::resolve::{Layout, Resolver};
+
+/// A dataset that gets a directory of its own.
+#[derive(Debug)]
+pub struct Target {
+    /// Its index in the request.
+    pub index: usize,
+    /// The dataset.
+    pub uuid: Uuid,
+    /// The marker its directory carries.
+    pub marker: Marker,
+    /// What its directory should hold.
+    pub layout: Layout,
+    /// Its directory name (unique in the project).
+    pub name: String,
+}
+
+/// Where a target's directory is now.
+#[derive(Debug)]
+pub enum Existing {
+    /// Nowhere: it is built.
+    None,
+    /// In this project's directory, as `name` (opened), recorded with `entries`.
+    Here {
+        /// Its current name.
+        name: String,
+        /// The directory, opened.
+        fd: OwnedFd,
+        /// What the records say it holds.
+        entries: Arc<Entries>,
+        /// The marker it carries now.
+        marker: Option<Marker>,
+    },
+    /// In another project's directory (it moves here).
+    Elsewhere {
+        /// That project.
+        from: ProjectId,
+        /// Its path relative to the root.
+        from_rel: String,
+        /// That project's directory, opened.
+        parent: OwnedFd,
+        /// Its name there.
+        name: String,
+        /// The directory, opened.
+        fd: OwnedFd,
+        /// What the records say it holds.
+        entries: Arc<Entries>,
+        /// The marker it carries now.
+        marker: Option<Marker>,
+    },
+}
+
+/// Children staged inside their parent's directory: (request index, parent, sub-directory, files).
+pub type Children = Vec<(usize, Uuid, String, u32)>;
+
+/// Resolves every dataset: targets (own directory), children inside a parent, failures.
+pub fn resolve(
+    ctx: &Ctx<'_>,
+    request: &ApplyRequest,
+) -> (Vec<DatasetResult>, Vec<Target>, Children) {
+    let mut resolver = Resolver::new(ctx.roots, ctx.limits, ctx.namer);
+    let in_request: HashSet<Uuid> = request.datasets.iter().map(|d| d.uuid).collect();
+    let mut results: Vec<DatasetResult> = request
+        .datasets
+        .iter()
+        .map(|d| DatasetResult {
+            uuid: d.uuid,
+            path: String::new(),
+            state: DatasetState::Unchanged,
+            file_count: 0,
+        })
+        .collect();
+    let mut targets = Vec::new();
+    let mut failed: HashMap<Uuid, String> = HashMap::new();
+    let parent_in_request = |i: usize| {
+        request.datasets[i]
+            .parent
+            .filter(|p| in_request.contains(p) && *p != request.datasets[i].uuid)
+    };
+    for (index, spec) in request.datasets.iter().enumerate() {
+        if parent_in_request(index).is_none() {
+            let layout = if spec.num_children > 0 {
+                resolver.parent(spec)
+            } else {
+                resolver.plain(spec, spec.parent.is_some())
+            };
+            add_target(
+                request,
+                index,
+                layout,
+                &mut results,
+                &mut targets,
+                &mut failed,
+            );
+        }
+    }
+    let mut children = Vec::new();
+    for (index, spec) in request.datasets.iter().enumerate() {
+        let Some(parent) = parent_in_request(index) else {
+            continue;
+        };
+        let found = targets
+            .iter()
+            .find(|t| t.uuid == parent)
+            .map(|t| t.layout.children.iter().find(|c| c.uuid == Some(spec.uuid)));
+        match found {
+            Some(Some(child)) => children.push((index, parent, child.dir.clone(), child.files)),
+            _ if failed.contains_key(&parent) => {
+                let why = format!(
+                    "its parent dataset {parent} could not be staged: {}",
+                    failed[&parent]
+                );
+                results[index].state = DatasetState::Failed(why);
+            }
+            // Not among the parent's children (or the parent is itself a child): stage it on its own.
+            _ => {
+                let layout = resolver.plain(spec, true);
+                add_target(
+                    request,
+                    index,
+                    layout,
+                    &mut results,
+                    &mut targets,
+                    &mut failed,
+                );
+            }
+        }
+    }
+    let mut names: Vec<(String, String)> = targets
+        .iter()
+        .map(|t| (t.uuid.to_string(), t.name.clone()))
+        .collect();
+    names::disambiguate(&mut names);
+    for (t, (_, name)) in targets.iter_mut().zip(names) {
+        t.name = name;
+    }
+    (results, targets, children)
+}
+
+fn add_target(
+    request: &ApplyRequest,
+    index: usize,
+    layout: Result<Layout, String>,
+    results: &mut [DatasetResult],
+    targets: &mut Vec<Target>,
+    failed: &mut HashMap<Uuid, String>,
+) {
+    let spec = &request.datasets[index];
+    match layout {
+        Ok(layout) => targets.push(Target {
+            index,
+            uuid: spec.uuid,
+            marker: Marker::Dataset {
+                uuid: spec.uuid,
+                kind: layout.kind,
+                xml: spec.xml_path.to_string_lossy().into_owned(),
+            },
+            name: layout.name.clone(),
+            layout,
+        }),
+        Err(e) => {
+            failed.insert(spec.uuid, e.clone());
+            results[index].state = DatasetState::Failed(e);
+        }
+    }
+}
+
+/// Finds where a target's directory is now: recorded in this project, recorded in another one
+/// (it moves here), or already at its name (adopted). A name taken by something else fails it.
+pub fn locate(
+    ctx: &Ctx<'_>,
+    pfd: Option<BorrowedFd<'_>>,
+    project_name: &str,
+    recorded: &Option<Arc<ProjectRecord>>,
+    others: &[Arc<ProjectRecord>],
+    t: &Target,
+    results: &mut [DatasetResult],
+) -> Result<Existing, String> {
+    if let (Some(pfd), Some(d)) = (pfd, recorded.as_ref().and_then(|r| r.datasets.get(&t.uuid)))
+        && let Probe::Found(fd, marker) = probe_dataset(pfd, &d.directory, t.uuid)?
+    {
+        return Ok(Existing::Here {
+            name: d.directory.clone(),
+            fd,
+            entries: d.entries.clone(),
+            marker,
+        });
+    }
+    for other in others {
+        let Some(d) = other.datasets.get(&t.uuid) else {
+            continue;
+        };
+        if let Probe::Found(parent, _) = probe_project(ctx.tree.root(), &other.directory, other.id)?
+            && let Probe::Found(fd, marker) = probe_dataset(parent.as_fd(), &d.directory, t.uuid)?
+        {
+            return Ok(Existing::Elsewhere {
+                from: other.id,
+                from_rel: join(&[&other.directory, &d.directory]),
+                parent,
+                name: d.directory.clone(),
+                fd,
+                entries: d.entries.clone(),
+                marker,
+            });
+        }
+    }
+    let Some(pfd) = pfd else {
+        return Ok(Existing::None);
+    };
+    match probe_dataset(pfd, &t.name, t.uuid)? {
+        Probe::Found(fd, marker) => Ok(Existing::Here {
+            name: t.name.clone(),
+            fd,
+            entries: Arc::new(Entries::new()),
+            marker,
+        }),
+        Probe::Missing => Ok(Existing::None),
+        Probe::Foreign(why) => {
+            results[t.index].state = DatasetState::Failed(format!(
+                "{}: the directory name is taken: it {why} (left untouched)",
+                join(&[project_name, &t.name])
+            ));
+            Ok(Existing::None)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Renames dataset directories whose name changed (through the work area when names are
+/// exchanged) and moves the ones recorded in another project here.
+pub fn rename_and_move(
+    ctx: &Ctx<'_>,
+    report: &mut Report<'_, '_>,
+    pfd: Option<BorrowedFd<'_>>,
+    project_name: &str,
+    targets: &mut [Target],
+    existing: &mut [Existing],
+    results: &mut [DatasetResult],
+    moved_out: &mut HashMap<ProjectId, Vec<Uuid>>,
+) {
+    let Some(pfd) = pfd else { return };
+    let froms: HashSet<String> = existing
+        .iter()
+        .filter_map(|e| {
+            if let Existing::Here { name, .. } = e {
+                Some(name.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    let taken = |name: &str| !froms.contains(name) && fs::lstat_at(pfd, name).is_ok();
+    // Renames inside the project; through the work area when names are exchanged.
+    let mut renames: Vec<usize> = (0..targets.len())
+        .filter(
+            |i| matches!(&existing[*i], Existing::Here { name, .. } if *name != targets[*i].name),
+        )
+        .filter(|i| !matches!(results[targets[*i].index].state, DatasetState::Failed(_)))
+        .collect();
+    renames.retain(|&i| {
+        let t = &targets[i];
+        if taken(&t.name) {
+            results[t.index].state =
+                DatasetState::Failed(format!("{}: the directory name is taken by something smrtshare did not stage (left untouched)", join(&[project_name, &t.name])));
+        }
+        !taken(&t.name)
+    });
+    let exchange = renames.iter().any(|i| froms.contains(&targets[*i].name));
+    let mut parked: HashMap<usize, String> = HashMap::new();
+    if exchange && !report.dry() {
+        for &i in &renames {
+            if let Existing::Here { name, .. } = &existing[i] {
+                let work_name = ctx.tree.work_name("rename");
+                if report
+                    .ops()
+                    .rename_noreplace(pfd, name, ctx.tree.work(), &work_name)
+                    .is_ok()
+                {
+                    parked.insert(i, work_name);
+                }
+            }
+        }
+    }
+    for &i in &renames {
+        let t = &targets[i];
+        let Existing::Here { name, .. } = &mut existing[i] else {
+            continue;
+        };
+        let act = Act::new(
+            ActionKind::RenameDatasetDirectory,
+            join(&[project_name, &t.name]),
+        )
+        .from(join(&[project_name, name]))
+        .dataset(t.uuid);
+        let outcome = match parked.get(&i) {
+            Some(work_name) => report.act(act, |ops| {
+                ops.rename_noreplace(ctx.tree.work(), work_name, pfd, &t.name)
+            }),
+            None => report.act(act, |ops| ops.rename_noreplace(pfd, name, pfd, &t.name)),
+        };
+        match outcome {
+            Ok(_) => *name = t.name.clone(),
+            Err(e) => {
+                if let Some(work_name) = parked.get(&i) {
+                    let _ = report
+                        .ops()
+                        .rename_noreplace(ctx.tree.work(), work_name, pfd, name);
+                }
+                results[t.index].state = DatasetState::Failed(e);
+            }
+        }
+    }
+    // Moves from other projects.
+    for i in 0..targets.len() {
+        let t = &targets[i];
+        if !matches!(existing[i], Existing::Elsewhere { .. })
+            || matches!(results[t.index].state, DatasetState::Failed(_))
+        {
+            continue;
+        }
+        let place = std::mem::replace(&mut existing[i], Existing::None);
+        let Existing::Elsewhere {
+            from,
+            from_rel,
+            parent,
+            name,
+            fd,
+            entries,
+            marker,
+        } = place
+        else {
+            continue;
+        };
+        if taken(&t.name) {
+            results[t.index].state = DatasetState::Failed(format!(
+                "{}: the directory name is taken by something smrtshare did not stage (left untouched)",
+                join(&[project_name, &t.name])
+            ));
+            continue;
+        }
+        let act = Act::new(
+            ActionKind::MoveDatasetDirectory,
+            join(&[project_name, &t.name]),
+        )
+        .from(from_rel)
+        .dataset(t.uuid);
+        match report.act(act, |ops| {
+            ops.rename_noreplace(parent.as_fd(), &name, pfd, &t.name)
+        }) {
+            Ok(_) => {
+                moved_out.entry(from).or_default().push(t.uuid);
+                existing[i] = Existing::Here {
+                    name: t.name.clone(),
+                    fd,
+                    entries,
+                    marker,
+                };
+            }
+            Err(e) => results[t.index].state = DatasetState::Failed(e),
+        }
+    }
+}

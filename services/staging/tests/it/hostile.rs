@@ -1,0 +1,246 @@
+//! Hand-made hostile dataset XML: each fails on its own with a message naming the file, the rest
+//! of the project is staged, and nothing outside the root is touched.
+
+use std::path::{Path, PathBuf};
+
+use smrtshare_api::staging::v1 as pb;
+
+use crate::harness::*;
+
+fn dataset_xml(uuid: &str, ids: &[&str]) -> String {
+    let resources: String = ids
+        .iter()
+        .map(|id| format!(r#"<pbbase:ExternalResource MetaType="PacBio.ConsensusReadFile.ConsensusReadBamFile" ResourceId="{id}"/>"#))
+        .collect();
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<pbds:ConsensusReadSet xmlns:pbds="http://pacificbiosciences.com/PacBioDatasets.xsd" xmlns:pbbase="http://pacificbiosciences.com/PacBioBaseDataModel.xsd" xmlns:pbmeta="http://pacificbiosciences.com/PacBioCollectionMetadata.xsd" MetaType="PacBio.DataSet.ConsensusReadSet" Name="hostile" UniqueId="{uuid}">
+  <pbbase:ExternalResources>{resources}</pbbase:ExternalResources>
+  <pbds:DataSetMetadata><pbmeta:Collections><pbmeta:CollectionMetadata Context="m_{uuid}"/></pbmeta:Collections></pbds:DataSetMetadata>
+</pbds:ConsensusReadSet>"#
+    )
+}
+
+struct Case {
+    uuid: String,
+    xml: PathBuf,
+    expect: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_dataset_xml_fails_alone_with_a_precise_reason() {
+    let mut env = Env::with(|c| c.limits.max_bytes = 64 * 1024).await;
+    let run = env.src.join("run");
+    let pb_dir = run.join("pb_formats");
+    let data = run.join("data");
+    std::fs::create_dir_all(&pb_dir).unwrap();
+    std::fs::create_dir_all(data.join("a")).unwrap();
+    std::fs::create_dir_all(data.join("b")).unwrap();
+    for f in ["good.bam", "a/same.bam", "b/same.bam", "target.bam"] {
+        std::fs::write(data.join(f), f).unwrap();
+    }
+    std::os::unix::fs::symlink(data.join("target.bam"), data.join("link.bam")).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.bam"), "secret").unwrap();
+    std::os::unix::fs::symlink(outside.path(), data.join("escape")).unwrap();
+
+    let mut cases: Vec<Case> = Vec::new();
+    let mut n = 0;
+    let mut case = |body: String, file_name: Option<&str>, expect: &[&str]| {
+        n += 1;
+        let uuid = format!("00000000-0000-4000-8000-{n:012}");
+        let xml = pb_dir.join(
+            file_name
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("case{n}.consensusreadset.xml")),
+        );
+        if !body.is_empty() {
+            std::fs::write(&xml, body.replace("UUID", &uuid)).unwrap();
+        }
+        let mut expect: Vec<String> = expect.iter().map(|s| s.to_string()).collect();
+        expect.push(xml.display().to_string());
+        cases.push(Case { uuid, xml, expect });
+    };
+    let secret = outside.path().join("secret.bam");
+    case(
+        dataset_xml("UUID", &["../data/missing.bam"]),
+        None,
+        &[
+            "missing.bam: file not found",
+            "ResourceId \"../data/missing.bam\"",
+        ],
+    );
+    case(
+        dataset_xml("UUID", &["../../../../../../../../etc/hostname"]),
+        None,
+        &["\"../../../../../../../../etc/hostname\": /etc is outside the source roots"],
+    );
+    case(
+        dataset_xml("UUID", &[&secret.display().to_string()]),
+        None,
+        &["is outside the source roots"],
+    );
+    case(
+        dataset_xml("UUID", &["../data/escape/secret.bam"]),
+        None,
+        &["is outside the source roots"],
+    );
+    case(
+        dataset_xml("UUID", &["../data/link.bam"]),
+        None,
+        &["link.bam: is a symbolic link; only regular files are staged"],
+    );
+    case(
+        dataset_xml("UUID", &["../data/a/same.bam", "../data/b/same.bam"]),
+        None,
+        &["two different files would be named \"same.bam\""],
+    );
+    case(
+        dataset_xml("UUID", &["../data/a"]),
+        None,
+        &["is a directory, not a regular file"],
+    );
+    case(
+        "<pbds:ConsensusReadSet><ExternalResources>".into(),
+        None,
+        &["malformed XML"],
+    );
+    case(
+        r#"<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><DataSet>&e;</DataSet>"#.into(),
+        None,
+        &["malformed XML"],
+    );
+    case(
+        "<html><body/></html>".into(),
+        None,
+        &["is not a PacBio dataset"],
+    );
+    let mut deep = String::from("<DataSet><ExternalResources>");
+    for _ in 0..40 {
+        deep.push_str(r#"<ExternalResource ResourceId="../data/good.bam"><ExternalResources>"#);
+    }
+    for _ in 0..40 {
+        deep.push_str("</ExternalResources></ExternalResource>");
+    }
+    deep.push_str("</ExternalResources></DataSet>");
+    case(deep, None, &["nested more than 8 deep"]);
+    let huge = dataset_xml("UUID", &["../data/good.bam"]).replace(
+        "<pbds:DataSetMetadata>",
+        &format!("<!-- {} --><pbds:DataSetMetadata>", "x".repeat(100_000)),
+    );
+    case(huge, None, &["more than the limit of 65536 bytes"]);
+    case(String::new(), Some("does-not-exist.xml"), &["not found"]);
+    // A symlinked XML (pointing at a good one) is refused.
+    let good_xml = pb_dir.join("good.consensusreadset.xml");
+    std::fs::write(
+        &good_xml,
+        dataset_xml(
+            "11111111-0000-4000-8000-000000000001",
+            &[
+                "../data/good.bam",
+                &data.join("target.bam").display().to_string(),
+            ],
+        ),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&good_xml, pb_dir.join("symlinked.xml")).unwrap();
+    case(
+        String::new(),
+        Some("symlinked.xml"),
+        &["is a symbolic link"],
+    );
+
+    let mut datasets: Vec<pb::Dataset> = cases
+        .iter()
+        .map(|c| pb::Dataset {
+            uuid: c.uuid.clone(),
+            name: "hostile".into(),
+            xml_path: c.xml.display().to_string(),
+            parent_uuid: String::new(),
+            num_children: 0,
+        })
+        .collect();
+    // An XML outside the source roots.
+    std::fs::write(
+        outside.path().join("outside.xml"),
+        dataset_xml("x", &["secret.bam"]),
+    )
+    .unwrap();
+    datasets.push(pb::Dataset {
+        uuid: "22222222-0000-4000-8000-000000000002".into(),
+        name: "outside".into(),
+        xml_path: outside.path().join("outside.xml").display().to_string(),
+        parent_uuid: String::new(),
+        num_children: 0,
+    });
+    datasets.push(pb::Dataset {
+        uuid: "11111111-0000-4000-8000-000000000001".into(),
+        name: "Good".into(),
+        xml_path: good_xml.display().to_string(),
+        parent_uuid: String::new(),
+        num_children: 0,
+    });
+
+    let answer = env.apply(request(2, "Hostile", datasets)).await;
+    assert!(!answer.complete);
+    for (case, result) in cases.iter().zip(&answer.datasets) {
+        assert_eq!(
+            state(result),
+            pb::DatasetState::Failed,
+            "{}",
+            case.xml.display()
+        );
+        for part in &case.expect {
+            assert!(
+                result.error.contains(part.as_str()),
+                "{:?} lacks {part:?}",
+                result.error
+            );
+        }
+    }
+    let outside_result = &answer.datasets[cases.len()];
+    assert_eq!(state(outside_result), pb::DatasetState::Failed);
+    assert!(
+        outside_result.error.contains("outside the source roots"),
+        "{}",
+        outside_result.error
+    );
+    let good = answer.datasets.last().unwrap();
+    assert_eq!(state(good), pb::DatasetState::Staged, "{}", good.error);
+    assert_eq!(
+        good.file_count, 2,
+        "relative and absolute ids inside the roots are both staged"
+    );
+
+    // Only the good dataset is in the project; the outside files are untouched.
+    let entries: Vec<String> = std::fs::read_dir(env.root.join("Hostile"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        entries,
+        vec!["Movie m_11111111-0000-4000-8000-000000000001 - Good".to_owned()]
+    );
+    assert_linked(
+        &env.root
+            .join("Hostile")
+            .join(&entries[0])
+            .join("target.bam"),
+        &data.join("target.bam"),
+    );
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "secret");
+    assert_eq!(
+        std::fs::metadata(&secret)
+            .map(|m| std::os::unix::fs::MetadataExt::nlink(&m))
+            .unwrap(),
+        1
+    );
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 2);
+    assert_eq!(
+        std::fs::read_dir(env.root.join(".smrtshare/work"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert!(Path::new(&env.root).join("Hostile").is_dir());
+}
