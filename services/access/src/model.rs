@@ -1,0 +1,339 @@
+//! Domain types of the API: validated requests and the reports the core answers with. Wire types
+//! become these once, at the handler (see [`crate::service`]); the core never sees raw fields.
+
+use crate::error::Error;
+use crate::registry::RuleRow;
+
+/// Most logins in one request.
+pub const MAX_LOGINS: usize = 1000;
+/// Longest login, in bytes.
+pub const MAX_LOGIN_BYTES: usize = 256;
+/// Longest path, in bytes.
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// The desired access to one project directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyRequest {
+    /// SMRT Link project (greater than 1).
+    pub project_id: i64,
+    /// Globus path, `/…/`.
+    pub path: String,
+    /// Member logins, unique, in request order.
+    pub logins: Vec<String>,
+    /// Plan only.
+    pub dry_run: bool,
+}
+
+impl ApplyRequest {
+    /// Checks every field; the error names the first bad one.
+    pub fn new(
+        project_id: i64,
+        path: String,
+        logins: Vec<String>,
+        dry_run: bool,
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            project_id: project_id_field(project_id)?,
+            path: path_field(path)?,
+            logins: logins_field(logins)?,
+            dry_run,
+        })
+    }
+}
+
+/// A project id that may be shared (project 1 never is).
+pub fn project_id_field(project_id: i64) -> Result<i64, Error> {
+    if project_id > 1 {
+        Ok(project_id)
+    } else {
+        Err(Error::invalid(
+            "project_id",
+            format!(
+                "{project_id} is not a shareable project: must be greater than 1 \
+                 (project 1, the General Project, is never shared)"
+            ),
+        ))
+    }
+}
+
+/// A project directory as a Globus path: `/`-delimited at both ends, not the root, no empty,
+/// `.` or `..` segments, no control characters (NUL included).
+pub fn path_field(path: String) -> Result<String, Error> {
+    let bad = |reason: &str| Error::invalid("path", format!("{:?} {reason}", path));
+    if path.len() > MAX_PATH_BYTES {
+        return Err(bad(&format!("is longer than {MAX_PATH_BYTES} bytes")));
+    }
+    if !path.starts_with('/') || !path.ends_with('/') {
+        return Err(bad("must start and end with \"/\""));
+    }
+    if path == "/" {
+        return Err(bad("is the collection root, not a project directory"));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(bad("holds a control character (NUL included)"));
+    }
+    let inner = &path[1..path.len() - 1];
+    if inner.split('/').any(str::is_empty) {
+        return Err(bad("holds \"//\""));
+    }
+    if inner.split('/').any(|s| s == "..") {
+        return Err(bad("holds a \"..\" segment"));
+    }
+    if inner.split('/').any(|s| s == ".") {
+        return Err(bad("holds a \".\" segment"));
+    }
+    Ok(path)
+}
+
+/// Member logins: at most [`MAX_LOGINS`], none empty or duplicated, no whitespace at the ends,
+/// no commas or control characters (a comma would split a Globus username list).
+pub fn logins_field(logins: Vec<String>) -> Result<Vec<String>, Error> {
+    if logins.len() > MAX_LOGINS {
+        return Err(Error::invalid(
+            "logins",
+            format!("{} logins; at most {MAX_LOGINS}", logins.len()),
+        ));
+    }
+    let mut seen = std::collections::HashMap::new();
+    for (index, login) in logins.iter().enumerate() {
+        let field = format!("logins[{index}]");
+        if login.is_empty() {
+            return Err(Error::invalid(field, "empty login"));
+        }
+        if login.trim() != login {
+            return Err(Error::invalid(
+                field,
+                format!("{login:?} has whitespace at an end"),
+            ));
+        }
+        if login.len() > MAX_LOGIN_BYTES {
+            return Err(Error::invalid(
+                field,
+                format!("longer than {MAX_LOGIN_BYTES} bytes"),
+            ));
+        }
+        if login.chars().any(|c| c.is_control() || c == ',') {
+            return Err(Error::invalid(
+                field,
+                format!("{login:?} holds a comma or a control character"),
+            ));
+        }
+        if let Some(first) = seen.insert(login.as_str(), index) {
+            return Err(Error::invalid(
+                field,
+                format!("{login:?} duplicates logins[{first}]"),
+            ));
+        }
+    }
+    Ok(logins)
+}
+
+/// What became of one member's access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutcomeKind {
+    /// A rule was created or adopted (or would be).
+    Granted,
+    /// Already held; nothing done.
+    AlreadyGranted,
+    /// The member left; the rule was deleted (or would be).
+    Revoked,
+    /// The login maps to no Globus identity.
+    UnknownIdentity,
+    /// Globus refused or failed.
+    Failed,
+    /// The rule moved to the new path (or would).
+    Moved,
+    /// The rule's expiry was pushed back (or would be).
+    Renewed,
+}
+
+impl OutcomeKind {
+    /// True when the outcome leaves the member as wanted.
+    pub fn is_done(self) -> bool {
+        !matches!(self, Self::UnknownIdentity | Self::Failed)
+    }
+}
+
+/// The outcome for one member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberOutcome {
+    /// The login.
+    pub login: String,
+    /// What became of it.
+    pub kind: OutcomeKind,
+    /// The identity, when known.
+    pub identity_id: Option<String>,
+    /// The rule id, when a rule exists.
+    pub access_id: Option<String>,
+    /// Globus' error code, for failures.
+    pub globus_code: Option<String>,
+    /// A reason, for failures and unusual successes.
+    pub message: String,
+}
+
+impl MemberOutcome {
+    /// An outcome for a login with nothing else known.
+    pub fn new(login: &str, kind: OutcomeKind) -> Self {
+        Self {
+            login: login.to_owned(),
+            kind,
+            identity_id: None,
+            access_id: None,
+            globus_code: None,
+            message: String::new(),
+        }
+    }
+
+    /// An outcome about a registry row.
+    pub fn for_row(row: &RuleRow, kind: OutcomeKind) -> Self {
+        Self {
+            login: row.login.clone(),
+            kind,
+            identity_id: Some(row.identity_id.clone()),
+            access_id: row.access_id.clone(),
+            globus_code: None,
+            message: String::new(),
+        }
+    }
+
+    /// With a message.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
+    /// A failure with Globus' code.
+    pub fn failed(mut self, code: &str, message: impl Into<String>) -> Self {
+        self.kind = OutcomeKind::Failed;
+        self.globus_code = Some(code.to_owned());
+        self.message = message.into();
+        self
+    }
+}
+
+/// The answer to an apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// The project.
+    pub project_id: i64,
+    /// The path applied.
+    pub path: String,
+    /// Plan only.
+    pub dry_run: bool,
+    /// Requested logins in order, then revoked members.
+    pub members: Vec<MemberOutcome>,
+    /// Every member holds a rule and every revocation succeeded.
+    pub complete: bool,
+}
+
+/// The answer to a revoke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokeReport {
+    /// The project.
+    pub project_id: i64,
+    /// Plan only.
+    pub dry_run: bool,
+    /// One outcome per rule.
+    pub members: Vec<MemberOutcome>,
+    /// The project holds no rules any more.
+    pub complete: bool,
+}
+
+/// What kind of difference Verify found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RepairKind {
+    /// Missing at Globus (deleted by hand): created again.
+    Recreated,
+    /// Expired or about to: renewed.
+    Renewed,
+    /// An open intent matched a rule at Globus: adopted.
+    Adopted,
+    /// A rule marked for deletion: deleted and forgotten.
+    Deleted,
+    /// An open intent with no rule at Globus: created.
+    Created,
+    /// An open intent matched a rule smrtshare did not create: recorded as external.
+    External,
+}
+
+/// One repair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repair {
+    /// What was (or would be) done.
+    pub kind: RepairKind,
+    /// The rule, after the repair.
+    pub rule: RuleRow,
+    /// Whether it succeeded (false in a dry run).
+    pub done: bool,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// The answer to Verify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Plan only.
+    pub dry_run: bool,
+    /// Registry rows checked.
+    pub checked: u32,
+    /// Rules on the collection smrtshare did not create.
+    pub foreign: u32,
+    /// Repairs made or planned.
+    pub repairs: Vec<Repair>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(error: Error) -> String {
+        match error {
+            Error::InvalidArgument { field, .. } => field,
+            other => panic!("not invalid-argument: {other}"),
+        }
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        assert_eq!(
+            field_of(project_id_field(1).expect_err("refused")),
+            "project_id"
+        );
+        assert_eq!(
+            field_of(project_id_field(0).expect_err("refused")),
+            "project_id"
+        );
+        assert!(project_id_field(2).is_ok());
+        for bad in [
+            "", "/", "x/", "/x", "/a//b/", "/../", "/a/../b/", "/./", "/a\0/",
+        ] {
+            assert_eq!(
+                field_of(path_field(bad.into()).expect_err("refused")),
+                "path",
+                "{bad:?}"
+            );
+        }
+        assert!(path_field("/Project 2: Tomato/".into()).is_ok());
+        assert!(path_field("/Movie..x/".into()).is_ok());
+        let logins = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            field_of(logins_field(logins(&["a", ""])).expect_err("refused")),
+            "logins[1]"
+        );
+        assert_eq!(
+            field_of(logins_field(logins(&["a", "b", "a"])).expect_err("refused")),
+            "logins[2]"
+        );
+        assert_eq!(
+            field_of(logins_field(logins(&[" a"])).expect_err("refused")),
+            "logins[0]"
+        );
+        assert_eq!(
+            field_of(logins_field(logins(&["a,b"])).expect_err("refused")),
+            "logins[0]"
+        );
+        let many: Vec<String> = (0..=MAX_LOGINS).map(|i| format!("u{i}")).collect();
+        assert_eq!(field_of(logins_field(many).expect_err("refused")), "logins");
+        assert!(logins_field(logins(&["alice", "bob@lab.org"])).is_ok());
+    }
+}

@@ -1,0 +1,210 @@
+//! Globus Auth: the client-credentials token endpoint and identity look-ups.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde_json::json;
+
+use crate::model::{TRANSFER_RESOURCE_SERVER, TRANSFER_SCOPE};
+use crate::server::AnswerCode;
+use crate::state::Shared;
+
+/// Most usernames one identities call may name.
+pub const MAX_USERNAMES: usize = 100;
+
+/// `client_id:secret` from an HTTP Basic header.
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
+}
+
+/// The token of an HTTP Bearer header.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(|t| t.trim().to_owned())
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let mut response = (
+        status,
+        Json(json!({ "error": error, "error_description": description })),
+    )
+        .into_response();
+    response
+        .extensions_mut()
+        .insert(AnswerCode(error.to_owned()));
+    response
+}
+
+fn auth_api_error(status: StatusCode, code: &str, detail: &str) -> Response {
+    let mut response = (
+        status,
+        Json(json!({
+            "errors": [{ "status": status.as_u16().to_string(), "code": code, "detail": detail }],
+            "error": code.to_lowercase(),
+            "error_description": detail,
+        })),
+    )
+        .into_response();
+    response
+        .extensions_mut()
+        .insert(AnswerCode(code.to_owned()));
+    response
+}
+
+/// `POST /v2/oauth2/token`: HTTP Basic client credentials, form
+/// `grant_type=client_credentials&scope=…`.
+pub(crate) async fn token(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let Some((client_id, secret)) = basic_credentials(&headers) else {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication (HTTP Basic) is required",
+        );
+    };
+    let known = shared.with_world(|world, _| world.check_client(&client_id, &secret));
+    if !known {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "unknown client or wrong secret",
+        );
+    }
+    let form: HashMap<String, String> = url_form(&body);
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "only grant_type=client_credentials is supported",
+        );
+    }
+    let scopes: Vec<&str> = form
+        .get("scope")
+        .map(|s| s.split_whitespace().collect())
+        .unwrap_or_default();
+    if scopes.is_empty() || scopes.iter().any(|s| *s != TRANSFER_SCOPE) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            &format!("scope must be {TRANSFER_SCOPE}"),
+        );
+    }
+    let now = shared.now();
+    let (token, lifetime) = shared.with_world(|world, rng| {
+        (
+            world.issue_token(&client_id, now, rng),
+            world.token_lifetime,
+        )
+    });
+    tracing::debug!(client_id, "issued a transfer token");
+    Json(json!({
+        "access_token": token,
+        "scope": TRANSFER_SCOPE,
+        "expires_in": lifetime.as_secs(),
+        "token_type": "Bearer",
+        "resource_server": TRANSFER_RESOURCE_SERVER,
+        "other_tokens": [],
+    }))
+    .into_response()
+}
+
+fn url_form(body: &str) -> HashMap<String, String> {
+    url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// `GET /v2/api/identities?usernames=a,b` (or `ids=`): HTTP Basic client credentials only.
+pub(crate) async fn identities(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if bearer_token(&headers).is_some() {
+        return auth_api_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "this call must be authenticated as a confidential client (HTTP Basic); \
+             a token for transfer.api.globus.org is not accepted here",
+        );
+    }
+    let Some((client_id, secret)) = basic_credentials(&headers) else {
+        return auth_api_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "client authentication is required",
+        );
+    };
+    if !shared.with_world(|world, _| world.check_client(&client_id, &secret)) {
+        return auth_api_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "unknown client or wrong secret",
+        );
+    }
+    let split = |key: &str| -> Option<Vec<String>> {
+        query.get(key).map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+    };
+    let (usernames, ids) = (split("usernames"), split("ids"));
+    let wanted = match (&usernames, &ids) {
+        (Some(u), None) => u,
+        (None, Some(i)) => i,
+        _ => {
+            return auth_api_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_PARAMETERS",
+                "exactly one of usernames and ids is required",
+            );
+        }
+    };
+    if wanted.len() > MAX_USERNAMES {
+        return auth_api_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_PARAMETERS",
+            &format!("at most {MAX_USERNAMES} usernames or ids per call"),
+        );
+    }
+    let found: Vec<serde_json::Value> = shared.with_world(|world, _| {
+        wanted
+            .iter()
+            .filter_map(|w| {
+                if usernames.is_some() {
+                    world.identity_by_username(w).map(|i| i.to_json())
+                } else {
+                    world
+                        .identities
+                        .iter()
+                        .find(|i| i.id == *w)
+                        .map(|i| i.to_json())
+                }
+            })
+            .collect()
+    });
+    Json(json!({ "identities": found })).into_response()
+}
