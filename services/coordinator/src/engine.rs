@@ -1,0 +1,216 @@
+//! The task engine: workers per target claim due tasks, send the project's full desired state,
+//! and record the outcome under fencing. Several engines (replicas) may share one database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::model::{Operation, Target};
+use crate::peers::Peers;
+use crate::store::{Backoff, Store, TaskClaim, TaskResult};
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Workers per target.
+    pub workers_per_target: usize,
+    /// How long a claim holds; must outlast the RPC deadline.
+    pub lease: Duration,
+    /// Retry backoff per (project, target).
+    pub backoff: Backoff,
+    /// Longest sleep between claim attempts (other replicas' tasks are found this way).
+    pub poll: Duration,
+}
+
+/// Runs tasks.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    store: Store,
+    peers: Peers,
+    config: EngineConfig,
+    owner: String,
+    wake: Arc<Notify>,
+    metrics: Metrics,
+}
+
+/// What one execution did, for tests and logs.
+#[derive(Clone, Debug)]
+pub struct Execution {
+    /// The claim.
+    pub claim: TaskClaim,
+    /// The result sent to the store.
+    pub result: TaskResult,
+    /// False when the result was discarded (the lease was lost to another worker).
+    pub recorded: bool,
+}
+
+impl Engine {
+    /// An engine; `owner` names this replica in leases (unique per process).
+    pub fn new(
+        store: Store,
+        peers: Peers,
+        config: EngineConfig,
+        owner: String,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            peers,
+            config,
+            owner,
+            wake,
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// Reports task attempts to `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// This engine's owner name.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Claims one due task of `target`, if any.
+    pub async fn claim(&self, target: Target) -> anyhow::Result<Option<TaskClaim>> {
+        Ok(self
+            .store
+            .claim_task(target, &self.owner, crate::clock::millis(self.config.lease))
+            .await?)
+    }
+
+    /// Runs a claimed task: reads the desired state, calls the service, returns the result
+    /// (not yet recorded).
+    pub async fn execute(&self, claim: &TaskClaim) -> TaskResult {
+        match self.store.desired(claim.project_id).await {
+            Ok(Some(desired)) => {
+                self.peers
+                    .run(claim.target, &desired, claim.change_id)
+                    .await
+            }
+            Ok(None) => TaskResult::Permanent {
+                operation: Operation::Apply,
+                message: format!("project {} was never read from SMRT Link", claim.project_id),
+                report: None,
+            },
+            Err(error) => TaskResult::Retry {
+                operation: Operation::Apply,
+                message: format!("reading the desired state failed: {error}"),
+                report: None,
+            },
+        }
+    }
+
+    /// Records a result under fencing; false when discarded.
+    pub async fn record(&self, claim: &TaskClaim, result: TaskResult) -> anyhow::Result<bool> {
+        Ok(self
+            .store
+            .finish_task(claim, result, self.config.backoff)
+            .await?)
+    }
+
+    /// Claims, runs and records one task of `target`; `None` when nothing is due.
+    pub async fn run_once(&self, target: Target) -> anyhow::Result<Option<Execution>> {
+        let Some(claim) = self.claim(target).await? else {
+            return Ok(None);
+        };
+        let started = std::time::Instant::now();
+        let result = self.execute(&claim).await;
+        let recorded = self.record(&claim, result.clone()).await?;
+        let took = started.elapsed();
+        let outcome = match (&result, recorded) {
+            (_, false) => "discarded",
+            (TaskResult::Ok { .. }, true) => "ok",
+            (TaskResult::Retry { .. }, true) => "retry",
+            (TaskResult::Permanent { .. }, true) => "failed",
+        };
+        self.metrics
+            .task_finished(claim.target.as_str(), outcome, took);
+        log_execution(&claim, &result, recorded, took);
+        Ok(Some(Execution {
+            claim,
+            result,
+            recorded,
+        }))
+    }
+
+    /// Starts the workers; they stop when `cancel` fires (finishing the task in hand).
+    pub fn spawn(&self, cancel: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut handles = Vec::new();
+        for target in Target::ALL {
+            for worker in 0..self.config.workers_per_target.max(1) {
+                let engine = self.clone();
+                let cancel = cancel.clone();
+                handles.push(tokio::spawn(async move {
+                    engine.worker(target, worker, cancel).await
+                }));
+            }
+        }
+        handles
+    }
+
+    async fn worker(&self, target: Target, worker: usize, cancel: CancellationToken) {
+        tracing::debug!(%target, worker, "task worker started");
+        let mut failures = 0u32;
+        while !cancel.is_cancelled() {
+            match self.run_once(target).await {
+                Ok(Some(_)) => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(None) => failures = 0,
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(%target, worker, error = format!("{error:#}"), "claiming or recording a task failed");
+                }
+            }
+            let wait = if failures > 0 {
+                Duration::from_millis(100 * u64::from(failures.min(50)))
+            } else {
+                self.idle_wait(target).await
+            };
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::debug!(%target, worker, "task worker stopped");
+    }
+
+    /// Sleep until the next task is due, at most `poll`.
+    async fn idle_wait(&self, target: Target) -> Duration {
+        let poll = self.config.poll;
+        match self.store.next_due(target).await {
+            Ok(Some(due)) => {
+                let ms = (due - self.store.now()).max(5);
+                poll.min(Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)))
+            }
+            _ => poll,
+        }
+    }
+}
+
+fn log_execution(claim: &TaskClaim, result: &TaskResult, recorded: bool, took: Duration) {
+    let (outcome, message) = match result {
+        TaskResult::Ok { message, .. } => ("ok", message),
+        TaskResult::Retry { message, .. } => ("retry", message),
+        TaskResult::Permanent { message, .. } => ("failed", message),
+    };
+    if !recorded {
+        tracing::warn!(task_id = claim.task_id, project_id = claim.project_id, target = %claim.target, attempt = claim.attempts,
+            change_id = claim.change_id, "late result discarded: the lease was lost to another worker");
+    } else if outcome == "ok" {
+        tracing::info!(task_id = claim.task_id, project_id = claim.project_id, target = %claim.target, attempt = claim.attempts,
+            change_id = claim.change_id, took_ms = took.as_millis() as u64, message, "task done");
+    } else {
+        tracing::warn!(task_id = claim.task_id, project_id = claim.project_id, target = %claim.target, attempt = claim.attempts,
+            change_id = claim.change_id, took_ms = took.as_millis() as u64, outcome, message, "task failed");
+    }
+}

@@ -1,0 +1,248 @@
+//! The coordinator: takes every SMRT Link project change (the NGINX mirror's HTTP intake, the
+//! Notify RPCs, resync), re-reads SMRT Link after a settle delay, and fans each change out as two
+//! independent tasks (staging and access), recorded durably with per-task outcomes.
+//!
+//! - [`store`]: the tables of DESIGN.md section 5 on SQLite or PostgreSQL.
+//! - [`reader`]: reads SMRT Link for settled changes; [`engine`]: runs tasks; [`resync`]:
+//!   startup renewal and periodic resync; [`intake`]: the mirror's HTTP endpoint;
+//!   [`service`]: the gRPC API.
+
+pub mod clock;
+pub mod config;
+pub mod convert;
+pub mod engine;
+pub mod intake;
+pub mod metrics;
+pub mod model;
+pub mod naming;
+pub mod peers;
+pub mod reader;
+pub mod resync;
+pub mod service;
+pub mod smrtlink;
+pub mod source;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use smrtshare_api::coordinator::v1::coordinator_server::CoordinatorServer;
+use smrtshare_common::server::{GrpcServer, ServerOptions};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, EngineConfig};
+use crate::intake::IntakeConfig;
+use crate::naming::DirectoryNamer;
+use crate::peers::Peers;
+use crate::reader::{Reader, ReaderConfig};
+use crate::resync::{Resync, ResyncConfig};
+use crate::source::ProjectSource;
+use crate::store::Store;
+
+/// Everything the coordinator runs with, besides its listeners.
+#[derive(Clone)]
+pub struct Settings {
+    /// Task engine.
+    pub engine: EngineConfig,
+    /// SMRT Link readers.
+    pub reader: ReaderConfig,
+    /// Resync.
+    pub resync: ResyncConfig,
+    /// Run the periodic resync (the first run is the startup renewal).
+    pub periodic_resync: bool,
+    /// Mirror intake.
+    pub intake: IntakeConfig,
+    /// Project directory names.
+    pub namer: DirectoryNamer,
+    /// This replica's name in leases.
+    pub owner: String,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("owner", &self.owner)
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the coordinator talks to.
+#[derive(Clone)]
+pub struct Deps {
+    /// Its database.
+    pub store: Store,
+    /// SMRT Link.
+    pub source: Arc<dyn ProjectSource>,
+    /// Staging and access.
+    pub peers: Peers,
+    /// Where measurements go (the same handle the SMRT Link source reports to).
+    pub metrics: metrics::Metrics,
+}
+
+/// The sockets the coordinator serves on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC.
+    pub grpc: TcpListener,
+    /// The mirror intake (HTTP).
+    pub intake: TcpListener,
+    /// `/metrics` (HTTP), when served.
+    pub metrics: Option<TcpListener>,
+}
+
+impl std::fmt::Debug for Deps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deps")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs the coordinator until `shutdown`: gRPC on `grpc`, the mirror intake on `intake`,
+/// readers, task workers and the periodic resync.
+pub async fn run(
+    listeners: Listeners,
+    options: ServerOptions,
+    settings: Settings,
+    deps: Deps,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let Listeners {
+        grpc,
+        intake,
+        metrics: metrics_listener,
+    } = listeners;
+    let metrics = deps.metrics.clone();
+    let wake_tasks = Arc::new(Notify::new());
+    let wake_readers = Arc::new(Notify::new());
+    let cancel = CancellationToken::new();
+
+    let engine = Engine::new(
+        deps.store.clone(),
+        deps.peers.clone(),
+        settings.engine.clone(),
+        settings.owner.clone(),
+        wake_tasks.clone(),
+    )
+    .with_metrics(metrics.clone());
+    let reader = Reader::new(
+        deps.store.clone(),
+        deps.source.clone(),
+        settings.namer.clone(),
+        settings.reader.clone(),
+        settings.owner.clone(),
+        wake_readers.clone(),
+        wake_tasks.clone(),
+    );
+    let resync = Resync::new(
+        deps.store.clone(),
+        deps.source.clone(),
+        deps.peers.clone(),
+        settings.namer.clone(),
+        settings.resync.clone(),
+        settings.owner.clone(),
+        wake_tasks.clone(),
+    )
+    .with_metrics(metrics.clone());
+
+    let mut background = engine.spawn(cancel.clone());
+    background.extend(reader.spawn(cancel.clone()));
+    if settings.periodic_resync {
+        background.push(resync.spawn_periodic(cancel.clone()));
+    }
+    background.push(spawn_task_gauges(
+        deps.store.clone(),
+        metrics.clone(),
+        cancel.clone(),
+    ));
+    if let Some(listener) = metrics_listener {
+        let encode_from = metrics.clone();
+        let metrics_cancel = cancel.clone();
+        background.push(tokio::spawn(async move {
+            let encode: Arc<dyn Fn() -> String + Send + Sync> =
+                Arc::new(move || encode_from.encode());
+            if let Err(error) = smrtshare_common::metrics::serve(listener, encode, async move {
+                metrics_cancel.cancelled().await
+            })
+            .await
+            {
+                tracing::error!(error = format!("{error:#}"), "metrics endpoint failed");
+            }
+        }));
+    }
+
+    let intake_addr = intake.local_addr().context("reading the intake address")?;
+    let app = intake::router(
+        deps.store.clone(),
+        settings.intake.clone(),
+        wake_readers.clone(),
+        metrics.clone(),
+    );
+    let intake_cancel = cancel.clone();
+    let intake_task = tokio::spawn(async move {
+        axum::serve(
+            intake,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { intake_cancel.cancelled().await })
+        .await
+    });
+    tracing::info!(address = %intake_addr, "mirror intake listening");
+
+    let max = options.max_message_bytes;
+    let mut server = GrpcServer::new(options)?;
+    let service =
+        service::CoordinatorService::new(deps.store.clone(), resync, wake_readers, metrics);
+    server.add_service(
+        CoordinatorServer::new(service)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+    );
+    let served = server.serve(grpc, async { Ok(()) }, shutdown).await;
+
+    cancel.cancel();
+    let drain = async {
+        for handle in background {
+            let _ = handle.await;
+        }
+        let _ = intake_task.await;
+    };
+    if tokio::time::timeout(Duration::from_secs(30), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("background work did not stop within 30 s");
+    }
+    served
+}
+
+/// Refreshes the tasks-by-state gauges from the database every few seconds.
+fn spawn_task_gauges(
+    store: Store,
+    metrics: metrics::Metrics,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match store.task_counts().await {
+                Ok(counts) => metrics.set_task_counts(
+                    &counts
+                        .into_iter()
+                        .map(|(t, s, n)| (t.as_str().to_owned(), s.as_str().to_owned(), n))
+                        .collect::<Vec<_>>(),
+                ),
+                Err(error) => tracing::debug!(%error, "reading task counts for metrics failed"),
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    })
+}

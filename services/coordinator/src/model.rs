@@ -1,0 +1,247 @@
+//! The coordinator's domain types and their text forms in the database.
+
+use std::fmt;
+
+use smrtshare_api::coordinator::v1 as pb;
+
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal => $proto:path),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
+
+        impl $name {
+            /// The form stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+
+            /// Parses the stored form.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some(Self::$variant),)+ _ => None }
+            }
+
+            /// The wire enum value.
+            pub fn to_proto(self) -> i32 {
+                match self { $(Self::$variant => $proto as i32),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// Which service a task drives.
+    Target {
+        /// The staging service.
+        Staging = "STAGING" => pb::Target::Staging,
+        /// The access service.
+        Access = "ACCESS" => pb::Target::Access,
+    }
+}
+
+impl Target {
+    /// Both targets, in the order tasks are created.
+    pub const ALL: [Target; 2] = [Target::Staging, Target::Access];
+}
+
+text_enum! {
+    /// What a task asks of its service.
+    Operation {
+        /// Apply the full desired state.
+        Apply = "APPLY" => pb::Operation::Apply,
+        /// Remove the project.
+        Remove = "REMOVE" => pb::Operation::Remove,
+    }
+}
+
+text_enum! {
+    /// The state of a task.
+    TaskState {
+        /// Waiting to run.
+        Ready = "READY" => pb::TaskState::Ready,
+        /// Claimed by a worker.
+        Working = "WORKING" => pb::TaskState::Working,
+        /// Succeeded.
+        Ok = "OK" => pb::TaskState::Ok,
+        /// Failed (maybe with a retry scheduled).
+        Failed = "FAILED" => pb::TaskState::Failed,
+        /// Replaced by a newer task before it ran again.
+        Superseded = "SUPERSEDED" => pb::TaskState::Superseded,
+    }
+}
+
+text_enum! {
+    /// Why a change was recorded.
+    ChangeReason {
+        /// A mirrored SMRT Link request.
+        Mirror = "MIRROR" => pb::ChangeReason::Mirror,
+        /// Resync found a difference.
+        Resync = "RESYNC" => pb::ChangeReason::Resync,
+        /// An operator called a Notify RPC.
+        Manual = "MANUAL" => pb::ChangeReason::Manual,
+        /// Another project's change touched this one.
+        Effect = "EFFECT" => pb::ChangeReason::Effect,
+    }
+}
+
+text_enum! {
+    /// What a change is about.
+    ChangeKind {
+        /// Re-read a project and apply it.
+        ProjectChanged = "PROJECT_CHANGED" => pb::ChangeKind::ProjectChanged,
+        /// Re-read a project reported deleted.
+        ProjectDeleted = "PROJECT_DELETED" => pb::ChangeKind::ProjectDeleted,
+        /// List SMRT Link for new projects.
+        ProjectsCreated = "PROJECTS_CREATED" => pb::ChangeKind::ProjectsCreated,
+        /// List SMRT Link's analysis jobs.
+        AnalysisSubmitted = "ANALYSIS_SUBMITTED" => pb::ChangeKind::AnalysisSubmitted,
+    }
+}
+
+text_enum! {
+    /// The overall state of a change.
+    ChangeStatus {
+        /// Not read yet, or tasks waiting or running.
+        InProgress = "IN_PROGRESS" => pb::ChangeStatus::InProgress,
+        /// Everything succeeded.
+        Ok = "OK" => pb::ChangeStatus::Ok,
+        /// Some tasks failed.
+        Partial = "PARTIAL" => pb::ChangeStatus::Partial,
+        /// Every task failed, or SMRT Link could not be read.
+        Failed = "FAILED" => pb::ChangeStatus::Failed,
+    }
+}
+
+text_enum! {
+    /// Whether SMRT Link has been read for a change.
+    ReadState {
+        /// Waiting for the settle delay to pass.
+        Settling = "SETTLING" => pb::ChangeStatus::InProgress,
+        /// A reader is reading SMRT Link for it.
+        Reading = "READING" => pb::ChangeStatus::InProgress,
+        /// Read; tasks (if any) were created.
+        Read = "READ" => pb::ChangeStatus::Ok,
+        /// SMRT Link could not be read.
+        Failed = "FAILED" => pb::ChangeStatus::Failed,
+    }
+}
+
+/// A project member as SMRT Link lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberTruth {
+    /// SMRT Link login.
+    pub login: String,
+    /// Role: OWNER, CAN_EDIT, CAN_VIEW (or another text SMRT Link may add).
+    pub role: String,
+}
+
+impl MemberTruth {
+    /// Members shared with: every role but OWNER.
+    pub fn is_shared(&self) -> bool {
+        !self.role.eq_ignore_ascii_case("OWNER")
+    }
+}
+
+/// A dataset as SMRT Link lists it in a project.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasetTruth {
+    /// UUID.
+    pub uuid: String,
+    /// Name.
+    pub name: String,
+    /// Path of the dataset XML.
+    pub path: String,
+    /// Parent UUID, if any.
+    pub parent_uuid: Option<String>,
+    /// Number of children.
+    pub num_children: u32,
+}
+
+/// What SMRT Link says about one project.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectTruth {
+    /// Project id.
+    pub id: i64,
+    /// Project name.
+    pub name: String,
+    /// SMRT Link's `updatedAt`, as given.
+    pub updated_at: String,
+    /// Members.
+    pub members: Vec<MemberTruth>,
+    /// Datasets.
+    pub datasets: Vec<DatasetTruth>,
+}
+
+/// An analysis job as SMRT Link lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnalysisJobTruth {
+    /// Job id.
+    pub id: i64,
+    /// The project it belongs to.
+    pub project_id: i64,
+    /// Job state text (CREATED, SUBMITTED, RUNNING, SUCCESSFUL, FAILED, TERMINATED, ABORTED).
+    pub state: String,
+    /// Job name.
+    pub name: String,
+}
+
+/// The desired state of a project, as sent to staging and access.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    /// Project id.
+    pub project_id: i64,
+    /// True when SMRT Link no longer has the project.
+    pub deleted: bool,
+    /// Project directory name.
+    pub directory: String,
+    /// Datasets.
+    pub datasets: Vec<DatasetTruth>,
+    /// Logins shared with, sorted.
+    pub shared_logins: Vec<String>,
+}
+
+impl Desired {
+    /// The Globus path of the project directory.
+    pub fn globus_path(&self) -> String {
+        format!("/{}/", self.directory)
+    }
+}
+
+/// Cuts text to at most `max` bytes on a character boundary, marking the cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_forms_round_trip() {
+        for t in Target::ALL {
+            assert_eq!(Target::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(TaskState::parse("SUPERSEDED"), Some(TaskState::Superseded));
+        assert_eq!(ChangeKind::parse("nope"), None);
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("short", 10), "short");
+        let cut = truncate("ééééééé", 8);
+        assert!(cut.len() <= 8 && cut.ends_with("..."), "{cut}");
+    }
+}

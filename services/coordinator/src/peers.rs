@@ -1,0 +1,389 @@
+//! Calls to staging and access: one project's full desired state per call, the change id in
+//! metadata, and the answer turned into a task result (retryable or permanent).
+
+use prost::Message as _;
+use smrtshare_api::access::v1 as access;
+use smrtshare_api::access::v1::access_client::AccessClient;
+use smrtshare_api::coordinator::v1 as pb;
+use smrtshare_api::staging::v1 as staging;
+use smrtshare_api::staging::v1::staging_client::StagingClient;
+use smrtshare_common::auth::set_change_id;
+use smrtshare_common::client::{PeerChannel, PeerOptions, peer_channel};
+use tonic::Code;
+
+use crate::model::{Desired, Operation, Target};
+use crate::store::TaskResult;
+
+/// Largest encoded report stored with a task; longer lists are cut.
+const MAX_REPORT_BYTES: usize = 256 * 1024;
+
+/// Clients of both services, connected lazily.
+#[derive(Clone, Debug)]
+pub struct Peers {
+    staging: StagingClient<PeerChannel>,
+    access: AccessClient<PeerChannel>,
+}
+
+impl Peers {
+    /// Clients for the two services at these URLs.
+    pub fn connect(
+        staging_url: &str,
+        access_url: &str,
+        options: &PeerOptions,
+        max_message_bytes: usize,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            staging: StagingClient::new(peer_channel(staging_url, options)?)
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+            access: AccessClient::new(peer_channel(access_url, options)?)
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+        })
+    }
+
+    /// Sends the desired state to one target and classifies the answer.
+    pub async fn run(&self, target: Target, desired: &Desired, change_id: i64) -> TaskResult {
+        match (target, desired.deleted) {
+            (Target::Staging, false) => self.staging_apply(desired, change_id).await,
+            (Target::Staging, true) => self.staging_remove(desired.project_id, change_id).await,
+            (Target::Access, false) => self.access_apply(desired, change_id).await,
+            (Target::Access, true) => self.access_revoke(desired.project_id, change_id).await,
+        }
+    }
+
+    async fn staging_apply(&self, desired: &Desired, change_id: i64) -> TaskResult {
+        let op = Operation::Apply;
+        let mut request = tonic::Request::new(staging::ApplyProjectRequest {
+            project_id: desired.project_id,
+            directory: desired.directory.clone(),
+            datasets: desired
+                .datasets
+                .iter()
+                .map(|d| staging::Dataset {
+                    uuid: d.uuid.clone(),
+                    name: d.name.clone(),
+                    xml_path: d.path.clone(),
+                    parent_uuid: d.parent_uuid.clone().unwrap_or_default(),
+                    num_children: d.num_children,
+                })
+                .collect(),
+            dry_run: false,
+        });
+        set_change_id(&mut request, change_id);
+        match self.staging.clone().apply_project(request).await {
+            Err(status) => failure(op, "staging", &status),
+            Ok(answer) => {
+                let mut answer = answer.into_inner();
+                let failed: Vec<String> = answer
+                    .datasets
+                    .iter()
+                    .filter(|d| d.state == staging::DatasetState::Failed as i32)
+                    .map(|d| format!("{}: {}", d.uuid, d.error))
+                    .collect();
+                let actions = answer.actions.len();
+                let action_failures = answer
+                    .actions
+                    .iter()
+                    .filter(|a| a.outcome == staging::ActionOutcome::Failed as i32)
+                    .count();
+                let complete = answer.complete;
+                let directory = answer.directory.clone();
+                let staged = answer.datasets.len() - failed.len();
+                let mut truncated = false;
+                if answer.encoded_len() > MAX_REPORT_BYTES {
+                    answer.actions.truncate(500);
+                    truncated = true;
+                }
+                let report = encode(pb::task_report::Report::StagingApply(answer), truncated);
+                if complete {
+                    let message = if actions == 0 {
+                        format!("{staged} datasets already in place in {directory:?}")
+                    } else {
+                        format!("staged {staged} datasets in {directory:?} ({actions} actions)")
+                    };
+                    TaskResult::Ok {
+                        operation: op,
+                        message,
+                        report,
+                    }
+                } else {
+                    let message = format!(
+                        "staging incomplete: {} of {} datasets failed, {action_failures} actions failed{}{}",
+                        failed.len(),
+                        staged + failed.len(),
+                        if failed.is_empty() { "" } else { ": " },
+                        failed
+                            .iter()
+                            .take(5)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    );
+                    TaskResult::Retry {
+                        operation: op,
+                        message,
+                        report,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn staging_remove(&self, project_id: i64, change_id: i64) -> TaskResult {
+        let op = Operation::Remove;
+        let mut request = tonic::Request::new(staging::RemoveProjectRequest {
+            project_id,
+            dry_run: false,
+        });
+        set_change_id(&mut request, change_id);
+        match self.staging.clone().remove_project(request).await {
+            Err(status) => failure(op, "staging", &status),
+            Ok(answer) => {
+                let mut answer = answer.into_inner();
+                let removed = answer.removed;
+                let foreign = answer.foreign_paths.len();
+                let actions = answer.actions.len();
+                let mut truncated = false;
+                if answer.encoded_len() > MAX_REPORT_BYTES {
+                    answer.actions.truncate(500);
+                    answer.foreign_paths.truncate(500);
+                    truncated = true;
+                }
+                let report = encode(pb::task_report::Report::StagingRemove(answer), truncated);
+                if removed {
+                    let mut message =
+                        format!("removed project {project_id} from staging ({actions} actions)");
+                    if foreign > 0 {
+                        message
+                            .push_str(&format!("; kept {foreign} files smrtshare did not stage"));
+                    }
+                    TaskResult::Ok {
+                        operation: op,
+                        message,
+                        report,
+                    }
+                } else {
+                    TaskResult::Retry {
+                        operation: op,
+                        message: format!(
+                            "staging could not remove project {project_id} completely"
+                        ),
+                        report,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn access_apply(&self, desired: &Desired, change_id: i64) -> TaskResult {
+        let op = Operation::Apply;
+        let mut request = tonic::Request::new(access::ApplyProjectAccessRequest {
+            project_id: desired.project_id,
+            path: desired.globus_path(),
+            logins: desired.shared_logins.clone(),
+            dry_run: false,
+        });
+        set_change_id(&mut request, change_id);
+        match self.access.clone().apply_project_access(request).await {
+            Err(status) => failure(op, "access", &status),
+            Ok(answer) => {
+                let answer = answer.into_inner();
+                let complete = answer.complete;
+                let (summary, failures) = member_summary(&answer.members);
+                let report = encode(pb::task_report::Report::AccessApply(answer), false);
+                if complete {
+                    TaskResult::Ok {
+                        operation: op,
+                        message: summary,
+                        report,
+                    }
+                } else {
+                    TaskResult::Retry {
+                        operation: op,
+                        message: format!("access incomplete: {failures}; {summary}"),
+                        report,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn access_revoke(&self, project_id: i64, change_id: i64) -> TaskResult {
+        let op = Operation::Remove;
+        let mut request = tonic::Request::new(access::RevokeProjectAccessRequest {
+            project_id,
+            dry_run: false,
+        });
+        set_change_id(&mut request, change_id);
+        match self.access.clone().revoke_project_access(request).await {
+            Err(status) => failure(op, "access", &status),
+            Ok(answer) => {
+                let answer = answer.into_inner();
+                let complete = answer.complete;
+                let (summary, failures) = member_summary(&answer.members);
+                let report = encode(pb::task_report::Report::AccessRevoke(answer), false);
+                if complete {
+                    TaskResult::Ok {
+                        operation: op,
+                        message: format!("revoked project {project_id}: {summary}"),
+                        report,
+                    }
+                } else {
+                    TaskResult::Retry {
+                        operation: op,
+                        message: format!("revocation incomplete: {failures}; {summary}"),
+                        report,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every project staging holds: `(project_id, directory, dataset uuids)`.
+    pub async fn staged_projects(&self) -> Result<Vec<(i64, String, Vec<String>)>, tonic::Status> {
+        let mut stream = self
+            .staging
+            .clone()
+            .list_projects(staging::ListProjectsRequest {})
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(item) = stream.message().await? {
+            out.push((item.project_id, item.directory, item.dataset_uuids));
+        }
+        Ok(out)
+    }
+
+    /// Every rule access holds.
+    pub async fn access_rules(&self) -> Result<Vec<access::Rule>, tonic::Status> {
+        let mut stream = self
+            .access
+            .clone()
+            .list_rules(access::ListRulesRequest { project_id: 0 })
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(item) = stream.message().await? {
+            if let Some(rule) = item.rule {
+                out.push(rule);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Counts member outcomes ("2 granted, 1 already granted") and lists the failures.
+fn member_summary(members: &[access::MemberOutcome]) -> (String, String) {
+    use access::MemberOutcomeKind as K;
+    let mut counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
+    let mut failures = Vec::new();
+    for m in members {
+        let label = match K::try_from(m.outcome).unwrap_or(K::Unspecified) {
+            K::Granted => "granted",
+            K::AlreadyGranted => "already granted",
+            K::Revoked => "revoked",
+            K::Moved => "moved",
+            K::Renewed => "renewed",
+            K::UnknownIdentity => {
+                failures.push(format!("{}: unknown Globus identity", m.login));
+                "unknown identity"
+            }
+            K::Failed => {
+                failures.push(format!("{}: {} {}", m.login, m.globus_code, m.message));
+                "failed"
+            }
+            K::Unspecified => "unspecified",
+        };
+        *counts.entry(label).or_default() += 1;
+    }
+    let summary = if counts.is_empty() {
+        "no members to share with".to_owned()
+    } else {
+        counts
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    (
+        summary,
+        failures
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
+fn encode(report: pb::task_report::Report, truncated: bool) -> Option<Vec<u8>> {
+    Some(
+        pb::TaskReport {
+            report: Some(report),
+            truncated,
+        }
+        .encode_to_vec(),
+    )
+}
+
+/// gRPC codes a later attempt may cure (DESIGN.md section 5, plus UNKNOWN, INTERNAL and
+/// CANCELLED, which a restarting peer produces).
+pub fn retryable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::ResourceExhausted
+            | Code::Unknown
+            | Code::Internal
+            | Code::Cancelled
+    )
+}
+
+fn failure(operation: Operation, service: &str, status: &tonic::Status) -> TaskResult {
+    let message = format!(
+        "{service} answered {:?}: {}",
+        status.code(),
+        status.message()
+    );
+    if retryable(status.code()) {
+        TaskResult::Retry {
+            operation,
+            message,
+            report: None,
+        }
+    } else {
+        TaskResult::Permanent {
+            operation,
+            message,
+            report: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_split_into_retryable_and_permanent() {
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Aborted,
+            Code::ResourceExhausted,
+        ] {
+            assert!(retryable(code), "{code:?}");
+        }
+        for code in [
+            Code::InvalidArgument,
+            Code::FailedPrecondition,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+        ] {
+            assert!(!retryable(code), "{code:?}");
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Readers: once a change's settle delay has passed, read SMRT Link's truth for it and record
+//! what changed (tasks for the project, effect changes for projects that lost datasets, one
+//! change per newly discovered project).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::ChangeKind;
+use crate::naming::DirectoryNamer;
+use crate::source::{ProjectSource, SourceError};
+use crate::store::{Backoff, ChangeClaim, ReadOutcome, Store};
+
+/// Reader settings.
+#[derive(Clone, Debug)]
+pub struct ReaderConfig {
+    /// Concurrent readers.
+    pub readers: usize,
+    /// How long a reader holds a change.
+    pub lease: Duration,
+    /// Backoff between failed reads of one change.
+    pub backoff: Backoff,
+    /// Reads of one change before it is given up as FAILED (resync repairs later).
+    pub max_attempts: i64,
+    /// Longest sleep between claim attempts.
+    pub poll: Duration,
+}
+
+/// Reads SMRT Link for settled changes.
+#[derive(Clone)]
+pub struct Reader {
+    store: Store,
+    source: Arc<dyn ProjectSource>,
+    namer: DirectoryNamer,
+    config: ReaderConfig,
+    owner: String,
+    wake_readers: Arc<Notify>,
+    wake_tasks: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("owner", &self.owner)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reader {
+    /// A reader pool.
+    pub fn new(
+        store: Store,
+        source: Arc<dyn ProjectSource>,
+        namer: DirectoryNamer,
+        config: ReaderConfig,
+        owner: String,
+        wake_readers: Arc<Notify>,
+        wake_tasks: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            source,
+            namer,
+            config,
+            owner,
+            wake_readers,
+            wake_tasks,
+        }
+    }
+
+    /// Claims and reads one settled change; false when none was due.
+    pub async fn read_once(&self) -> anyhow::Result<bool> {
+        let lease = crate::clock::millis(self.config.lease);
+        let Some(claim) = self.store.claim_settled_change(&self.owner, lease).await? else {
+            return Ok(false);
+        };
+        let outcome = self.read(&claim).await;
+        if let ReadOutcome::Failed { message, .. } = &outcome {
+            tracing::warn!(
+                change_id = claim.change_id,
+                project_id = claim.project_id,
+                attempt = claim.read_attempts,
+                message,
+                "reading SMRT Link failed"
+            );
+        }
+        let recorded = self.store.finish_read(&claim, &self.owner, outcome).await?;
+        if recorded {
+            self.wake_tasks.notify_waiters();
+            self.wake_readers.notify_waiters();
+        } else {
+            tracing::warn!(
+                change_id = claim.change_id,
+                "read result discarded: the change was reclaimed by another reader"
+            );
+        }
+        Ok(true)
+    }
+
+    async fn read(&self, claim: &ChangeClaim) -> ReadOutcome {
+        let result = match claim.kind {
+            ChangeKind::ProjectChanged | ChangeKind::ProjectDeleted => {
+                if claim.project_id <= 1 {
+                    return ReadOutcome::Failed {
+                        message: format!("project {} is never shared", claim.project_id),
+                        retry_at: None,
+                    };
+                }
+                self.source
+                    .get_project(claim.project_id)
+                    .await
+                    .map(|truth| {
+                        let directory = truth
+                            .as_ref()
+                            .map(|t| self.namer.name(t.id, &t.name))
+                            .unwrap_or_default();
+                        ReadOutcome::Project { truth, directory }
+                    })
+            }
+            ChangeKind::ProjectsCreated => match self.source.list_project_ids().await {
+                Ok(ids) => match self.store.known_projects().await {
+                    Ok(known) => {
+                        let known: BTreeSet<i64> = known.into_iter().map(|(id, _)| id).collect();
+                        let listed = ids.len();
+                        let new_ids = ids
+                            .into_iter()
+                            .filter(|id| *id > 1 && !known.contains(id))
+                            .collect::<BTreeSet<_>>();
+                        Ok(ReadOutcome::Discovered {
+                            new_ids: new_ids.into_iter().collect(),
+                            listed,
+                        })
+                    }
+                    Err(error) => Err(SourceError::Unavailable(format!(
+                        "reading known projects: {error}"
+                    ))),
+                },
+                Err(error) => Err(error),
+            },
+            ChangeKind::AnalysisSubmitted => self
+                .source
+                .list_analysis_jobs()
+                .await
+                .map(|jobs| ReadOutcome::Jobs { jobs }),
+        };
+        match result {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                let retry_at = (claim.read_attempts < self.config.max_attempts)
+                    .then(|| self.store.now() + self.config.backoff.delay(claim.read_attempts));
+                ReadOutcome::Failed {
+                    message: error.to_string(),
+                    retry_at,
+                }
+            }
+        }
+    }
+
+    /// Starts the readers; they stop when `cancel` fires.
+    pub fn spawn(&self, cancel: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..self.config.readers.max(1))
+            .map(|n| {
+                let reader = self.clone();
+                let cancel = cancel.clone();
+                tokio::spawn(async move { reader.run(n, cancel).await })
+            })
+            .collect()
+    }
+
+    async fn run(&self, n: usize, cancel: CancellationToken) {
+        let mut failures = 0u32;
+        while !cancel.is_cancelled() {
+            let wait = match self.read_once().await {
+                Ok(true) => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(false) => {
+                    failures = 0;
+                    match self.store.next_settle().await {
+                        Ok(Some(due)) => {
+                            let ms =
+                                u64::try_from((due - self.store.now()).max(1)).unwrap_or(u64::MAX);
+                            self.config.poll.min(Duration::from_millis(ms))
+                        }
+                        _ => self.config.poll,
+                    }
+                }
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(
+                        reader = n,
+                        error = format!("{error:#}"),
+                        "claiming or recording a read failed"
+                    );
+                    Duration::from_millis(100 * u64::from(failures.min(50)))
+                }
+            };
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = self.wake_readers.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,565 @@
+//! Changes: recorded at intake (settling), read from SMRT Link by a reader, then followed
+//! through their tasks.
+
+use sqlx::{Any, Row as _, Transaction};
+
+use super::{Result, Store, StoreError, message, parse_col, tasks};
+use crate::model::{
+    AnalysisJobTruth, ChangeKind, ChangeReason, ChangeStatus, ProjectTruth, ReadState, Target,
+};
+
+/// A change to record.
+#[derive(Clone, Debug)]
+pub struct NewChange {
+    /// The project (0 for discovery and analysis changes).
+    pub project_id: i64,
+    /// Why.
+    pub reason: ChangeReason,
+    /// What about.
+    pub kind: ChangeKind,
+    /// The mirrored request ("PUT /smrt-link/projects/2"), if any.
+    pub request: String,
+    /// The change that caused this one, or 0.
+    pub caused_by: i64,
+    /// When SMRT Link may be read for it (epoch ms).
+    pub settle_until: i64,
+}
+
+/// A change claimed by a reader.
+#[derive(Clone, Debug)]
+pub struct ChangeClaim {
+    /// Change id.
+    pub change_id: i64,
+    /// Project (0 for discovery/analysis).
+    pub project_id: i64,
+    /// Kind.
+    pub kind: ChangeKind,
+    /// Reason.
+    pub reason: ChangeReason,
+    /// Read attempts so far, this one included (the fencing token).
+    pub read_attempts: i64,
+}
+
+/// What a reader found.
+#[derive(Clone, Debug)]
+pub enum ReadOutcome {
+    /// A project read: `None` when SMRT Link no longer has it. `directory` is its directory name.
+    Project {
+        /// The truth, or `None` when the project is gone.
+        truth: Option<ProjectTruth>,
+        /// The project directory name (from the template).
+        directory: String,
+    },
+    /// A listing found these project ids that were not known.
+    Discovered {
+        /// New project ids.
+        new_ids: Vec<i64>,
+        /// Projects listed in all.
+        listed: usize,
+    },
+    /// Analysis jobs listed.
+    Jobs {
+        /// Every job SMRT Link listed.
+        jobs: Vec<AnalysisJobTruth>,
+    },
+    /// SMRT Link could not be read.
+    Failed {
+        /// Why.
+        message: String,
+        /// Try again at this time, or give up when `None`.
+        retry_at: Option<i64>,
+    },
+}
+
+/// A change as stored.
+#[derive(Clone, Debug)]
+pub struct ChangeRow {
+    /// Change id.
+    pub change_id: i64,
+    /// Project.
+    pub project_id: i64,
+    /// Reason.
+    pub reason: ChangeReason,
+    /// Kind.
+    pub kind: ChangeKind,
+    /// Status.
+    pub status: ChangeStatus,
+    /// Account of the change.
+    pub message: String,
+    /// Cause.
+    pub caused_by: i64,
+    /// Mirrored request.
+    pub request: String,
+    /// Read phase.
+    pub read_state: ReadState,
+    /// Created (epoch ms).
+    pub created_at: i64,
+    /// Read (epoch ms, 0 if not yet).
+    pub read_at: i64,
+}
+
+const CHANGE_COLUMNS: &str = "change_id, project_id, reason, kind, status, message, caused_by, request, read_state, created_at, read_at";
+
+fn change_row(row: &sqlx::any::AnyRow) -> Result<ChangeRow> {
+    Ok(ChangeRow {
+        change_id: row.try_get("change_id")?,
+        project_id: row.try_get("project_id")?,
+        reason: parse_col(row, "reason", ChangeReason::parse)?,
+        kind: parse_col(row, "kind", ChangeKind::parse)?,
+        status: parse_col(row, "status", ChangeStatus::parse)?,
+        message: row.try_get("message")?,
+        caused_by: row.try_get("caused_by")?,
+        request: row.try_get("request")?,
+        read_state: parse_col(row, "read_state", ReadState::parse)?,
+        created_at: row.try_get("created_at")?,
+        read_at: row.try_get("read_at")?,
+    })
+}
+
+/// Inserts a settling change, or finds the settling change of the same project and kind that
+/// it merges into. Returns `(change_id, merged)`.
+pub(super) async fn insert_change(
+    tx: &mut Transaction<'static, Any>,
+    new: &NewChange,
+    now: i64,
+) -> Result<(i64, bool)> {
+    let inserted = sqlx::query(
+        "INSERT INTO changes (project_id, reason, kind, status, message, caused_by, request, read_state, settle_until, created_at)
+         VALUES ($1, $2, $3, 'IN_PROGRESS', 'waiting for the settle delay before reading SMRT Link', $4, $5, 'SETTLING', $6, $7)
+         ON CONFLICT (project_id, kind) WHERE read_state = 'SETTLING' DO NOTHING
+         RETURNING change_id",
+    )
+    .bind(new.project_id)
+    .bind(new.reason.as_str())
+    .bind(new.kind.as_str())
+    .bind(new.caused_by)
+    .bind(message(&new.request))
+    .bind(new.settle_until)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = inserted {
+        return Ok((row.try_get("change_id")?, false));
+    }
+    let existing = sqlx::query("SELECT change_id FROM changes WHERE project_id = $1 AND kind = $2 AND read_state = 'SETTLING'")
+        .bind(new.project_id)
+        .bind(new.kind.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    match existing {
+        Some(row) => Ok((row.try_get("change_id")?, true)),
+        // The settling change was claimed between the two statements: a retry inserts anew.
+        None => Err(StoreError::Database(sqlx::Error::Protocol(
+            "settling change vanished; retry".into(),
+        ))),
+    }
+}
+
+impl Store {
+    /// Records a change (or merges it into the settling change of the same project and kind).
+    /// Returns `(change_id, merged)`.
+    pub async fn record_change(&self, new: NewChange) -> Result<(i64, bool)> {
+        let now = self.now();
+        for _ in 0..5 {
+            let attempt = self
+                .write(|tx| {
+                    let new = new.clone();
+                    Box::pin(async move { insert_change(tx, &new, now).await })
+                })
+                .await;
+            match attempt {
+                Err(StoreError::Database(sqlx::Error::Protocol(_))) => continue,
+                other => return other,
+            }
+        }
+        Err(StoreError::Corrupt(
+            "could not record a change after 5 tries".into(),
+        ))
+    }
+
+    /// Claims the oldest change whose settle delay has passed (or whose reader's lease lapsed).
+    pub async fn claim_settled_change(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+    ) -> Result<Option<ChangeClaim>> {
+        let now = self.now();
+        let owner = owner.to_owned();
+        let skip = self.skip_locked();
+        self.write(|tx| {
+            let owner = owner.clone();
+            Box::pin(async move {
+                let candidate = sqlx::query(&format!(
+                    "SELECT change_id FROM changes
+                     WHERE (read_state = 'SETTLING' AND settle_until <= $1)
+                        OR (read_state = 'READING' AND read_lease_expires_at <= $1)
+                     ORDER BY settle_until, change_id LIMIT 1{skip}"
+                ))
+                .bind(now)
+                .fetch_optional(&mut **tx)
+                .await?;
+                let Some(candidate) = candidate else { return Ok(None) };
+                let id: i64 = candidate.try_get("change_id")?;
+                let row = sqlx::query(
+                    "UPDATE changes SET read_state = 'READING', read_owner = $1, read_lease_expires_at = $2,
+                            read_attempts = read_attempts + 1
+                     WHERE change_id = $3
+                     RETURNING change_id, project_id, kind, reason, read_attempts",
+                )
+                .bind(&owner)
+                .bind(now + lease_ms)
+                .bind(id)
+                .fetch_one(&mut **tx)
+                .await?;
+                Ok(Some(ChangeClaim {
+                    change_id: row.try_get("change_id")?,
+                    project_id: row.try_get("project_id")?,
+                    kind: parse_col(&row, "kind", ChangeKind::parse)?,
+                    reason: parse_col(&row, "reason", ChangeReason::parse)?,
+                    read_attempts: row.try_get("read_attempts")?,
+                }))
+            })
+        })
+        .await
+    }
+
+    /// Records what the reader found, if it still holds the change (fencing on owner and
+    /// attempt). Creates or merges tasks, effect changes for projects that lost datasets, and
+    /// discovery changes. Returns false when the claim was lost (nothing written).
+    pub async fn finish_read(
+        &self,
+        claim: &ChangeClaim,
+        owner: &str,
+        outcome: ReadOutcome,
+    ) -> Result<bool> {
+        let now = self.now();
+        let owner = owner.to_owned();
+        let claim = claim.clone();
+        self.write(|tx| {
+            let owner = owner.clone();
+            let claim = claim.clone();
+            let outcome = outcome.clone();
+            Box::pin(async move {
+                let held = sqlx::query(
+                    "SELECT change_id FROM changes WHERE change_id = $1 AND read_state = 'READING' AND read_owner = $2 AND read_attempts = $3",
+                )
+                .bind(claim.change_id)
+                .bind(&owner)
+                .bind(claim.read_attempts)
+                .fetch_optional(&mut **tx)
+                .await?;
+                if held.is_none() {
+                    return Ok(false);
+                }
+                let (read_state, text) = match outcome {
+                    ReadOutcome::Project { truth: Some(truth), directory } => {
+                        let effects = super::projects::store_truth(tx, &truth, &directory, now).await?;
+                        for other in &effects {
+                            let effect = NewChange {
+                                project_id: *other,
+                                reason: ChangeReason::Effect,
+                                kind: ChangeKind::ProjectChanged,
+                                request: String::new(),
+                                caused_by: claim.change_id,
+                                settle_until: now,
+                            };
+                            insert_change(tx, &effect, now).await?;
+                        }
+                        for target in Target::ALL {
+                            tasks::ensure_task(tx, truth.id, target, claim.change_id, now).await?;
+                        }
+                        let shared = truth.members.iter().filter(|m| m.is_shared()).count();
+                        let mut text = format!(
+                            "read project {} {:?}: {} datasets, {} members ({} shared); directory {:?}",
+                            truth.id,
+                            truth.name,
+                            truth.datasets.len(),
+                            truth.members.len(),
+                            shared,
+                            directory
+                        );
+                        if !effects.is_empty() {
+                            text.push_str(&format!("; took datasets from projects {effects:?}, which are re-read"));
+                        }
+                        (ReadState::Read, text)
+                    }
+                    ReadOutcome::Project { truth: None, .. } => {
+                        super::projects::mark_deleted(tx, claim.project_id, now).await?;
+                        for target in Target::ALL {
+                            tasks::ensure_task(tx, claim.project_id, target, claim.change_id, now).await?;
+                        }
+                        (ReadState::Read, format!("project {} is gone from SMRT Link: removing it from staging and access", claim.project_id))
+                    }
+                    ReadOutcome::Discovered { new_ids, listed } => {
+                        for id in &new_ids {
+                            let found = NewChange {
+                                project_id: *id,
+                                reason: ChangeReason::Effect,
+                                kind: ChangeKind::ProjectChanged,
+                                request: String::new(),
+                                caused_by: claim.change_id,
+                                settle_until: now,
+                            };
+                            insert_change(tx, &found, now).await?;
+                        }
+                        let text = if new_ids.is_empty() {
+                            format!("SMRT Link lists {listed} projects; none is new")
+                        } else {
+                            format!("SMRT Link lists {listed} projects; new: {new_ids:?}")
+                        };
+                        (ReadState::Read, text)
+                    }
+                    ReadOutcome::Jobs { jobs } => {
+                        let (new, projects) = super::projects::store_jobs(tx, &jobs, now).await?;
+                        (
+                            ReadState::Read,
+                            format!(
+                                "SMRT Link lists {} analysis jobs; {} new (projects {:?}); analysis outputs are recorded, not staged",
+                                jobs.len(),
+                                new,
+                                projects
+                            ),
+                        )
+                    }
+                    ReadOutcome::Failed { message: why, retry_at: Some(at) } => {
+                        let requeued = sqlx::query(
+                            "UPDATE changes SET read_state = 'SETTLING', settle_until = $1, message = $2, read_owner = ''
+                             WHERE change_id = $3
+                               AND NOT EXISTS (SELECT 1 FROM changes o WHERE o.project_id = $4 AND o.kind = $5 AND o.read_state = 'SETTLING')",
+                        )
+                        .bind(at)
+                        .bind(message(&format!("reading SMRT Link failed (attempt {}): {why}; retrying", claim.read_attempts)))
+                        .bind(claim.change_id)
+                        .bind(claim.project_id)
+                        .bind(claim.kind.as_str())
+                        .execute(&mut **tx)
+                        .await?;
+                        if requeued.rows_affected() == 1 {
+                            return Ok(true);
+                        }
+                        (ReadState::Failed, format!("reading SMRT Link failed: {why}; a newer change of the project reads it again"))
+                    }
+                    ReadOutcome::Failed { message: why, retry_at: None } => {
+                        (ReadState::Failed, format!("reading SMRT Link failed: {why}"))
+                    }
+                };
+                sqlx::query("UPDATE changes SET read_state = $1, read_at = $2, message = $3, read_owner = '' WHERE change_id = $4")
+                    .bind(read_state.as_str())
+                    .bind(now)
+                    .bind(message(&text))
+                    .bind(claim.change_id)
+                    .execute(&mut **tx)
+                    .await?;
+                recompute_statuses(tx, &[claim.change_id]).await?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    /// The earliest time a settling change may be read, if any change is settling.
+    pub async fn next_settle(&self) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT MIN(settle_until) AS due FROM changes WHERE read_state = 'SETTLING'",
+        )
+        .fetch_one(&self.db.pool)
+        .await?;
+        Ok(row.try_get::<Option<i64>, _>("due")?)
+    }
+
+    /// Records a change that needs no SMRT Link read (resync already read it): the change is
+    /// READ at once and tasks are created (or merged) for `targets`.
+    pub async fn record_read_change(
+        &self,
+        project_id: i64,
+        reason: ChangeReason,
+        targets: &[Target],
+        text: &str,
+    ) -> Result<i64> {
+        let now = self.now();
+        let targets = targets.to_vec();
+        let text = message(text);
+        self.write(|tx| {
+            let targets = targets.clone();
+            let text = text.clone();
+            Box::pin(async move {
+                let row = sqlx::query(
+                    "INSERT INTO changes (project_id, reason, kind, status, message, read_state, settle_until, created_at, read_at)
+                     VALUES ($1, $2, 'PROJECT_CHANGED', 'IN_PROGRESS', $3, 'READ', $4, $4, $4) RETURNING change_id",
+                )
+                .bind(project_id)
+                .bind(reason.as_str())
+                .bind(&text)
+                .bind(now)
+                .fetch_one(&mut **tx)
+                .await?;
+                let change_id: i64 = row.try_get("change_id")?;
+                for target in targets {
+                    tasks::ensure_task(tx, project_id, target, change_id, now).await?;
+                }
+                recompute_statuses(tx, &[change_id]).await?;
+                Ok(change_id)
+            })
+        })
+        .await
+    }
+
+    /// One change.
+    pub async fn get_change(&self, change_id: i64) -> Result<Option<ChangeRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {CHANGE_COLUMNS} FROM changes WHERE change_id = $1"
+        ))
+        .bind(change_id)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        row.as_ref().map(change_row).transpose()
+    }
+
+    /// Changes caused by `change_id`.
+    pub async fn effects_of(&self, change_id: i64) -> Result<Vec<i64>> {
+        let rows =
+            sqlx::query("SELECT change_id FROM changes WHERE caused_by = $1 ORDER BY change_id")
+                .bind(change_id)
+                .fetch_all(&self.db.pool)
+                .await?;
+        rows.iter()
+            .map(|r| r.try_get("change_id").map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Changes newest first, older than `before` (0: from the newest), filtered.
+    pub async fn list_changes(
+        &self,
+        project_id: i64,
+        status: Option<ChangeStatus>,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<ChangeRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CHANGE_COLUMNS} FROM changes
+             WHERE ($1 = 0 OR project_id = $1) AND ($2 = '' OR status = $2) AND ($3 = 0 OR change_id < $3)
+             ORDER BY change_id DESC LIMIT $4"
+        ))
+        .bind(project_id)
+        .bind(status.map(ChangeStatus::as_str).unwrap_or(""))
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(change_row).collect()
+    }
+}
+
+/// Recomputes the status of the given changes from their read state and their tasks.
+///
+/// On PostgreSQL the change row is locked first (`FOR UPDATE`, in id order), so two workers
+/// finishing the two tasks of one change at once cannot both compute from the other's stale
+/// state; under READ COMMITTED the statements after the lock see what the other committed.
+pub(super) async fn recompute_statuses(
+    tx: &mut Transaction<'static, Any>,
+    change_ids: &[i64],
+) -> Result<()> {
+    let lock = if tx.backend_name() == "PostgreSQL" {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let mut ids = change_ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    for change_id in ids {
+        let Some(row) = sqlx::query(&format!(
+            "SELECT read_state FROM changes WHERE change_id = $1{lock}"
+        ))
+        .bind(change_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        else {
+            continue;
+        };
+        let read_state = parse_col(&row, "read_state", ReadState::parse)?;
+        let tasks = sqlx::query(
+            "SELECT t.state, t.pending FROM tasks t JOIN change_tasks ct ON ct.task_id = t.task_id WHERE ct.change_id = $1",
+        )
+        .bind(change_id)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut states = Vec::with_capacity(tasks.len());
+        for t in &tasks {
+            states.push(parse_col(t, "state", crate::model::TaskState::parse)?);
+        }
+        let status = change_status(read_state, &states);
+        sqlx::query("UPDATE changes SET status = $1 WHERE change_id = $2")
+            .bind(status.as_str())
+            .bind(change_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A change's status: IN_PROGRESS until read and while any task waits or runs; then OK when
+/// every task succeeded, FAILED when every task failed (or SMRT Link could not be read),
+/// PARTIAL otherwise. Superseded tasks do not count: the task that replaced them is linked too.
+pub fn change_status(read_state: ReadState, tasks: &[crate::model::TaskState]) -> ChangeStatus {
+    use crate::model::TaskState as T;
+    match read_state {
+        ReadState::Settling | ReadState::Reading => return ChangeStatus::InProgress,
+        ReadState::Failed => return ChangeStatus::Failed,
+        ReadState::Read => {}
+    }
+    let live: Vec<T> = tasks
+        .iter()
+        .copied()
+        .filter(|s| *s != T::Superseded)
+        .collect();
+    if live.iter().any(|s| matches!(s, T::Ready | T::Working)) {
+        return ChangeStatus::InProgress;
+    }
+    let failed = live.iter().filter(|s| **s == T::Failed).count();
+    let ok = live.iter().filter(|s| **s == T::Ok).count();
+    match (ok, failed) {
+        (_, 0) => ChangeStatus::Ok,
+        (0, _) => ChangeStatus::Failed,
+        _ => ChangeStatus::Partial,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TaskState as T;
+
+    #[test]
+    fn status_follows_read_state_and_tasks() {
+        assert_eq!(
+            change_status(ReadState::Settling, &[]),
+            ChangeStatus::InProgress
+        );
+        assert_eq!(
+            change_status(ReadState::Failed, &[T::Ok]),
+            ChangeStatus::Failed
+        );
+        assert_eq!(change_status(ReadState::Read, &[]), ChangeStatus::Ok);
+        assert_eq!(
+            change_status(ReadState::Read, &[T::Ok, T::Working]),
+            ChangeStatus::InProgress
+        );
+        assert_eq!(
+            change_status(ReadState::Read, &[T::Ok, T::Ok]),
+            ChangeStatus::Ok
+        );
+        assert_eq!(
+            change_status(ReadState::Read, &[T::Ok, T::Failed]),
+            ChangeStatus::Partial
+        );
+        assert_eq!(
+            change_status(ReadState::Read, &[T::Failed, T::Failed]),
+            ChangeStatus::Failed
+        );
+        assert_eq!(
+            change_status(ReadState::Read, &[T::Superseded, T::Ok, T::Ok]),
+            ChangeStatus::Ok
+        );
+    }
+}

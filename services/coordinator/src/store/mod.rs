@@ -1,0 +1,149 @@
+//! The coordinator's tables (DESIGN.md section 5), through one code path for SQLite and
+//! PostgreSQL. Every multi-statement write is one short transaction; none is held across an RPC.
+
+mod changes;
+mod leases;
+mod projects;
+mod tasks;
+
+pub use changes::{ChangeClaim, ChangeRow, NewChange, ReadOutcome};
+pub use projects::{ProjectRow, TargetStatusRow};
+pub use tasks::{Backoff, TaskClaim, TaskResult, TaskRow};
+
+use smrtshare_common::db::{Backend, Database};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row as _, Transaction};
+
+use crate::clock::Clock;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A row held something the code cannot read (a bug or a hand edit).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Result of store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Longest text stored in message columns; longer messages are cut (recording a failure must
+/// never fail because the failure was long).
+pub const MAX_MESSAGE: usize = 2000;
+
+/// The coordinator's database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Database,
+    clock: Clock,
+}
+
+pub(crate) static SQLITE_MIGRATIONS: sqlx::migrate::Migrator =
+    sqlx::migrate!("./migrations/sqlite");
+pub(crate) static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator =
+    sqlx::migrate!("./migrations/postgres");
+
+impl Store {
+    /// Opens (and migrates) the database at `url`.
+    pub async fn open(url: &str, max_connections: u32, clock: Clock) -> anyhow::Result<Self> {
+        let db = smrtshare_common::db::connect(
+            url,
+            max_connections,
+            &SQLITE_MIGRATIONS,
+            &POSTGRES_MIGRATIONS,
+        )
+        .await?;
+        Ok(Self { db, clock })
+    }
+
+    /// The clock every row time comes from.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Which backend.
+    pub fn backend(&self) -> Backend {
+        self.db.backend
+    }
+
+    /// Now, in epoch milliseconds.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Begins a write transaction. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`), so two writers never deadlock upgrading a read lock.
+    async fn begin(&self) -> Result<Transaction<'static, Any>> {
+        Ok(match self.db.backend {
+            Backend::Sqlite => self.db.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.db.pool.begin().await?,
+        })
+    }
+
+    /// `FOR UPDATE SKIP LOCKED` on PostgreSQL; nothing on SQLite, where `BEGIN IMMEDIATE`
+    /// already serialises writers.
+    fn skip_locked(&self) -> &'static str {
+        match self.db.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// Runs a write transaction, retrying (bounded) on conflicts: SQLite busy, PostgreSQL
+    /// serialization failures and deadlocks, and unique violations from a concurrent insert.
+    async fn write<T, F>(&self, mut body: F) -> Result<T>
+    where
+        F: for<'t> FnMut(
+            &'t mut Transaction<'static, Any>,
+        ) -> futures::future::BoxFuture<'t, Result<T>>,
+    {
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let mut tx = self.begin().await?;
+            let outcome = body(&mut tx).await;
+            let outcome = match outcome {
+                Ok(value) => tx.commit().await.map(|()| value).map_err(StoreError::from),
+                Err(error) => {
+                    let _ = tx.rollback().await;
+                    Err(error)
+                }
+            };
+            match outcome {
+                Err(StoreError::Database(error)) if tries < 8 && retryable(&error) => {
+                    tracing::debug!(tries, %error, "database conflict; retrying transaction");
+                    tokio::time::sleep(std::time::Duration::from_millis(5 << tries.min(6))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Conflicts a retry of the whole transaction cures.
+fn retryable(error: &sqlx::Error) -> bool {
+    if smrtshare_common::db::is_conflict(error) {
+        return true;
+    }
+    match error {
+        // 23505: PostgreSQL unique_violation; 2067/1555: SQLite constraint unique/primary key.
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some("23505" | "2067" | "1555"))
+        }
+        _ => false,
+    }
+}
+
+/// Reads a text column that holds one of our enums.
+fn parse_col<T>(row: &AnyRow, column: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+    let text: String = row.try_get(column)?;
+    parse(&text).ok_or_else(|| StoreError::Corrupt(format!("{column} = {text:?}")))
+}
+
+/// Cuts a message for storage.
+fn message(text: &str) -> String {
+    crate::model::truncate(text, MAX_MESSAGE)
+}

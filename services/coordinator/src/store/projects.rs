@@ -1,0 +1,375 @@
+//! Renewable copies of SMRT Link's projects, members, datasets and analysis jobs.
+
+use std::collections::BTreeSet;
+
+use sqlx::{Any, Row as _, Transaction};
+
+use super::{Result, Store, parse_col};
+use crate::model::{
+    AnalysisJobTruth, DatasetTruth, Desired, MemberTruth, ProjectTruth, Target, TaskState,
+};
+
+/// A project as stored, with what the coordinator knows of its targets.
+#[derive(Clone, Debug)]
+pub struct ProjectRow {
+    /// Id.
+    pub project_id: i64,
+    /// Name.
+    pub name: String,
+    /// Directory name.
+    pub directory: String,
+    /// Gone from SMRT Link.
+    pub deleted: bool,
+    /// SMRT Link's updatedAt.
+    pub updated_at: String,
+    /// Last read (epoch ms).
+    pub read_at: i64,
+    /// Members.
+    pub members: Vec<MemberTruth>,
+    /// Datasets.
+    pub datasets: Vec<DatasetTruth>,
+    /// The latest task per target.
+    pub targets: Vec<TargetStatusRow>,
+}
+
+/// The latest task of one target for a project.
+#[derive(Clone, Debug)]
+pub struct TargetStatusRow {
+    /// Target.
+    pub target: Target,
+    /// The latest task's state.
+    pub state: TaskState,
+    /// Task id.
+    pub task_id: i64,
+    /// The newest change linked to it.
+    pub change_id: i64,
+    /// Its last message.
+    pub last_message: String,
+    /// Last finished (epoch ms).
+    pub finished_at: i64,
+}
+
+/// Stores what SMRT Link said about a project. Datasets it now holds are taken from any other
+/// project that had them (a dataset belongs to one project at a time); the ids of those projects
+/// are returned so the caller can record effect changes for them.
+pub(super) async fn store_truth(
+    tx: &mut Transaction<'static, Any>,
+    truth: &ProjectTruth,
+    directory: &str,
+    now: i64,
+) -> Result<Vec<i64>> {
+    sqlx::query(
+        "INSERT INTO projects (project_id, name, directory, deleted, updated_at, read_at) VALUES ($1, $2, $3, 0, $4, $5)
+         ON CONFLICT (project_id) DO UPDATE SET name = excluded.name, directory = excluded.directory, deleted = 0,
+             updated_at = excluded.updated_at, read_at = excluded.read_at",
+    )
+    .bind(truth.id)
+    .bind(&truth.name)
+    .bind(directory)
+    .bind(&truth.updated_at)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+
+    let mut effects = BTreeSet::new();
+    for dataset in &truth.datasets {
+        let holders = sqlx::query(
+            "SELECT project_id FROM project_datasets WHERE uuid = $1 AND project_id <> $2",
+        )
+        .bind(&dataset.uuid)
+        .bind(truth.id)
+        .fetch_all(&mut **tx)
+        .await?;
+        for holder in holders {
+            let other: i64 = holder.try_get("project_id")?;
+            sqlx::query("DELETE FROM project_datasets WHERE project_id = $1 AND uuid = $2")
+                .bind(other)
+                .bind(&dataset.uuid)
+                .execute(&mut **tx)
+                .await?;
+            if other != 1 {
+                effects.insert(other);
+            }
+        }
+    }
+
+    sqlx::query("DELETE FROM project_members WHERE project_id = $1")
+        .bind(truth.id)
+        .execute(&mut **tx)
+        .await?;
+    for member in &truth.members {
+        sqlx::query(
+            "INSERT INTO project_members (project_id, login, role) VALUES ($1, $2, $3)
+             ON CONFLICT (project_id, login) DO UPDATE SET role = excluded.role",
+        )
+        .bind(truth.id)
+        .bind(&member.login)
+        .bind(&member.role)
+        .execute(&mut **tx)
+        .await?;
+    }
+    sqlx::query("DELETE FROM project_datasets WHERE project_id = $1")
+        .bind(truth.id)
+        .execute(&mut **tx)
+        .await?;
+    for d in &truth.datasets {
+        sqlx::query(
+            "INSERT INTO project_datasets (project_id, uuid, name, path, parent_uuid, num_children) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (project_id, uuid) DO UPDATE SET name = excluded.name, path = excluded.path,
+                 parent_uuid = excluded.parent_uuid, num_children = excluded.num_children",
+        )
+        .bind(truth.id)
+        .bind(&d.uuid)
+        .bind(&d.name)
+        .bind(&d.path)
+        .bind(d.parent_uuid.clone().unwrap_or_default())
+        .bind(i64::from(d.num_children))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(effects.into_iter().collect())
+}
+
+/// Marks a project gone from SMRT Link (creating the row if the project was never known), and
+/// forgets its members and datasets.
+pub(super) async fn mark_deleted(
+    tx: &mut Transaction<'static, Any>,
+    project_id: i64,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO projects (project_id, name, directory, deleted, updated_at, read_at) VALUES ($1, '', '', 1, '', $2)
+         ON CONFLICT (project_id) DO UPDATE SET deleted = 1, read_at = excluded.read_at",
+    )
+    .bind(project_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("DELETE FROM project_members WHERE project_id = $1")
+        .bind(project_id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM project_datasets WHERE project_id = $1")
+        .bind(project_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Records analysis jobs; returns how many were new and the projects they belong to.
+pub(super) async fn store_jobs(
+    tx: &mut Transaction<'static, Any>,
+    jobs: &[AnalysisJobTruth],
+    now: i64,
+) -> Result<(usize, Vec<i64>)> {
+    let mut new = 0;
+    let mut projects = BTreeSet::new();
+    for job in jobs {
+        let inserted = sqlx::query(
+            "INSERT INTO analysis_jobs (job_id, project_id, state, name, seen_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (job_id) DO NOTHING",
+        )
+        .bind(job.id)
+        .bind(job.project_id)
+        .bind(&job.state)
+        .bind(&job.name)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            new += 1;
+            projects.insert(job.project_id);
+        } else {
+            sqlx::query("UPDATE analysis_jobs SET state = $1, project_id = $2 WHERE job_id = $3")
+                .bind(&job.state)
+                .bind(job.project_id)
+                .bind(job.id)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok((new, projects.into_iter().collect()))
+}
+
+fn dataset_row(row: &sqlx::any::AnyRow) -> Result<DatasetTruth> {
+    let parent: String = row.try_get("parent_uuid")?;
+    let children: i64 = row.try_get("num_children")?;
+    Ok(DatasetTruth {
+        uuid: row.try_get("uuid")?,
+        name: row.try_get("name")?,
+        path: row.try_get("path")?,
+        parent_uuid: (!parent.is_empty()).then_some(parent),
+        num_children: u32::try_from(children).unwrap_or(0),
+    })
+}
+
+impl Store {
+    /// The desired state of a project as the tasks send it, or `None` if it was never read.
+    pub async fn desired(&self, project_id: i64) -> Result<Option<Desired>> {
+        let Some(row) =
+            sqlx::query("SELECT directory, deleted FROM projects WHERE project_id = $1")
+                .bind(project_id)
+                .fetch_optional(&self.db.pool)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let datasets = sqlx::query(
+            "SELECT uuid, name, path, parent_uuid, num_children FROM project_datasets WHERE project_id = $1 ORDER BY uuid",
+        )
+        .bind(project_id)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let members = sqlx::query(
+            "SELECT login, role FROM project_members WHERE project_id = $1 ORDER BY login",
+        )
+        .bind(project_id)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut shared_logins = Vec::new();
+        for m in &members {
+            let member = MemberTruth {
+                login: m.try_get("login")?,
+                role: m.try_get("role")?,
+            };
+            if member.is_shared() {
+                shared_logins.push(member.login);
+            }
+        }
+        Ok(Some(Desired {
+            project_id,
+            deleted: row.try_get::<i64, _>("deleted")? == 1,
+            directory: row.try_get("directory")?,
+            datasets: datasets.iter().map(dataset_row).collect::<Result<_>>()?,
+            shared_logins,
+        }))
+    }
+
+    /// One project with members, datasets and the latest task per target.
+    pub async fn get_project(&self, project_id: i64) -> Result<Option<ProjectRow>> {
+        Ok(self
+            .list_projects(project_id - 1, 1, true)
+            .await?
+            .into_iter()
+            .find(|p| p.project_id == project_id))
+    }
+
+    /// Projects with id greater than `after`, ordered by id.
+    pub async fn list_projects(
+        &self,
+        after: i64,
+        limit: i64,
+        include_deleted: bool,
+    ) -> Result<Vec<ProjectRow>> {
+        let rows = sqlx::query(
+            "SELECT project_id, name, directory, deleted, updated_at, read_at FROM projects
+             WHERE project_id > $1 AND ($2 = 1 OR deleted = 0) ORDER BY project_id LIMIT $3",
+        )
+        .bind(after)
+        .bind(i64::from(include_deleted))
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let project_id: i64 = row.try_get("project_id")?;
+            let members = sqlx::query(
+                "SELECT login, role FROM project_members WHERE project_id = $1 ORDER BY login",
+            )
+            .bind(project_id)
+            .fetch_all(&self.db.pool)
+            .await?
+            .iter()
+            .map(|m| {
+                Ok(MemberTruth {
+                    login: m.try_get("login")?,
+                    role: m.try_get("role")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+            let datasets = sqlx::query(
+                "SELECT uuid, name, path, parent_uuid, num_children FROM project_datasets WHERE project_id = $1 ORDER BY uuid",
+            )
+            .bind(project_id)
+            .fetch_all(&self.db.pool)
+            .await?
+            .iter()
+            .map(dataset_row)
+            .collect::<Result<Vec<_>>>()?;
+            let mut targets = Vec::new();
+            for target in Target::ALL {
+                let latest = sqlx::query(
+                    "SELECT t.state, t.task_id, t.last_message, t.finished_at,
+                            (SELECT MAX(ct.change_id) FROM change_tasks ct WHERE ct.task_id = t.task_id) AS change_id
+                     FROM tasks t WHERE t.project_id = $1 AND t.target = $2 ORDER BY t.task_id DESC LIMIT 1",
+                )
+                .bind(project_id)
+                .bind(target.as_str())
+                .fetch_optional(&self.db.pool)
+                .await?;
+                if let Some(t) = latest {
+                    targets.push(TargetStatusRow {
+                        target,
+                        state: parse_col(&t, "state", TaskState::parse)?,
+                        task_id: t.try_get("task_id")?,
+                        change_id: t.try_get::<Option<i64>, _>("change_id")?.unwrap_or(0),
+                        last_message: t.try_get("last_message")?,
+                        finished_at: t.try_get("finished_at")?,
+                    });
+                }
+            }
+            out.push(ProjectRow {
+                project_id,
+                name: row.try_get("name")?,
+                directory: row.try_get("directory")?,
+                deleted: row.try_get::<i64, _>("deleted")? == 1,
+                updated_at: row.try_get("updated_at")?,
+                read_at: row.try_get("read_at")?,
+                members,
+                datasets,
+                targets,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every known project id with its deleted flag.
+    pub async fn known_projects(&self) -> Result<Vec<(i64, bool)>> {
+        let rows = sqlx::query("SELECT project_id, deleted FROM projects ORDER BY project_id")
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("project_id")?,
+                    r.try_get::<i64, _>("deleted")? == 1,
+                ))
+            })
+            .collect()
+    }
+
+    /// Stores SMRT Link's truth about a project outside any change (resync's rebuild of the
+    /// project tables). Returns projects that lost datasets to it.
+    pub async fn store_project_truth(
+        &self,
+        truth: &ProjectTruth,
+        directory: &str,
+    ) -> Result<Vec<i64>> {
+        let now = self.now();
+        let truth = truth.clone();
+        let directory = directory.to_owned();
+        self.write(|tx| {
+            let truth = truth.clone();
+            let directory = directory.clone();
+            Box::pin(async move { store_truth(tx, &truth, &directory, now).await })
+        })
+        .await
+    }
+
+    /// Marks a project gone from SMRT Link outside any change (resync).
+    pub async fn mark_project_deleted(&self, project_id: i64) -> Result<()> {
+        let now = self.now();
+        self.write(|tx| Box::pin(async move { mark_deleted(tx, project_id, now).await }))
+            .await
+    }
+}

@@ -1,0 +1,505 @@
+//! Tasks: claiming with leases, fencing by attempt, retries with backoff, coalescing.
+
+use sqlx::{Any, Row as _, Transaction};
+
+use super::changes::recompute_statuses;
+use super::{Result, Store, message, parse_col};
+use crate::model::{Operation, Target, TaskState};
+
+/// A task claimed by a worker.
+#[derive(Clone, Debug)]
+pub struct TaskClaim {
+    /// Task id.
+    pub task_id: i64,
+    /// Project.
+    pub project_id: i64,
+    /// Target.
+    pub target: Target,
+    /// Attempt number of this claim (the fencing token).
+    pub attempts: i64,
+    /// The newest change linked to the task (sent as the change id).
+    pub change_id: i64,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug)]
+pub enum TaskResult {
+    /// The service did everything asked.
+    Ok {
+        /// What was done.
+        operation: Operation,
+        /// Summary.
+        message: String,
+        /// Encoded `TaskReport`.
+        report: Option<Vec<u8>>,
+    },
+    /// Failed in a way a later attempt may cure; retried after the backoff.
+    Retry {
+        /// What was attempted.
+        operation: Operation,
+        /// Why.
+        message: String,
+        /// Encoded `TaskReport`, when the service answered.
+        report: Option<Vec<u8>>,
+    },
+    /// Failed in a way only a new change can cure.
+    Permanent {
+        /// What was attempted.
+        operation: Operation,
+        /// Why.
+        message: String,
+        /// Encoded `TaskReport`, when the service answered.
+        report: Option<Vec<u8>>,
+    },
+}
+
+/// A task as stored.
+#[derive(Clone, Debug)]
+pub struct TaskRow {
+    /// Task id.
+    pub task_id: i64,
+    /// Project.
+    pub project_id: i64,
+    /// Target.
+    pub target: Target,
+    /// Last operation attempted (None before the first attempt).
+    pub operation: Option<Operation>,
+    /// State.
+    pub state: TaskState,
+    /// Will run again.
+    pub pending: bool,
+    /// Attempts.
+    pub attempts: i64,
+    /// Next run (epoch ms).
+    pub next_run_at: i64,
+    /// Lease expiry (epoch ms) while WORKING.
+    pub lease_expires_at: i64,
+    /// Last message.
+    pub last_message: String,
+    /// Encoded report.
+    pub report: Option<Vec<u8>>,
+    /// Created (epoch ms).
+    pub created_at: i64,
+    /// Last finished (epoch ms).
+    pub finished_at: i64,
+    /// Replacement task.
+    pub superseded_by: i64,
+}
+
+const TASK_COLUMNS: &str = "t.task_id, t.project_id, t.target, t.operation, t.state, t.pending, t.attempts, t.next_run_at, \
+     t.lease_expires_at, t.last_message, t.report, t.created_at, t.finished_at, t.superseded_by";
+
+pub(super) fn task_row(row: &sqlx::any::AnyRow) -> Result<TaskRow> {
+    let operation: String = row.try_get("operation")?;
+    Ok(TaskRow {
+        task_id: row.try_get("task_id")?,
+        project_id: row.try_get("project_id")?,
+        target: parse_col(row, "target", Target::parse)?,
+        operation: Operation::parse(&operation),
+        state: parse_col(row, "state", TaskState::parse)?,
+        pending: row.try_get::<i64, _>("pending")? == 1,
+        attempts: row.try_get("attempts")?,
+        next_run_at: row.try_get("next_run_at")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        last_message: row.try_get("last_message")?,
+        report: row.try_get("report")?,
+        created_at: row.try_get("created_at")?,
+        finished_at: row.try_get("finished_at")?,
+        superseded_by: row.try_get("superseded_by")?,
+    })
+}
+
+/// Capped exponential backoff with full jitter, per (project, target).
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    /// First delay (before jitter).
+    pub base_ms: i64,
+    /// Largest delay.
+    pub cap_ms: i64,
+}
+
+impl Backoff {
+    /// The delay after `failures` consecutive failures: uniform in [0, min(cap, base * 2^(failures-1))].
+    pub fn delay(&self, failures: i64) -> i64 {
+        let exp = u32::try_from((failures - 1).clamp(0, 30)).unwrap_or(30);
+        let ceiling = self
+            .base_ms
+            .saturating_mul(1i64 << exp)
+            .min(self.cap_ms)
+            .max(1);
+        rand::random_range(0..=ceiling)
+    }
+}
+
+/// Makes sure a pending task exists for (project, target) and links the change to it: a READY
+/// task is joined (coalescing); a FAILED task waiting for its retry is superseded by a new READY
+/// task that keeps its backoff; otherwise a new READY task runs now.
+pub(super) async fn ensure_task(
+    tx: &mut Transaction<'static, Any>,
+    project_id: i64,
+    target: Target,
+    change_id: i64,
+    now: i64,
+) -> Result<i64> {
+    let pending = sqlx::query("SELECT task_id, state, next_run_at FROM tasks WHERE project_id = $1 AND target = $2 AND pending = 1")
+        .bind(project_id)
+        .bind(target.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    let task_id = match pending {
+        Some(row) if parse_col(&row, "state", TaskState::parse)? == TaskState::Ready => {
+            row.try_get("task_id")?
+        }
+        Some(row) => {
+            let old: i64 = row.try_get("task_id")?;
+            let next: i64 = row.try_get("next_run_at")?;
+            sqlx::query("UPDATE tasks SET pending = 0, state = 'SUPERSEDED' WHERE task_id = $1")
+                .bind(old)
+                .execute(&mut **tx)
+                .await?;
+            let new = insert_ready(tx, project_id, target, next.max(now), now).await?;
+            supersede_links(tx, old, new).await?;
+            new
+        }
+        None => insert_ready(tx, project_id, target, now, now).await?,
+    };
+    link(tx, change_id, task_id).await?;
+    sqlx::query(
+        "INSERT INTO sync_state (project_id, target, failures, last_task_id) VALUES ($1, $2, 0, $3)
+         ON CONFLICT (project_id, target) DO UPDATE SET last_task_id = excluded.last_task_id",
+    )
+    .bind(project_id)
+    .bind(target.as_str())
+    .bind(task_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(task_id)
+}
+
+async fn insert_ready(
+    tx: &mut Transaction<'static, Any>,
+    project_id: i64,
+    target: Target,
+    next_run_at: i64,
+    now: i64,
+) -> Result<i64> {
+    let row = sqlx::query(
+        "INSERT INTO tasks (project_id, target, state, pending, next_run_at, created_at, last_message)
+         VALUES ($1, $2, 'READY', 1, $3, $4, 'waiting to run') RETURNING task_id",
+    )
+    .bind(project_id)
+    .bind(target.as_str())
+    .bind(next_run_at)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row.try_get("task_id")?)
+}
+
+async fn link(tx: &mut Transaction<'static, Any>, change_id: i64, task_id: i64) -> Result<()> {
+    sqlx::query("INSERT INTO change_tasks (change_id, task_id) VALUES ($1, $2) ON CONFLICT (change_id, task_id) DO NOTHING")
+        .bind(change_id)
+        .bind(task_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Points `old` at `new` and links every change of `old` to `new`, so those changes follow the
+/// task that carries the project's state forward.
+async fn supersede_links(tx: &mut Transaction<'static, Any>, old: i64, new: i64) -> Result<()> {
+    sqlx::query("UPDATE tasks SET superseded_by = $1 WHERE task_id = $2")
+        .bind(new)
+        .bind(old)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO change_tasks (change_id, task_id) SELECT change_id, $1 FROM change_tasks WHERE task_id = $2
+         ON CONFLICT (change_id, task_id) DO NOTHING",
+    )
+    .bind(new)
+    .bind(old)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn changes_of(tx: &mut Transaction<'static, Any>, task_id: i64) -> Result<Vec<i64>> {
+    let rows = sqlx::query("SELECT change_id FROM change_tasks WHERE task_id = $1")
+        .bind(task_id)
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get("change_id").map_err(Into::into))
+        .collect()
+}
+
+async fn pending_task(
+    tx: &mut Transaction<'static, Any>,
+    project_id: i64,
+    target: Target,
+) -> Result<Option<i64>> {
+    let row = sqlx::query(
+        "SELECT task_id FROM tasks WHERE project_id = $1 AND target = $2 AND pending = 1",
+    )
+    .bind(project_id)
+    .bind(target.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|r| r.try_get("task_id")).transpose()?)
+}
+
+impl Store {
+    /// Claims the next runnable task of `target`: first expired leases are reaped (their task
+    /// is retried, or superseded when a newer task waits), then the oldest due pending task whose
+    /// (project, target) has no running task is taken, with a lease until now + `lease_ms`.
+    pub async fn claim_task(
+        &self,
+        target: Target,
+        owner: &str,
+        lease_ms: i64,
+    ) -> Result<Option<TaskClaim>> {
+        let now = self.now();
+        let owner = owner.to_owned();
+        let skip = self.skip_locked();
+        self.write(|tx| {
+            let owner = owner.clone();
+            Box::pin(async move {
+                reap_expired(tx, target, now, skip).await?;
+                let candidate = sqlx::query(&format!(
+                    "SELECT t.task_id FROM tasks t
+                     WHERE t.target = $1 AND t.pending = 1 AND t.next_run_at <= $2
+                       AND NOT EXISTS (SELECT 1 FROM tasks w WHERE w.project_id = t.project_id AND w.target = t.target AND w.state = 'WORKING')
+                     ORDER BY t.next_run_at, t.task_id LIMIT 1{skip}"
+                ))
+                .bind(target.as_str())
+                .bind(now)
+                .fetch_optional(&mut **tx)
+                .await?;
+                let Some(candidate) = candidate else { return Ok(None) };
+                let task_id: i64 = candidate.try_get("task_id")?;
+                let row = sqlx::query(
+                    "UPDATE tasks SET state = 'WORKING', pending = 0, attempts = attempts + 1, lease_owner = $1, lease_expires_at = $2
+                     WHERE task_id = $3 RETURNING project_id, attempts",
+                )
+                .bind(&owner)
+                .bind(now + lease_ms)
+                .bind(task_id)
+                .fetch_one(&mut **tx)
+                .await?;
+                let changes = changes_of(tx, task_id).await?;
+                recompute_statuses(tx, &changes).await?;
+                Ok(Some(TaskClaim {
+                    task_id,
+                    project_id: row.try_get("project_id")?,
+                    target,
+                    attempts: row.try_get("attempts")?,
+                    change_id: changes.iter().copied().max().unwrap_or(0),
+                }))
+            })
+        })
+        .await
+    }
+
+    /// Records an attempt's result if the claim still holds (the task is WORKING with the same
+    /// attempt number). Returns false when the result was discarded: another worker reclaimed the
+    /// task after this worker's lease expired.
+    pub async fn finish_task(
+        &self,
+        claim: &TaskClaim,
+        result: TaskResult,
+        backoff: Backoff,
+    ) -> Result<bool> {
+        let now = self.now();
+        let claim = claim.clone();
+        self.write(|tx| {
+            let claim = claim.clone();
+            let result = result.clone();
+            Box::pin(async move {
+                let held = sqlx::query("SELECT task_id FROM tasks WHERE task_id = $1 AND attempts = $2 AND state = 'WORKING'")
+                    .bind(claim.task_id)
+                    .bind(claim.attempts)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                if held.is_none() {
+                    return Ok(false);
+                }
+                let failures: i64 = sqlx::query("SELECT failures FROM sync_state WHERE project_id = $1 AND target = $2")
+                    .bind(claim.project_id)
+                    .bind(claim.target.as_str())
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .map(|r| r.try_get("failures"))
+                    .transpose()?
+                    .unwrap_or(0);
+                let (operation, text, report, state, pending, next_run_at, failures) = match result {
+                    TaskResult::Ok { operation, message, report } => (operation, message, report, TaskState::Ok, 0, 0, 0),
+                    TaskResult::Permanent { operation, message, report } => {
+                        (operation, message, report, TaskState::Failed, 0, 0, failures + 1)
+                    }
+                    TaskResult::Retry { operation, message, report } => {
+                        let failures = failures + 1;
+                        let delay = backoff.delay(failures);
+                        let text = format!("{message} (retry {failures} in {:.1}s)", delay as f64 / 1000.0);
+                        (operation, text, report, TaskState::Failed, 1, now + delay, failures)
+                    }
+                };
+                let mut state = state;
+                let mut pending = pending;
+                let newer = if pending == 1 { pending_task(tx, claim.project_id, claim.target).await? } else { None };
+                if newer.is_some() {
+                    // A newer task already waits with the latest state: it carries the retry.
+                    state = TaskState::Superseded;
+                    pending = 0;
+                }
+                sqlx::query(
+                    "UPDATE tasks SET state = $1, pending = $2, next_run_at = $3, operation = $4, last_message = $5, report = $6,
+                            finished_at = $7, lease_owner = '', lease_expires_at = 0
+                     WHERE task_id = $8",
+                )
+                .bind(state.as_str())
+                .bind(pending)
+                .bind(next_run_at)
+                .bind(operation.as_str())
+                .bind(message(&text))
+                .bind(report)
+                .bind(now)
+                .bind(claim.task_id)
+                .execute(&mut **tx)
+                .await?;
+                if let Some(newer) = newer {
+                    supersede_links(tx, claim.task_id, newer).await?;
+                }
+                sqlx::query(
+                    "INSERT INTO sync_state (project_id, target, failures, last_task_id) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (project_id, target) DO UPDATE SET failures = excluded.failures",
+                )
+                .bind(claim.project_id)
+                .bind(claim.target.as_str())
+                .bind(failures)
+                .bind(claim.task_id)
+                .execute(&mut **tx)
+                .await?;
+                let changes = changes_of(tx, claim.task_id).await?;
+                recompute_statuses(tx, &changes).await?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    /// The tasks linked to a change, oldest first.
+    pub async fn tasks_of_change(&self, change_id: i64) -> Result<Vec<TaskRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks t JOIN change_tasks ct ON ct.task_id = t.task_id WHERE ct.change_id = $1 ORDER BY t.task_id"
+        ))
+        .bind(change_id)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(task_row).collect()
+    }
+
+    /// The earliest `next_run_at` of any pending task (for a worker deciding how long to sleep).
+    pub async fn next_due(&self, target: Target) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT MIN(next_run_at) AS due FROM tasks WHERE target = $1 AND pending = 1",
+        )
+        .bind(target.as_str())
+        .fetch_one(&self.db.pool)
+        .await?;
+        Ok(row.try_get::<Option<i64>, _>("due")?)
+    }
+
+    /// Number of executions (attempts) of every task of a project and target: for tests and metrics.
+    pub async fn attempts_of(&self, project_id: i64, target: Target) -> Result<i64> {
+        let row = sqlx::query("SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) AS n FROM tasks WHERE project_id = $1 AND target = $2")
+            .bind(project_id)
+            .bind(target.as_str())
+            .fetch_one(&self.db.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Tasks by target and state, for metrics.
+    pub async fn task_counts(&self) -> Result<Vec<(Target, TaskState, i64)>> {
+        let rows =
+            sqlx::query("SELECT target, state, COUNT(*) AS n FROM tasks GROUP BY target, state")
+                .fetch_all(&self.db.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    parse_col(r, "target", Target::parse)?,
+                    parse_col(r, "state", TaskState::parse)?,
+                    r.try_get("n")?,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Expired leases: the worker is gone (or late). Its task is retried now, or superseded when a
+/// newer task already waits. The late worker's result will be discarded by fencing.
+async fn reap_expired(
+    tx: &mut Transaction<'static, Any>,
+    target: Target,
+    now: i64,
+    skip: &str,
+) -> Result<()> {
+    let expired = sqlx::query(&format!(
+        "SELECT task_id, project_id, lease_owner FROM tasks WHERE target = $1 AND state = 'WORKING' AND lease_expires_at <= $2 LIMIT 20{skip}"
+    ))
+    .bind(target.as_str())
+    .bind(now)
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in expired {
+        let task_id: i64 = row.try_get("task_id")?;
+        let project_id: i64 = row.try_get("project_id")?;
+        let owner: String = row.try_get("lease_owner")?;
+        let newer = pending_task(tx, project_id, target).await?;
+        let (state, pending) = if newer.is_some() {
+            (TaskState::Superseded, 0)
+        } else {
+            (TaskState::Failed, 1)
+        };
+        sqlx::query(
+            "UPDATE tasks SET state = $1, pending = $2, next_run_at = $3, lease_owner = '', lease_expires_at = 0, last_message = $4
+             WHERE task_id = $5",
+        )
+        .bind(state.as_str())
+        .bind(pending)
+        .bind(now)
+        .bind(message(&format!("the lease of worker {owner} expired before it reported; running the task again")))
+        .bind(task_id)
+        .execute(&mut **tx)
+        .await?;
+        if let Some(newer) = newer {
+            supersede_links(tx, task_id, newer).await?;
+        }
+        tracing::warn!(task_id, project_id, %target, owner, "task lease expired; reclaimed");
+        let changes = changes_of(tx, task_id).await?;
+        recompute_statuses(tx, &changes).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backoff;
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let b = Backoff {
+            base_ms: 100,
+            cap_ms: 1000,
+        };
+        for failures in 1..40 {
+            let d = b.delay(failures);
+            assert!((0..=1000).contains(&d), "{failures}: {d}");
+        }
+        assert!((0..=100).contains(&b.delay(1)));
+        let spread: std::collections::HashSet<i64> = (0..50).map(|_| b.delay(10)).collect();
+        assert!(spread.len() > 10, "full jitter spreads retries: {spread:?}");
+    }
+}

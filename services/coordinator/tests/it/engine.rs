@@ -1,0 +1,492 @@
+//! The task engine: coalescing, partial failure and retry, replicas sharing one database,
+//! lease expiry with fencing, and what each kind of change sends to staging and access.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use smrtshare_api::coordinator::v1 as pb;
+use smrtshare_common::db::Backend;
+use smrtshare_coordinator::clock::Clock;
+use smrtshare_coordinator::engine::Engine;
+use smrtshare_coordinator::model::{ChangeReason, Target};
+use smrtshare_coordinator::store::TaskResult;
+use tokio::sync::Notify;
+
+use crate::both_backends;
+use crate::harness::{
+    FakePeers, MemorySource, Running, eventually, settings, status, store, task_of, wait_change,
+};
+
+const LONG: Duration = Duration::from_secs(30);
+
+both_backends!(
+    burst_of_notifications_runs_at_most_two_executions_per_target,
+    access_down_makes_the_change_partial_until_it_is_back,
+    two_replicas_never_run_one_task_twice,
+    expired_lease_is_reclaimed_and_the_late_result_discarded,
+    moved_renamed_and_deleted_projects_reach_both_targets,
+    bad_requests_are_refused_with_the_field_named,
+);
+
+async fn burst_of_notifications_runs_at_most_two_executions_per_target(backend: Backend) {
+    let (store, _db) = store(backend, Clock::system()).await;
+    let source = Arc::new(MemorySource::default());
+    source.put(5, "Burst", &["alice"], &["d5"]);
+    let peers = FakePeers::start().await;
+    peers.staging.delay_ms.store(150, Ordering::SeqCst);
+    peers.access.delay_ms.store(150, Ordering::SeqCst);
+    let running = Running::start(
+        store.clone(),
+        source.clone(),
+        peers.peers(),
+        settings("solo", Duration::from_millis(300)),
+    )
+    .await;
+
+    // 100 mirrored PUTs in a burst, through the HTTP intake like NGINX sends them.
+    let http = reqwest::Client::new();
+    let url = format!(
+        "http://{}/SMRTLink/2.0.0/smrt-link/projects/5",
+        running.intake
+    );
+    let sends = (0..100).map(|_| http.put(&url).body("{\"name\":\"ignored\"}").send());
+    for answer in futures::future::join_all(sends).await {
+        let answer = answer.unwrap();
+        assert_eq!(answer.status(), 202);
+    }
+    let mut client = running.client();
+    let mut changes = Vec::new();
+    eventually(LONG, "the burst to be recorded", || true).await;
+    for _ in 0..200 {
+        changes = client
+            .list_changes(pb::ListChangesRequest {
+                project_id: 5,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .changes;
+        if !changes.is_empty() && changes.iter().all(|c| status(c) == pb::ChangeStatus::Ok) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !changes.is_empty() && changes.iter().all(|c| status(c) == pb::ChangeStatus::Ok),
+        "{changes:#?}"
+    );
+    assert!(
+        changes.len() <= 2,
+        "100 events for one project merged into {} changes",
+        changes.len()
+    );
+    for target in [Target::Staging, Target::Access] {
+        let executions = store.attempts_of(5, target).await.unwrap();
+        assert!(
+            (1..=2).contains(&executions),
+            "{target}: {executions} executions"
+        );
+    }
+    assert!((1..=2).contains(&peers.staging.count(5)));
+    assert!((1..=2).contains(&peers.access.count(5)));
+    assert_eq!(peers.staging.overlaps.load(Ordering::SeqCst), 0);
+    running.stop().await;
+}
+
+async fn access_down_makes_the_change_partial_until_it_is_back(backend: Backend) {
+    let (store, _db) = store(backend, Clock::system()).await;
+    let source = Arc::new(MemorySource::default());
+    source.put(2, "Tomato", &["alice", "bob"], &["d1"]);
+    let peers = FakePeers::start().await;
+    peers.access.down.store(true, Ordering::SeqCst);
+    let mut s = settings("solo", Duration::ZERO);
+    s.engine.backoff.base_ms = 400;
+    s.engine.backoff.cap_ms = 400;
+    let running = Running::start(store, source, peers.peers(), s).await;
+    let mut client = running.client();
+
+    let change_id = client
+        .notify_project_changed(pb::NotifyProjectChangedRequest { project_id: 2 })
+        .await
+        .unwrap()
+        .into_inner()
+        .change_id;
+    let change = wait_change(&mut client, change_id, LONG, |c| {
+        status(c) == pb::ChangeStatus::Partial
+    })
+    .await;
+    let staging = task_of(&change, pb::Target::Staging);
+    let access = task_of(&change, pb::Target::Access);
+    assert_eq!(staging.state, pb::TaskState::Ok as i32, "{staging:#?}");
+    assert_eq!(access.state, pb::TaskState::Failed as i32, "{access:#?}");
+    assert!(access.retry_scheduled, "UNAVAILABLE is retryable");
+    assert!(
+        access.last_message.contains("Unavailable")
+            && access.last_message.contains("fake peer is down"),
+        "{}",
+        access.last_message
+    );
+    assert!(change.message.contains("Tomato"));
+
+    peers.access.down.store(false, Ordering::SeqCst);
+    let change = wait_change(&mut client, change_id, LONG, |c| {
+        status(c) == pb::ChangeStatus::Ok
+    })
+    .await;
+    let access = task_of(&change, pb::Target::Access);
+    assert_eq!(access.state, pb::TaskState::Ok as i32);
+    assert!(access.attempts >= 2);
+    let state = peers.access.state.lock().unwrap().get(&2).cloned().unwrap();
+    assert_eq!(state.0, "/Project 2: Tomato/");
+    assert_eq!(
+        state.1.into_iter().collect::<Vec<_>>(),
+        vec!["alice".to_owned(), "bob".to_owned()]
+    );
+    running.stop().await;
+}
+
+async fn two_replicas_never_run_one_task_twice(backend: Backend) {
+    let (store_a, db) = store(backend, Clock::system()).await;
+    let store_b = smrtshare_coordinator::store::Store::open(&db.url, 8, Clock::system())
+        .await
+        .unwrap();
+    let source = Arc::new(MemorySource::default());
+    for id in 2..32 {
+        source.put(id, &format!("P{id}"), &["alice"], &[&format!("d{id}")]);
+    }
+    let peers = FakePeers::start().await;
+    peers.staging.delay_ms.store(20, Ordering::SeqCst);
+    peers.access.delay_ms.store(20, Ordering::SeqCst);
+    let a = Running::start(
+        store_a.clone(),
+        source.clone(),
+        peers.peers(),
+        settings("replica-a", Duration::ZERO),
+    )
+    .await;
+    let b = Running::start(
+        store_b,
+        source.clone(),
+        peers.peers(),
+        settings("replica-b", Duration::ZERO),
+    )
+    .await;
+    let (mut ca, mut cb) = (a.client(), b.client());
+
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        for id in 2..32i64 {
+            let client = if (id + round) % 2 == 0 {
+                &mut ca
+            } else {
+                &mut cb
+            };
+            ids.push(
+                client
+                    .notify_project_changed(pb::NotifyProjectChangedRequest { project_id: id })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .change_id,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    for id in ids {
+        wait_change(&mut ca, id, Duration::from_secs(60), |c| {
+            status(c) == pb::ChangeStatus::Ok
+        })
+        .await;
+    }
+    assert_eq!(
+        peers.staging.overlaps.load(Ordering::SeqCst),
+        0,
+        "two executions of one project ran at once"
+    );
+    assert_eq!(peers.access.overlaps.load(Ordering::SeqCst), 0);
+    for id in 2..32 {
+        for (target, calls) in [
+            (Target::Staging, &peers.staging),
+            (Target::Access, &peers.access),
+        ] {
+            let attempts = store_a.attempts_of(id, target).await.unwrap();
+            assert_eq!(
+                calls.count(id) as i64,
+                attempts,
+                "project {id} {target}: every claim ran exactly once"
+            );
+            assert!(
+                (1..=3).contains(&attempts),
+                "project {id} {target}: {attempts}"
+            );
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+async fn expired_lease_is_reclaimed_and_the_late_result_discarded(backend: Backend) {
+    let clock = Clock::manual();
+    let (store, _db) = store(backend, clock.clone()).await;
+    let peers = FakePeers::start().await;
+    let truth = smrtshare_coordinator::model::ProjectTruth {
+        id: 9,
+        name: "Leased".into(),
+        updated_at: String::new(),
+        members: vec![],
+        datasets: vec![],
+    };
+    store
+        .store_project_truth(&truth, "Project 9: Leased")
+        .await
+        .unwrap();
+    let change_id = store
+        .record_read_change(9, ChangeReason::Manual, &[Target::Staging], "test")
+        .await
+        .unwrap();
+
+    let config = settings("x", Duration::ZERO).engine;
+    let lease = config.lease;
+    let a = Engine::new(
+        store.clone(),
+        peers.peers(),
+        config.clone(),
+        "worker-a".into(),
+        Arc::new(Notify::new()),
+    );
+    let b = Engine::new(
+        store.clone(),
+        peers.peers(),
+        config,
+        "worker-b".into(),
+        Arc::new(Notify::new()),
+    );
+
+    let claim_a = a
+        .claim(Target::Staging)
+        .await
+        .unwrap()
+        .expect("a claims the task");
+    assert!(
+        b.claim(Target::Staging).await.unwrap().is_none(),
+        "a held lease is not claimable"
+    );
+    // Worker a stalls past its lease (the clock stands still until moved).
+    clock.advance(lease + Duration::from_secs(1));
+    let run_b = b
+        .run_once(Target::Staging)
+        .await
+        .unwrap()
+        .expect("b reclaims the expired task");
+    assert_eq!(run_b.claim.task_id, claim_a.task_id);
+    assert_eq!(run_b.claim.attempts, claim_a.attempts + 1);
+    assert!(run_b.recorded);
+    // a wakes up and reports: its late result is discarded by fencing.
+    let late = a.execute(&claim_a).await;
+    assert!(matches!(late, TaskResult::Ok { .. }));
+    assert!(
+        !a.record(&claim_a, late).await.unwrap(),
+        "the stale worker's result must be discarded"
+    );
+
+    let tasks = store.tasks_of_change(change_id).await.unwrap();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].attempts, 2);
+    assert_eq!(tasks[0].state, smrtshare_coordinator::model::TaskState::Ok);
+    assert_eq!(
+        store.get_change(change_id).await.unwrap().unwrap().status,
+        smrtshare_coordinator::model::ChangeStatus::Ok
+    );
+}
+
+async fn moved_renamed_and_deleted_projects_reach_both_targets(backend: Backend) {
+    let (store, _db) = store(backend, Clock::system()).await;
+    let source = Arc::new(MemorySource::default());
+    source.put(2, "Tomato", &["alice"], &["d1", "d2"]);
+    source.put(3, "Rice", &["bob"], &["d3"]);
+    let peers = FakePeers::start().await;
+    let running = Running::start(
+        store,
+        source.clone(),
+        peers.peers(),
+        settings("solo", Duration::ZERO),
+    )
+    .await;
+    let mut client = running.client();
+    let ok = |c: &pb::Change| status(c) == pb::ChangeStatus::Ok;
+
+    for id in [2, 3] {
+        let change = client
+            .notify_project_changed(pb::NotifyProjectChangedRequest { project_id: id })
+            .await
+            .unwrap()
+            .into_inner()
+            .change_id;
+        wait_change(&mut client, change, LONG, ok).await;
+    }
+    let staged = |id: i64| {
+        peers
+            .staging
+            .state
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(staged(2).1.len(), 2);
+
+    // d2 moves from project 2 to project 3; only project 3's PUT is mirrored.
+    source.put(2, "Tomato", &["alice"], &["d1"]);
+    source.put(3, "Rice", &["bob"], &["d3", "d2"]);
+    let moved = client
+        .notify_project_changed(pb::NotifyProjectChangedRequest { project_id: 3 })
+        .await
+        .unwrap()
+        .into_inner()
+        .change_id;
+    let change = wait_change(&mut client, moved, LONG, ok).await;
+    assert_eq!(
+        change.effects.len(),
+        1,
+        "project 2 lost a dataset: an effect change: {change:#?}"
+    );
+    let effect = wait_change(&mut client, change.effects[0], LONG, ok).await;
+    assert_eq!(effect.project_id, 2);
+    assert_eq!(effect.reason, pb::ChangeReason::Effect as i32);
+    assert_eq!(effect.caused_by, moved);
+    assert_eq!(
+        staged(3).1.iter().cloned().collect::<Vec<_>>(),
+        vec!["d2".to_owned(), "d3".to_owned()]
+    );
+    assert_eq!(
+        staged(2).1.iter().cloned().collect::<Vec<_>>(),
+        vec!["d1".to_owned()]
+    );
+
+    // Project 2 renamed: a new directory and a new Globus path.
+    source.put(2, "Tomato (2024)", &["alice"], &["d1"]);
+    let renamed = client
+        .notify_project_changed(pb::NotifyProjectChangedRequest { project_id: 2 })
+        .await
+        .unwrap()
+        .into_inner()
+        .change_id;
+    wait_change(&mut client, renamed, LONG, ok).await;
+    assert_eq!(staged(2).0, "Project 2: Tomato (2024)");
+    assert_eq!(
+        peers.access.state.lock().unwrap().get(&2).unwrap().0,
+        "/Project 2: Tomato (2024)/"
+    );
+
+    // Project 3 deleted at SMRT Link: removed from both.
+    source.remove(3);
+    let deleted = client
+        .notify_project_deleted(pb::NotifyProjectDeletedRequest { project_id: 3 })
+        .await
+        .unwrap()
+        .into_inner()
+        .change_id;
+    let change = wait_change(&mut client, deleted, LONG, ok).await;
+    for t in &change.tasks {
+        assert_eq!(t.operation, pb::Operation::Remove as i32, "{t:#?}");
+    }
+    assert!(peers.staging.state.lock().unwrap().get(&3).is_none());
+    assert!(peers.access.state.lock().unwrap().get(&3).is_none());
+    let project = client
+        .get_project(pb::GetProjectRequest { project_id: 3 })
+        .await
+        .unwrap()
+        .into_inner()
+        .project
+        .unwrap();
+    assert!(project.deleted);
+    assert_eq!(project.targets.len(), 2);
+
+    // A deletion SMRT Link refused: the read finds the project and applies it instead.
+    let refused = client
+        .notify_project_deleted(pb::NotifyProjectDeletedRequest { project_id: 2 })
+        .await
+        .unwrap()
+        .into_inner()
+        .change_id;
+    let change = wait_change(&mut client, refused, LONG, ok).await;
+    assert!(
+        change
+            .tasks
+            .iter()
+            .all(|t| t.operation == pb::Operation::Apply as i32),
+        "{change:#?}"
+    );
+    running.stop().await;
+}
+
+async fn bad_requests_are_refused_with_the_field_named(backend: Backend) {
+    let (store, _db) = store(backend, Clock::system()).await;
+    let peers = FakePeers::start().await;
+    let running = Running::start(
+        store,
+        Arc::new(MemorySource::default()),
+        peers.peers(),
+        settings("solo", Duration::ZERO),
+    )
+    .await;
+    let mut client = running.client();
+    let err = client
+        .notify_project_changed(pb::NotifyProjectChangedRequest { project_id: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("project_id:"),
+        "{}",
+        err.message()
+    );
+    let err = client
+        .notify_project_deleted(pb::NotifyProjectDeletedRequest { project_id: -4 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let err = client
+        .get_change(pb::GetChangeRequest { change_id: 0 })
+        .await
+        .unwrap_err();
+    assert!(err.code() == tonic::Code::InvalidArgument && err.message().starts_with("change_id:"));
+    let err = client
+        .get_change(pb::GetChangeRequest { change_id: 4242 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = client
+        .list_changes(pb::ListChangesRequest {
+            page_size: 501,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.code() == tonic::Code::InvalidArgument && err.message().starts_with("page_size:"));
+    let err = client
+        .list_changes(pb::ListChangesRequest {
+            page_token: "garbage".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.code() == tonic::Code::InvalidArgument && err.message().starts_with("page_token:"));
+    let err = client
+        .list_changes(pb::ListChangesRequest {
+            status: 42,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.code() == tonic::Code::InvalidArgument && err.message().starts_with("status:"));
+    let err = client
+        .get_project(pb::GetProjectRequest { project_id: 77 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    running.stop().await;
+}

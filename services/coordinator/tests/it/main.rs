@@ -1,0 +1,29 @@
+//! Coordinator integration tests: real gRPC servers on 127.0.0.1:0, real databases (SQLite and
+//! the PostgreSQL at 127.0.0.1:5432), fake staging/access peers implementing the generated
+//! traits, and SMRT Link either in memory or as the real stand-in.
+
+mod engine;
+mod harness;
+mod intake;
+mod resync;
+mod smrtlink;
+mod stack;
+
+/// Generates one test per backend from an async fn taking a `Backend`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() {
+                    super::$name(smrtshare_common::db::Backend::Sqlite).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    super::$name(smrtshare_common::db::Backend::Postgres).await;
+                }
+            }
+        )+
+    };
+}
