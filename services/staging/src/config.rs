@@ -99,6 +99,9 @@ pub struct Args {
     /// Log flags.
     #[command(flatten)]
     pub log: LogArgs,
+
+    #[command(flatten)]
+    pub metrics: smrtshare_common::metrics::MetricsArgs,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {

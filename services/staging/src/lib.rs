@@ -19,6 +19,7 @@ pub mod error;
 pub mod fs;
 pub mod locks;
 pub mod marker;
+pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod probe;
@@ -154,7 +155,10 @@ async fn checkpoints(inner: std::sync::Weak<Inner>) {
     loop {
         every.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        let (idle, max) = (std::time::Duration::from_secs(1), std::time::Duration::from_secs(30));
+        let (idle, max) = (
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(30),
+        );
         if let Err(error) = inner.records.checkpoint(idle, max).await {
             tracing::warn!(%error, "records checkpoint failed; retried later");
         }

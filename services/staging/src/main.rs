@@ -12,9 +12,26 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
-    smrtshare_staging::run(
+    let handle = smrtshare_staging::Handle::new();
+    if let Some(address) = args.metrics.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {address}: {e}"))?;
+        let from = handle.metrics().clone();
+        let encode = std::sync::Arc::new(move || from.encode());
+        // Served until the process ends (after the gRPC server's drain).
+        tokio::spawn(async move {
+            if let Err(error) =
+                smrtshare_common::metrics::serve(metrics, encode, std::future::pending()).await
+            {
+                tracing::error!(error = format!("{error:#}"), "metrics endpoint failed");
+            }
+        });
+    }
+    smrtshare_staging::run_with(
         listener,
         config,
+        handle,
         smrtshare_common::server::shutdown_signal(),
     )
     .await

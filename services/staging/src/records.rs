@@ -201,7 +201,9 @@ impl Records {
             return Ok(false);
         }
         *self.dirty.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&self.pool).await?;
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.pool)
+            .await?;
         Ok(true)
     }
 

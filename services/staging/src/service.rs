@@ -177,6 +177,7 @@ impl Inner {
 #[derive(Clone, Debug, Default)]
 pub struct Handle {
     state: Arc<OnceLock<Arc<Inner>>>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Handle {
@@ -186,7 +187,35 @@ impl Handle {
     }
 
     pub(crate) fn set(&self, inner: Arc<Inner>) {
+        self.metrics.projects(inner.records.all().len());
         let _ = self.state.set(inner);
+    }
+
+    /// The service's metrics (served on `--metrics-listen`).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Counts one answered RPC and, for applies and removes, its actions.
+    fn observe<T>(
+        &self,
+        method: &'static str,
+        started: Instant,
+        answer: &Result<Response<T>, Status>,
+        actions: impl FnOnce(&T) -> &[pb::Action],
+    ) {
+        let code = match answer {
+            Ok(response) => {
+                self.metrics.actions(actions(response.get_ref()));
+                tonic::Code::Ok
+            }
+            Err(status) => status.code(),
+        };
+        self.metrics.request(method, code, started.elapsed());
+        if let Some(inner) = self.state.get() {
+            self.metrics.projects(inner.records.all().len());
+            self.metrics.mutating_calls(inner.tree.mutating_calls());
+        }
     }
 
     fn inner(&self) -> Result<Arc<Inner>, Error> {
@@ -225,6 +254,54 @@ impl pb::staging_server::Staging for StagingService {
         &self,
         request: Request<pb::ApplyProjectRequest>,
     ) -> Result<Response<pb::ApplyProjectResponse>, Status> {
+        let started = Instant::now();
+        let answer = self.apply_project_inner(request).await;
+        self.handle
+            .observe("ApplyProject", started, &answer, |r| &r.actions);
+        answer
+    }
+
+    async fn remove_project(
+        &self,
+        request: Request<pb::RemoveProjectRequest>,
+    ) -> Result<Response<pb::RemoveProjectResponse>, Status> {
+        let started = Instant::now();
+        let answer = self.remove_project_inner(request).await;
+        self.handle
+            .observe("RemoveProject", started, &answer, |r| &r.actions);
+        answer
+    }
+
+    async fn get_project(
+        &self,
+        request: Request<pb::GetProjectRequest>,
+    ) -> Result<Response<pb::GetProjectResponse>, Status> {
+        let started = Instant::now();
+        let answer = self.get_project_inner(request).await;
+        self.handle.observe("GetProject", started, &answer, |_| &[]);
+        answer
+    }
+
+    type ListProjectsStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<pb::ListProjectsResponse, Status>>>;
+
+    async fn list_projects(
+        &self,
+        request: Request<pb::ListProjectsRequest>,
+    ) -> Result<Response<Self::ListProjectsStream>, Status> {
+        let started = Instant::now();
+        let answer = self.list_projects_inner(request).await;
+        self.handle
+            .observe("ListProjects", started, &answer, |_| &[]);
+        answer
+    }
+}
+
+impl StagingService {
+    async fn apply_project_inner(
+        &self,
+        request: Request<pb::ApplyProjectRequest>,
+    ) -> Result<Response<pb::ApplyProjectResponse>, Status> {
         let change = change_id(request.metadata());
         let inner = self.handle.inner()?;
         let request = ApplyRequest::try_from(request.into_inner())?;
@@ -258,7 +335,7 @@ impl pb::staging_server::Staging for StagingService {
         Ok(Response::new(response))
     }
 
-    async fn remove_project(
+    async fn remove_project_inner(
         &self,
         request: Request<pb::RemoveProjectRequest>,
     ) -> Result<Response<pb::RemoveProjectResponse>, Status> {
@@ -280,7 +357,7 @@ impl pb::staging_server::Staging for StagingService {
         Ok(Response::new(convert::remove_response(report)))
     }
 
-    async fn get_project(
+    async fn get_project_inner(
         &self,
         request: Request<pb::GetProjectRequest>,
     ) -> Result<Response<pb::GetProjectResponse>, Status> {
@@ -290,13 +367,10 @@ impl pb::staging_server::Staging for StagingService {
         Ok(Response::new(inner.get(project, request.verify).await?))
     }
 
-    type ListProjectsStream =
-        tokio_stream::Iter<std::vec::IntoIter<Result<pb::ListProjectsResponse, Status>>>;
-
-    async fn list_projects(
+    async fn list_projects_inner(
         &self,
         _request: Request<pb::ListProjectsRequest>,
-    ) -> Result<Response<Self::ListProjectsStream>, Status> {
+    ) -> Result<Response<<Self as pb::staging_server::Staging>::ListProjectsStream>, Status> {
         let inner = self.handle.inner()?;
         let items: Vec<Result<pb::ListProjectsResponse, Status>> = inner
             .records

@@ -13,6 +13,26 @@ const TOKEN: &str = "e2e-secret-token";
 struct Server {
     child: Child,
     address: String,
+    metrics: String,
+}
+
+/// A free loopback port for the metrics listener (the binary does not log a port-0 metrics
+/// address in a parseable way).
+fn free_address() -> String {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().to_string()
+}
+
+/// `GET /metrics` over plain HTTP/1.0.
+fn scrape(address: &str) -> String {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to /metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
 }
 
 impl Drop for Server {
@@ -23,8 +43,10 @@ impl Drop for Server {
 }
 
 fn start(root: &Path, src: &Path, state: &Path, token_file: &Path) -> Server {
+    let metrics = free_address();
     let mut child = Command::new(BIN)
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--metrics-listen", &metrics])
         .arg("--root")
         .arg(root)
         .arg("--source-root")
@@ -64,7 +86,11 @@ fn start(root: &Path, src: &Path, state: &Path, token_file: &Path) -> Server {
             .expect("the server becomes ready"),
         "ready"
     );
-    Server { child, address }
+    Server {
+        child,
+        address,
+        metrics,
+    }
 }
 
 fn grpcurl(args: &[&str], stdin: Option<&str>) -> Output {
@@ -249,6 +275,24 @@ fn the_binary_answers_grpcurl() {
         listed.status.success() && text(&listed).contains("Project 3: Rice"),
         "{}",
         text(&listed)
+    );
+
+    // Metrics: the apply's links, the refused calls and the staged project are counted.
+    let metrics = scrape(&server.metrics);
+    assert!(
+        metrics.starts_with("HTTP/1.0 200") || metrics.starts_with("HTTP/1.1 200"),
+        "{metrics}"
+    );
+    for line in [
+        r#"smrtshare_staging_actions_total{kind="link_file",outcome="done"}"#,
+        r#"smrtshare_staging_requests_total{method="ApplyProject",code="Ok"} 1"#,
+        "smrtshare_staging_projects 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    assert!(
+        !metrics.contains(TOKEN),
+        "the token must never appear in metrics"
     );
 
     // SIGTERM drains and exits cleanly.
