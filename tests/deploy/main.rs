@@ -1,0 +1,333 @@
+//! The shipped deployment files (`deploy/`) checked against the real binaries:
+//!
+//! - Kubernetes: every Deployment's probes are native gRPC probes on a port the container declares
+//!   and the service listens on (its `SMRTSHARE_LISTEN`); every Secret and key referenced exists
+//!   in the example Secrets; the coordinator runs two replicas on PostgreSQL.
+//! - Every `SMRTSHARE_*` variable in the manifests and the systemd environment examples is a
+//!   setting of that binary (read from its `--help`), and the examples' values parse (the binary
+//!   gets past argument parsing and stops only at the missing secret files).
+//! - The systemd units start the binaries they are named after with the matching environment file.
+//!
+//! Needs the binaries built (`cargo build --workspace --bins`, which the test command does).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let path = target.join("debug").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// The `SMRTSHARE_*` variables a binary reads, from its `--help`.
+fn settings_of(name: &str) -> BTreeSet<String> {
+    let out = Command::new(binary(name)).arg("--help").output().unwrap();
+    assert!(out.status.success(), "{name} --help failed");
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut found = BTreeSet::new();
+    for part in help.split("[env: ").skip(1) {
+        let variable: String = part
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        found.insert(variable);
+    }
+    assert!(found.len() > 5, "{name}: no settings found in --help");
+    found
+}
+
+fn documents(dir: &Path) -> Vec<(String, Yaml)> {
+    let mut docs = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no manifests in {}", dir.display());
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        for doc in YamlLoader::load_from_str(&text)
+            .unwrap_or_else(|e| panic!("{name} is not valid YAML: {e}"))
+        {
+            if !doc.is_null() {
+                docs.push((name.clone(), doc));
+            }
+        }
+    }
+    docs
+}
+
+fn port_of_address(address: &str) -> i64 {
+    address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{address:?} has no port"))
+}
+
+/// Which binary a container runs (its command's file name).
+fn binary_of(container: &Yaml) -> String {
+    let command = container["command"][0]
+        .as_str()
+        .expect("every container names its binary in `command`");
+    Path::new(command)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn kubernetes_probes_target_the_ports_the_services_listen_on() {
+    let docs = documents(&workspace().join("deploy/kubernetes"));
+    let secrets: BTreeMap<String, BTreeSet<String>> = docs
+        .iter()
+        .filter(|(_, d)| d["kind"].as_str() == Some("Secret"))
+        .map(|(_, d)| {
+            let keys = d["stringData"]
+                .as_hash()
+                .map(|h| {
+                    h.keys()
+                        .filter_map(|k| k.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (d["metadata"]["name"].as_str().unwrap().to_owned(), keys)
+        })
+        .collect();
+    let mut seen = BTreeMap::new();
+    for (file, doc) in docs
+        .iter()
+        .filter(|(_, d)| d["kind"].as_str() == Some("Deployment"))
+    {
+        let deployment = doc["metadata"]["name"].as_str().unwrap().to_owned();
+        let pod = &doc["spec"]["template"]["spec"];
+        let volumes: BTreeMap<String, &Yaml> = pod["volumes"]
+            .as_vec()
+            .map(|v| {
+                v.iter()
+                    .map(|v| (v["name"].as_str().unwrap().to_owned(), v))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for volume in volumes.values() {
+            if let Some(secret) = volume["secret"]["secretName"].as_str() {
+                assert!(
+                    secrets.contains_key(secret),
+                    "{file}: {deployment} mounts Secret {secret}, which secrets.example.yaml lacks"
+                );
+            }
+        }
+        for container in pod["containers"].as_vec().unwrap() {
+            let bin = binary_of(container);
+            let settings = settings_of(&bin);
+            let env: BTreeMap<String, &Yaml> = container["env"]
+                .as_vec()
+                .unwrap()
+                .iter()
+                .map(|e| (e["name"].as_str().unwrap().to_owned(), e))
+                .collect();
+            for (name, entry) in &env {
+                if name.starts_with("SMRTSHARE_") {
+                    assert!(
+                        settings.contains(name),
+                        "{file}: {deployment} sets {name}, which {bin} does not read"
+                    );
+                }
+                let reference = &entry["valueFrom"]["secretKeyRef"];
+                if let (Some(secret), Some(key)) =
+                    (reference["name"].as_str(), reference["key"].as_str())
+                {
+                    assert!(
+                        secrets.get(secret).is_some_and(|keys| keys.contains(key)),
+                        "{file}: {deployment} reads key {key} of Secret {secret}, which does not exist"
+                    );
+                }
+            }
+            let listen = env
+                .get("SMRTSHARE_LISTEN")
+                .and_then(|e| e["value"].as_str())
+                .unwrap_or_else(|| panic!("{file}: {deployment} does not set SMRTSHARE_LISTEN"));
+            assert!(
+                listen.starts_with("0.0.0.0:") || listen.starts_with("[::]:"),
+                "{file}: {deployment} listens on {listen}, which the kubelet cannot reach"
+            );
+            let grpc_port = port_of_address(listen);
+            let declared: BTreeSet<i64> = container["ports"]
+                .as_vec()
+                .unwrap()
+                .iter()
+                .map(|p| p["containerPort"].as_i64().unwrap())
+                .collect();
+            // Every other listener the container declares is one the service is told to use.
+            for (name, entry) in &env {
+                if name.ends_with("_LISTEN") && name.as_str() != "SMRTSHARE_LISTEN" {
+                    let port = port_of_address(entry["value"].as_str().unwrap());
+                    assert!(
+                        declared.contains(&port),
+                        "{file}: {deployment}: {name} port {port} is not a declared containerPort"
+                    );
+                }
+            }
+            let mut probes = 0;
+            for kind in ["startupProbe", "readinessProbe", "livenessProbe"] {
+                let probe = &container[kind];
+                assert!(!probe.is_badvalue(), "{file}: {deployment} has no {kind}");
+                let port = probe["grpc"]["port"].as_i64().unwrap_or_else(|| {
+                    panic!("{file}: {deployment}: {kind} is not a native gRPC probe")
+                });
+                assert_eq!(
+                    port, grpc_port,
+                    "{file}: {deployment}: {kind} probes port {port} but the service listens on {listen}"
+                );
+                assert!(
+                    declared.contains(&port),
+                    "{file}: {deployment}: {kind} port {port} is not a declared containerPort"
+                );
+                probes += 1;
+            }
+            assert_eq!(probes, 3);
+            for mount in container["volumeMounts"].as_vec().unwrap() {
+                let name = mount["name"].as_str().unwrap();
+                assert!(
+                    volumes.contains_key(name),
+                    "{file}: {deployment} mounts volume {name}, which the pod does not define"
+                );
+            }
+            // Secrets are files named by *_FILE settings, never values in the manifest.
+            for (name, entry) in &env {
+                if name.ends_with("_FILE") {
+                    let path = entry["value"].as_str().unwrap();
+                    assert!(
+                        container["volumeMounts"]
+                            .as_vec()
+                            .unwrap()
+                            .iter()
+                            .any(|m| path.starts_with(m["mountPath"].as_str().unwrap())),
+                        "{file}: {deployment}: {name}={path} is on no mounted volume"
+                    );
+                }
+                for forbidden in [
+                    "SMRTSHARE_AUTH_TOKEN",
+                    "SMRTSHARE_PEER_TOKEN",
+                    "SMRTSHARE_GLOBUS_CLIENT_SECRET",
+                    "SMRTSHARE_SMRTLINK_PASSWORD",
+                    "SMRTSHARE_INTAKE_SECRET",
+                ] {
+                    assert_ne!(
+                        name, forbidden,
+                        "{file}: {deployment} puts a secret in a variable"
+                    );
+                }
+            }
+            seen.insert(bin, doc["spec"]["replicas"].as_i64().unwrap_or(1));
+        }
+    }
+    assert_eq!(
+        seen.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "smrtshare-access",
+            "smrtshare-coordinator",
+            "smrtshare-staging"
+        ]
+    );
+    assert_eq!(seen["smrtshare-coordinator"], 2, "two coordinator replicas");
+    assert!(
+        secrets["smrtshare-coordinator"].contains("database-url"),
+        "the coordinator's replicas share a PostgreSQL URL"
+    );
+}
+
+fn env_file(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (name, value) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{}: {l:?} is not NAME=value", path.display()));
+            (name.to_owned(), value.trim_matches('"').to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn systemd_units_and_environment_examples_match_the_binaries() {
+    let dir = workspace().join("deploy/systemd");
+    for service in ["staging", "access", "coordinator"] {
+        let bin = format!("smrtshare-{service}");
+        let unit = std::fs::read_to_string(dir.join(format!("{bin}.service"))).unwrap();
+        assert!(
+            unit.lines()
+                .any(|l| l == format!("ExecStart=/usr/local/bin/{bin}")),
+            "{bin}.service does not start {bin}"
+        );
+        assert!(
+            unit.lines()
+                .any(|l| l == format!("EnvironmentFile=/etc/smrtshare/{service}.env")),
+            "{bin}.service does not read /etc/smrtshare/{service}.env"
+        );
+        let settings = settings_of(&bin);
+        let example = env_file(&dir.join(format!("{service}.env.example")));
+        assert!(example.len() > 5);
+        for (name, value) in &example {
+            assert!(
+                settings.contains(name),
+                "{service}.env.example sets {name}, which {bin} does not read"
+            );
+            for secret in [
+                "SMRTSHARE_AUTH_TOKEN",
+                "SMRTSHARE_PEER_TOKEN",
+                "SMRTSHARE_GLOBUS_CLIENT_SECRET",
+                "SMRTSHARE_SMRTLINK_PASSWORD",
+                "SMRTSHARE_INTAKE_SECRET",
+            ] {
+                assert_ne!(
+                    name, secret,
+                    "{service}.env.example holds a secret value ({value:?}); use the _FILE form"
+                );
+            }
+        }
+        // Every value parses: the binary gets past its arguments and stops at the first missing
+        // secret file, never with a usage error.
+        let out = Command::new(binary(&bin))
+            .env_clear()
+            .envs(example.iter().cloned())
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bin} started on the example paths");
+        assert!(
+            !stderr.contains("Usage:") && !stderr.contains("invalid value"),
+            "{service}.env.example does not parse:\n{stderr}"
+        );
+        assert!(
+            stderr.contains("/etc/smrtshare/secrets/") || stderr.contains("/srv/"),
+            "{bin} stopped for another reason than the missing files:\n{stderr}"
+        );
+    }
+}
