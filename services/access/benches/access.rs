@@ -174,6 +174,33 @@ async fn bench() -> anyhow::Result<()> {
         first.with_status(429) + second.with_status(429)
     );
     println!("  every apply complete: {}", yes(all_complete));
+    let b = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    println!();
+    println!("RESULT access.{b}.projects={projects}");
+    println!("RESULT access.{b}.rate_limit={rate}");
+    println!(
+        "RESULT access.{b}.first_pass_s={:.2}",
+        first_elapsed.as_secs_f64()
+    );
+    println!(
+        "RESULT access.{b}.first_pass_creates={}",
+        first.requests(Kind::Create)
+    );
+    println!("RESULT access.{b}.first_pass_calls={}", first.total());
+    println!("RESULT access.{b}.second_pass_calls={}", second.total());
+    println!("RESULT access.{b}.achieved_rate={achieved:.2}");
+    println!(
+        "RESULT access.{b}.achieved_rate_percent={:.1}",
+        100.0 * achieved / rate
+    );
+    println!(
+        "RESULT access.{b}.answers_429={}",
+        first.with_status(429) + second.with_status(429)
+    );
+    println!("RESULT access.{b}.all_complete={}", yes(all_complete));
 
     let _ = stop.send(());
     server.await??;

@@ -424,5 +424,34 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => println!("3. peak RSS of smrtshare-staging: unavailable"),
     }
+    println!();
+    println!("RESULT staging.projects={}", requests.len());
+    println!("RESULT staging.files={total_files}");
+    println!("RESULT staging.cp_al_ms={:.0}", t_cp.as_secs_f64() * 1000.0);
+    println!(
+        "RESULT staging.stage_ms={:.0}",
+        t_stage.as_secs_f64() * 1000.0
+    );
+    println!(
+        "RESULT staging.stage_ratio={:.2}",
+        t_stage.as_secs_f64() / t_cp.as_secs_f64()
+    );
+    println!(
+        "RESULT staging.find_ms={:.0}",
+        t_find.as_secs_f64() * 1000.0
+    );
+    println!(
+        "RESULT staging.reapply_ms={:.0}",
+        t_reapply.as_secs_f64() * 1000.0
+    );
+    println!(
+        "RESULT staging.reapply_ratio={:.2}",
+        t_reapply.as_secs_f64() / t_find.as_secs_f64()
+    );
+    println!("RESULT staging.mutating_calls_counter={counted_calls}");
+    println!("RESULT staging.mutating_calls_strace={strace_calls}");
+    if let Some(kib) = peak {
+        println!("RESULT staging.peak_rss_mib={:.1}", kib as f64 / 1024.0);
+    }
     Ok(())
 }
