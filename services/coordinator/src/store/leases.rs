@@ -10,6 +10,7 @@ impl Store {
     /// lease is free, expired, or already held by `owner`; the version check makes the
     /// take-over a compare-and-set.
     pub async fn try_lease(&self, name: &str, owner: &str, ttl_ms: i64) -> Result<bool> {
+        let _turn = self.write_turn().await;
         let now = self.now();
         sqlx::query("INSERT INTO leases (name, owner, expires_at, version) VALUES ($1, '', 0, 0) ON CONFLICT (name) DO NOTHING")
             .bind(name)
@@ -37,6 +38,7 @@ impl Store {
 
     /// Gives the lease up if `owner` holds it.
     pub async fn release_lease(&self, name: &str, owner: &str) -> Result<()> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE leases SET owner = '', expires_at = 0, version = version + 1 WHERE name = $1 AND owner = $2")
             .bind(name)
             .bind(owner)

@@ -39,6 +39,11 @@ pub const MAX_MESSAGE: usize = 2000;
 pub struct Store {
     db: Database,
     clock: Clock,
+    /// SQLite only: serialises this process's write transactions, so writers queue here in
+    /// order instead of failing `BEGIN IMMEDIATE` with SQLITE_BUSY and sleeping in SQLite's busy
+    /// handler (whose sleeps grow to 100 ms). Another process on the same file still meets the
+    /// busy timeout. `None` on PostgreSQL, where row locks let writers run side by side.
+    write_lock: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
 pub(crate) static SQLITE_MIGRATIONS: sqlx::migrate::Migrator =
@@ -56,7 +61,13 @@ impl Store {
             &POSTGRES_MIGRATIONS,
         )
         .await?;
-        Ok(Self { db, clock })
+        let write_lock = (db.backend == Backend::Sqlite)
+            .then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Self {
+            db,
+            clock,
+            write_lock,
+        })
     }
 
     /// The clock every row time comes from.
@@ -92,6 +103,14 @@ impl Store {
         }
     }
 
+    /// SQLite: waits for this process's turn to write (see `write_lock`); `None` on PostgreSQL.
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.write_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        }
+    }
+
     /// Runs a write transaction, retrying (bounded) on conflicts: SQLite busy, PostgreSQL
     /// serialization failures and deadlocks, and unique violations from a concurrent insert.
     async fn write<T, F>(&self, mut body: F) -> Result<T>
@@ -103,15 +122,21 @@ impl Store {
         let mut tries = 0u32;
         loop {
             tries += 1;
-            let mut tx = self.begin().await?;
-            let outcome = body(&mut tx).await;
-            let outcome = match outcome {
-                Ok(value) => tx.commit().await.map(|()| value).map_err(StoreError::from),
-                Err(error) => {
-                    let _ = tx.rollback().await;
-                    Err(error)
+            // Taken before a connection, so queued writers hold no pooled connection.
+            let guard = self.write_turn().await;
+            let outcome = async {
+                let mut tx = self.begin().await?;
+                let outcome = body(&mut tx).await;
+                match outcome {
+                    Ok(value) => tx.commit().await.map(|()| value).map_err(StoreError::from),
+                    Err(error) => {
+                        let _ = tx.rollback().await;
+                        Err(error)
+                    }
                 }
-            };
+            }
+            .await;
+            drop(guard);
             match outcome {
                 Err(StoreError::Database(error)) if tries < 8 && retryable(&error) => {
                     tracing::debug!(tries, %error, "database conflict; retrying transaction");
