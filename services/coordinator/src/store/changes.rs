@@ -184,6 +184,20 @@ impl Store {
         lease_ms: i64,
     ) -> Result<Option<ChangeClaim>> {
         let now = self.now();
+        // A read outside any transaction first: when nothing is due the transaction below would
+        // find nothing, so it is not begun (on SQLite it would take the write lock for nothing).
+        let due = sqlx::query(
+            "SELECT change_id FROM changes WHERE read_state = 'SETTLING' AND settle_until <= $1
+             UNION ALL
+             SELECT change_id FROM changes WHERE read_state = 'READING' AND read_lease_expires_at <= $1
+             LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        if due.is_none() {
+            return Ok(None);
+        }
         let owner = owner.to_owned();
         let skip = self.skip_locked();
         self.write(|tx| {
@@ -350,7 +364,7 @@ impl Store {
                     .bind(claim.change_id)
                     .execute(&mut **tx)
                     .await?;
-                recompute_statuses(tx, &[claim.change_id]).await?;
+                recompute_statuses(tx, ChangesOf::Change(claim.change_id)).await?;
                 Ok(true)
             })
         })
@@ -397,7 +411,7 @@ impl Store {
                 for target in targets {
                     tasks::ensure_task(tx, project_id, target, change_id, now).await?;
                 }
-                recompute_statuses(tx, &[change_id]).await?;
+                recompute_statuses(tx, ChangesOf::Change(change_id)).await?;
                 Ok(change_id)
             })
         })
@@ -450,52 +464,80 @@ impl Store {
     }
 }
 
-/// Recomputes the status of the given changes from their read state and their tasks.
+/// Which changes [`recompute_statuses`] recomputes.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum ChangesOf {
+    /// One change.
+    Change(i64),
+    /// Every change linked to a task.
+    Task(i64),
+}
+
+/// Recomputes the status of the given changes from their read state and their tasks, and
+/// returns their ids (ascending). A status that did not change is not written again.
 ///
-/// On PostgreSQL the change row is locked first (`FOR UPDATE`, in id order), so two workers
+/// On PostgreSQL the change rows are locked first (`FOR UPDATE`, in id order), so two workers
 /// finishing the two tasks of one change at once cannot both compute from the other's stale
-/// state; under READ COMMITTED the statements after the lock see what the other committed.
+/// state; under READ COMMITTED the statement after the lock sees what the other committed.
 pub(super) async fn recompute_statuses(
     tx: &mut Transaction<'static, Any>,
-    change_ids: &[i64],
-) -> Result<()> {
+    of: ChangesOf,
+) -> Result<Vec<i64>> {
     let lock = if tx.backend_name() == "PostgreSQL" {
-        " FOR UPDATE"
+        " FOR UPDATE OF c"
     } else {
         ""
     };
-    let mut ids = change_ids.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    for change_id in ids {
-        let Some(row) = sqlx::query(&format!(
-            "SELECT read_state FROM changes WHERE change_id = $1{lock}"
-        ))
-        .bind(change_id)
-        .fetch_optional(&mut **tx)
-        .await?
-        else {
-            continue;
-        };
-        let read_state = parse_col(&row, "read_state", ReadState::parse)?;
-        let tasks = sqlx::query(
-            "SELECT t.state, t.pending FROM tasks t JOIN change_tasks ct ON ct.task_id = t.task_id WHERE ct.change_id = $1",
-        )
-        .bind(change_id)
-        .fetch_all(&mut **tx)
-        .await?;
-        let mut states = Vec::with_capacity(tasks.len());
-        for t in &tasks {
-            states.push(parse_col(t, "state", crate::model::TaskState::parse)?);
-        }
-        let status = change_status(read_state, &states);
-        sqlx::query("UPDATE changes SET status = $1 WHERE change_id = $2")
-            .bind(status.as_str())
-            .bind(change_id)
-            .execute(&mut **tx)
-            .await?;
+    let (filter, id) = match of {
+        ChangesOf::Change(id) => ("c.change_id = $1", id),
+        ChangesOf::Task(id) => (
+            "c.change_id IN (SELECT l.change_id FROM change_tasks l WHERE l.task_id = $1)",
+            id,
+        ),
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT c.change_id, c.read_state, c.status FROM changes c WHERE {filter} ORDER BY c.change_id{lock}"
+    ))
+    .bind(id)
+    .fetch_all(&mut **tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(())
+    let tasks = sqlx::query(&format!(
+        "SELECT ct.change_id, t.state FROM change_tasks ct JOIN tasks t ON t.task_id = ct.task_id
+         WHERE ct.change_id IN (SELECT c.change_id FROM changes c WHERE {filter})"
+    ))
+    .bind(id)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut states: std::collections::HashMap<i64, Vec<crate::model::TaskState>> =
+        std::collections::HashMap::new();
+    for t in &tasks {
+        states
+            .entry(t.try_get("change_id")?)
+            .or_default()
+            .push(parse_col(t, "state", crate::model::TaskState::parse)?);
+    }
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let change_id: i64 = row.try_get("change_id")?;
+        ids.push(change_id);
+        let read_state = parse_col(row, "read_state", ReadState::parse)?;
+        let current: String = row.try_get("status")?;
+        let status = change_status(
+            read_state,
+            states.get(&change_id).map(Vec::as_slice).unwrap_or(&[]),
+        );
+        if current != status.as_str() {
+            sqlx::query("UPDATE changes SET status = $1 WHERE change_id = $2")
+                .bind(status.as_str())
+                .bind(change_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(ids)
 }
 
 /// A change's status: IN_PROGRESS until read and while any task waits or runs; then OK when

@@ -2,7 +2,7 @@
 
 use sqlx::{Any, Row as _, Transaction};
 
-use super::changes::recompute_statuses;
+use super::changes::{ChangesOf, recompute_statuses};
 use super::{Result, Store, message, parse_col};
 use crate::model::{Operation, Target, TaskState};
 
@@ -224,16 +224,6 @@ async fn supersede_links(tx: &mut Transaction<'static, Any>, old: i64, new: i64)
     Ok(())
 }
 
-async fn changes_of(tx: &mut Transaction<'static, Any>, task_id: i64) -> Result<Vec<i64>> {
-    let rows = sqlx::query("SELECT change_id FROM change_tasks WHERE task_id = $1")
-        .bind(task_id)
-        .fetch_all(&mut **tx)
-        .await?;
-    rows.iter()
-        .map(|r| r.try_get("change_id").map_err(Into::into))
-        .collect()
-}
-
 async fn pending_task(
     tx: &mut Transaction<'static, Any>,
     project_id: i64,
@@ -260,6 +250,22 @@ impl Store {
         lease_ms: i64,
     ) -> Result<Option<TaskClaim>> {
         let now = self.now();
+        // A read outside any transaction first: when no task is due and no lease has expired
+        // the transaction below would find nothing, so it is not begun (on SQLite it would take
+        // the write lock only to find nothing).
+        let work = sqlx::query(
+            "SELECT task_id FROM tasks WHERE target = $1 AND pending = 1 AND next_run_at <= $2
+             UNION ALL
+             SELECT task_id FROM tasks WHERE target = $1 AND state = 'WORKING' AND lease_expires_at <= $2
+             LIMIT 1",
+        )
+        .bind(target.as_str())
+        .bind(now)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        if work.is_none() {
+            return Ok(None);
+        }
         let owner = owner.to_owned();
         let skip = self.skip_locked();
         self.write(|tx| {
@@ -287,8 +293,7 @@ impl Store {
                 .bind(task_id)
                 .fetch_one(&mut **tx)
                 .await?;
-                let changes = changes_of(tx, task_id).await?;
-                recompute_statuses(tx, &changes).await?;
+                let changes = recompute_statuses(tx, ChangesOf::Task(task_id)).await?;
                 Ok(Some(TaskClaim {
                     task_id,
                     project_id: row.try_get("project_id")?,
@@ -316,22 +321,19 @@ impl Store {
             let claim = claim.clone();
             let result = result.clone();
             Box::pin(async move {
-                let held = sqlx::query("SELECT task_id FROM tasks WHERE task_id = $1 AND attempts = $2 AND state = 'WORKING'")
-                    .bind(claim.task_id)
-                    .bind(claim.attempts)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                if held.is_none() {
-                    return Ok(false);
-                }
-                let failures: i64 = sqlx::query("SELECT failures FROM sync_state WHERE project_id = $1 AND target = $2")
-                    .bind(claim.project_id)
-                    .bind(claim.target.as_str())
-                    .fetch_optional(&mut **tx)
-                    .await?
-                    .map(|r| r.try_get("failures"))
-                    .transpose()?
-                    .unwrap_or(0);
+                // The count of consecutive failures only matters when this attempt failed.
+                let failures: i64 = if matches!(result, TaskResult::Ok { .. }) {
+                    0
+                } else {
+                    sqlx::query("SELECT failures FROM sync_state WHERE project_id = $1 AND target = $2")
+                        .bind(claim.project_id)
+                        .bind(claim.target.as_str())
+                        .fetch_optional(&mut **tx)
+                        .await?
+                        .map(|r| r.try_get("failures"))
+                        .transpose()?
+                        .unwrap_or(0)
+                };
                 let (operation, text, report, state, pending, next_run_at, failures) = match result {
                     TaskResult::Ok { operation, message, report } => (operation, message, report, TaskState::Ok, 0, 0, 0),
                     TaskResult::Permanent { operation, message, report } => {
@@ -352,10 +354,10 @@ impl Store {
                     state = TaskState::Superseded;
                     pending = 0;
                 }
-                sqlx::query(
+                let updated = sqlx::query(
                     "UPDATE tasks SET state = $1, pending = $2, next_run_at = $3, operation = $4, last_message = $5, report = $6,
                             finished_at = $7, lease_owner = '', lease_expires_at = 0
-                     WHERE task_id = $8",
+                     WHERE task_id = $8 AND attempts = $9 AND state = 'WORKING'",
                 )
                 .bind(state.as_str())
                 .bind(pending)
@@ -365,8 +367,13 @@ impl Store {
                 .bind(report)
                 .bind(now)
                 .bind(claim.task_id)
+                .bind(claim.attempts)
                 .execute(&mut **tx)
                 .await?;
+                if updated.rows_affected() == 0 {
+                    // Fencing: the claim no longer holds (nothing was written).
+                    return Ok(false);
+                }
                 if let Some(newer) = newer {
                     supersede_links(tx, claim.task_id, newer).await?;
                 }
@@ -380,8 +387,7 @@ impl Store {
                 .bind(claim.task_id)
                 .execute(&mut **tx)
                 .await?;
-                let changes = changes_of(tx, claim.task_id).await?;
-                recompute_statuses(tx, &changes).await?;
+                recompute_statuses(tx, ChangesOf::Task(claim.task_id)).await?;
                 Ok(true)
             })
         })
@@ -478,8 +484,7 @@ async fn reap_expired(
             supersede_links(tx, task_id, newer).await?;
         }
         tracing::warn!(task_id, project_id, %target, owner, "task lease expired; reclaimed");
-        let changes = changes_of(tx, task_id).await?;
-        recompute_statuses(tx, &changes).await?;
+        recompute_statuses(tx, ChangesOf::Task(task_id)).await?;
     }
     Ok(())
 }
