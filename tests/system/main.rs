@@ -1,4 +1,15 @@
-//! Whole-system tests of the real binaries. Modules are added as the services land.
+//! Whole-system tests of the real binaries: every test starts its own [`smrtshare_tests::Stack`]
+//! of child processes (build them first with `cargo build --workspace --bins`).
+
+// Test code: a failed step is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod change_id;
+mod cookbook;
+mod faults;
+mod resync;
+mod secrets;
+mod smoke;
 
 #[test]
 fn workspace_root_holds_the_manifest() {

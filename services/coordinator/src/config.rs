@@ -114,6 +114,12 @@ pub struct Config {
     #[arg(long, env = "SMRTSHARE_TASK_LEASE", value_parser = humantime::parse_duration, default_value = "10m")]
     pub task_lease: Duration,
 
+    /// How long a reader's claim on a change holds while it reads SMRT Link. A change whose
+    /// reader died (a crash, kill -9) is read again once the claim lapses; must outlast
+    /// --smrtlink-timeout.
+    #[arg(long, env = "SMRTSHARE_READ_LEASE", value_parser = humantime::parse_duration, default_value = "2m")]
+    pub read_lease: Duration,
+
     /// First retry delay of a failed task (before jitter); doubles per failure.
     #[arg(long, env = "SMRTSHARE_RETRY_BASE", value_parser = humantime::parse_duration, default_value = "2s")]
     pub retry_base: Duration,
@@ -180,6 +186,12 @@ impl Config {
             self.peers.peer_timeout
         );
         anyhow::ensure!(
+            self.read_lease > self.smrtlink.smrtlink_timeout,
+            "--read-lease ({:?}) must be longer than --smrtlink-timeout ({:?}), or a slow read would lose its change to another reader",
+            self.read_lease,
+            self.smrtlink.smrtlink_timeout
+        );
+        anyhow::ensure!(
             (0.0..=1.0).contains(&self.resync_max_removal_share),
             "--resync-max-removal-share must be between 0 and 1, got {}",
             self.resync_max_removal_share
@@ -210,7 +222,7 @@ impl Config {
             },
             reader: ReaderConfig {
                 readers: self.readers.max(1),
-                lease: Duration::from_secs(120).max(self.smrtlink_deadline() * 2),
+                lease: self.read_lease,
                 backoff,
                 max_attempts: self.read_attempts.max(1),
                 poll: self.poll_interval,
@@ -230,10 +242,6 @@ impl Config {
             namer: DirectoryNamer::new(&self.directory_template, self.windows_safe_names)?,
             owner,
         })
-    }
-
-    fn smrtlink_deadline(&self) -> Duration {
-        Duration::from_secs(60)
     }
 }
 
