@@ -7,6 +7,7 @@
 mod change_id;
 mod cookbook;
 mod faults;
+mod nginx;
 mod resync;
 mod secrets;
 mod smoke;
