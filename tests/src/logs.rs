@@ -35,17 +35,6 @@ pub fn lines_with_change(path: &Path, id: i64) -> Vec<Value> {
         .collect()
 }
 
-/// The log lines that carry change `id`, as written (a line with a key twice, such as a field
-/// named `message`, keeps only the last value once parsed).
-pub fn raw_lines_with_change(path: &Path, id: i64) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|line| serde_json::from_str::<Value>(line).is_ok_and(|v| mentions_change(&v, id)))
-        .map(str::to_owned)
-        .collect()
-}
-
 /// (line number, line) of every line of the raw log holding `needle`.
 pub fn occurrences(path: &Path, needle: &str) -> Vec<(usize, String)> {
     std::fs::read_to_string(path)

@@ -317,11 +317,7 @@ impl Stack {
             &process.wait_for_log("grpc server listening").await?,
             "address",
         )?;
-        // Some services log it as `Some(host:port)`.
-        let metrics = field(&process.wait_for_log("metrics listening").await?, "address")?
-            .trim_start_matches("Some(")
-            .trim_end_matches(')')
-            .to_owned();
+        let metrics = field(&process.wait_for_log("metrics listening").await?, "address")?;
         process
             .wait_for_log("ready: health reports SERVING")
             .await?;

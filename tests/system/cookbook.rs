@@ -447,9 +447,6 @@ async fn world_dataset_uuid(stack: &Stack, id: i64) -> String {
 
 /// `grpcurl list` on one service names only what that service answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "service bug: every service's reflection lists all three smrtshare services \
-            (services/common/src/server.rs registers the whole descriptor set); calls to the \
-            two it does not serve answer UNIMPLEMENTED"]
 async fn grpcurl_list_names_only_the_service_served() {
     let stack = Stack::start(StackOptions {
         wait_converged: false,

@@ -31,8 +31,11 @@ pub async fn serve(
             async move { ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], encode()) }
         }),
     );
-    let address = listener.local_addr().ok();
-    tracing::info!(?address, "metrics listening on /metrics");
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(address, "metrics listening on /metrics");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

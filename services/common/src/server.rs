@@ -90,23 +90,12 @@ pub struct GrpcServer {
 }
 
 impl GrpcServer {
-    /// Starts a server with health (everything NOT_SERVING) and reflection mounted.
+    /// Starts a server with health (everything NOT_SERVING) mounted; reflection is mounted by
+    /// [`serve`](Self::serve), once the services it advertises are known.
     pub fn new(options: ServerOptions) -> anyhow::Result<Self> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(smrtshare_api::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("building reflection v1")?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(smrtshare_api::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .context("building reflection v1alpha")?;
         let mut routes = RoutesBuilder::default();
         routes.add_service(health_service);
-        routes.add_service(reflection_v1);
-        routes.add_service(reflection_v1alpha);
         Ok(Self {
             options,
             routes,
@@ -159,10 +148,11 @@ impl GrpcServer {
     {
         let Self {
             options,
-            routes,
+            mut routes,
             names,
             health,
         } = self;
+        add_reflection(&mut routes, &names)?;
         set_all(&health, &names, ServingStatus::NotServing).await;
         let local = listener
             .local_addr()
@@ -233,6 +223,34 @@ impl GrpcServer {
             }
         }
     }
+}
+
+/// Mounts reflection (v1 and v1alpha) advertising exactly the services served here and health:
+/// the descriptor set holds all three smrtshare APIs, and `grpcurl list` must name only this
+/// server's.
+fn add_reflection(routes: &mut RoutesBuilder, names: &[&'static str]) -> anyhow::Result<()> {
+    let builder = |reflection: &str| {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(smrtshare_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name(reflection);
+        for name in names {
+            builder = builder.with_service_name(*name);
+        }
+        builder
+    };
+    routes.add_service(
+        builder("grpc.reflection.v1.ServerReflection")
+            .build_v1()
+            .context("building reflection v1")?,
+    );
+    routes.add_service(
+        builder("grpc.reflection.v1alpha.ServerReflection")
+            .build_v1alpha()
+            .context("building reflection v1alpha")?,
+    );
+    Ok(())
 }
 
 async fn set_all(health: &HealthReporter, names: &[&'static str], status: ServingStatus) {

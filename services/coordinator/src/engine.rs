@@ -197,6 +197,8 @@ impl Engine {
     }
 }
 
+// Fields avoid the names `message` and `target`: the JSON log format uses them for the event's
+// text and the module.
 fn log_execution(claim: &TaskClaim, result: &TaskResult, recorded: bool, took: Duration) {
     let (outcome, message) = match result {
         TaskResult::Ok { message, .. } => ("ok", message),
@@ -204,13 +206,13 @@ fn log_execution(claim: &TaskClaim, result: &TaskResult, recorded: bool, took: D
         TaskResult::Permanent { message, .. } => ("failed", message),
     };
     if !recorded {
-        tracing::warn!(task_id = claim.task_id, project_id = claim.project_id, target = %claim.target, attempt = claim.attempts,
+        tracing::warn!(task_id = claim.task_id, project_id = claim.project_id, task_target = %claim.target, attempt = claim.attempts,
             change_id = claim.change_id, "late result discarded: the lease was lost to another worker");
     } else if outcome == "ok" {
-        tracing::info!(task_id = claim.task_id, project_id = claim.project_id, target = %claim.target, attempt = claim.attempts,
-            change_id = claim.change_id, took_ms = took.as_millis() as u64, message, "task done");
+        tracing::info!(task_id = claim.task_id, project_id = claim.project_id, task_target = %claim.target, attempt = claim.attempts,
+            change_id = claim.change_id, took_ms = took.as_millis() as u64, detail = %message, "task done");
     } else {
-        tracing::warn!(task_id = claim.task_id, project_id = claim.project_id, target = %claim.target, attempt = claim.attempts,
-            change_id = claim.change_id, took_ms = took.as_millis() as u64, outcome, message, "task failed");
+        tracing::warn!(task_id = claim.task_id, project_id = claim.project_id, task_target = %claim.target, attempt = claim.attempts,
+            change_id = claim.change_id, took_ms = took.as_millis() as u64, outcome, detail = %message, "task failed");
     }
 }
