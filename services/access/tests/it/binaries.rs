@@ -282,7 +282,8 @@ fn grpcurl_lists_describes_and_applies_against_the_real_binaries() {
     // Metrics: the Globus calls made and the renewal task's next run.
     let metrics = http_get(&metrics_url);
     assert!(
-        metrics.contains("smrtshare_access_globus_requests_total{call=\"Create\",status=\"201\"} 2"),
+        metrics
+            .contains("smrtshare_access_globus_requests_total{call=\"Create\",status=\"201\"} 2"),
         "{metrics}"
     );
     let next_run = metrics
@@ -312,11 +313,20 @@ fn http_get(url: &str) -> String {
     let rest = url.strip_prefix("http://").expect("http url");
     let (host, path) = rest.split_once('/').expect("path");
     let mut stream = std::net::TcpStream::connect(host).expect("connect");
-    write!(stream, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").expect("send");
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
     let (head, body) = response.split_once("\r\n\r\n").expect("http answer");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{head}");
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
     body.to_owned()
 }
