@@ -203,28 +203,23 @@ impl Store {
         self.write(|tx| {
             let owner = owner.clone();
             Box::pin(async move {
-                let candidate = sqlx::query(&format!(
-                    "SELECT change_id FROM changes
-                     WHERE (read_state = 'SETTLING' AND settle_until <= $1)
-                        OR (read_state = 'READING' AND read_lease_expires_at <= $1)
-                     ORDER BY settle_until, change_id LIMIT 1{skip}"
+                // Pick and take the oldest settled change in one statement.
+                let row = sqlx::query(&format!(
+                    "UPDATE changes SET read_state = 'READING', read_owner = $2, read_lease_expires_at = $3,
+                            read_attempts = read_attempts + 1
+                     WHERE change_id = (
+                         SELECT c.change_id FROM changes c
+                         WHERE (c.read_state = 'SETTLING' AND c.settle_until <= $1)
+                            OR (c.read_state = 'READING' AND c.read_lease_expires_at <= $1)
+                         ORDER BY c.settle_until, c.change_id LIMIT 1{skip})
+                     RETURNING change_id, project_id, kind, reason, read_attempts"
                 ))
                 .bind(now)
-                .fetch_optional(&mut **tx)
-                .await?;
-                let Some(candidate) = candidate else { return Ok(None) };
-                let id: i64 = candidate.try_get("change_id")?;
-                let row = sqlx::query(
-                    "UPDATE changes SET read_state = 'READING', read_owner = $1, read_lease_expires_at = $2,
-                            read_attempts = read_attempts + 1
-                     WHERE change_id = $3
-                     RETURNING change_id, project_id, kind, reason, read_attempts",
-                )
                 .bind(&owner)
                 .bind(now + lease_ms)
-                .bind(id)
-                .fetch_one(&mut **tx)
+                .fetch_optional(&mut **tx)
                 .await?;
+                let Some(row) = row else { return Ok(None) };
                 Ok(Some(ChangeClaim {
                     change_id: row.try_get("change_id")?,
                     project_id: row.try_get("project_id")?,
@@ -483,11 +478,7 @@ pub(super) async fn recompute_statuses(
     tx: &mut Transaction<'static, Any>,
     of: ChangesOf,
 ) -> Result<Vec<i64>> {
-    let lock = if tx.backend_name() == "PostgreSQL" {
-        " FOR UPDATE OF c"
-    } else {
-        ""
-    };
+    let postgres = tx.backend_name() == "PostgreSQL";
     let (filter, id) = match of {
         ChangesOf::Change(id) => ("c.change_id = $1", id),
         ChangesOf::Task(id) => (
@@ -495,30 +486,59 @@ pub(super) async fn recompute_statuses(
             id,
         ),
     };
-    let rows = sqlx::query(&format!(
-        "SELECT c.change_id, c.read_state, c.status FROM changes c WHERE {filter} ORDER BY c.change_id{lock}"
-    ))
-    .bind(id)
-    .fetch_all(&mut **tx)
-    .await?;
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let tasks = sqlx::query(&format!(
-        "SELECT ct.change_id, t.state FROM change_tasks ct JOIN tasks t ON t.task_id = ct.task_id
-         WHERE ct.change_id IN (SELECT c.change_id FROM changes c WHERE {filter})"
-    ))
-    .bind(id)
-    .fetch_all(&mut **tx)
-    .await?;
     let mut states: std::collections::HashMap<i64, Vec<crate::model::TaskState>> =
         std::collections::HashMap::new();
-    for t in &tasks {
-        states
-            .entry(t.try_get("change_id")?)
-            .or_default()
-            .push(parse_col(t, "state", crate::model::TaskState::parse)?);
-    }
+    let rows = if postgres {
+        let rows = sqlx::query(&format!(
+            "SELECT c.change_id, c.read_state, c.status FROM changes c WHERE {filter} ORDER BY c.change_id FOR UPDATE OF c"
+        ))
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tasks = sqlx::query(&format!(
+            "SELECT ct.change_id, t.state FROM change_tasks ct JOIN tasks t ON t.task_id = ct.task_id
+             WHERE ct.change_id IN (SELECT c.change_id FROM changes c WHERE {filter})"
+        ))
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await?;
+        for t in &tasks {
+            states
+                .entry(t.try_get("change_id")?)
+                .or_default()
+                .push(parse_col(t, "state", crate::model::TaskState::parse)?);
+        }
+        rows
+    } else {
+        // SQLite: the transaction holds the write lock, so one statement reads it all.
+        let joined = sqlx::query(&format!(
+            "SELECT c.change_id, c.read_state, c.status, t.state AS task_state FROM changes c
+             LEFT JOIN change_tasks ct ON ct.change_id = c.change_id
+             LEFT JOIN tasks t ON t.task_id = ct.task_id
+             WHERE {filter} ORDER BY c.change_id"
+        ))
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut rows = Vec::new();
+        let mut last = None;
+        for row in joined {
+            let change_id: i64 = row.try_get("change_id")?;
+            if let Some(state) = row.try_get::<Option<String>, _>("task_state")? {
+                let state = crate::model::TaskState::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("state = {state:?}")))?;
+                states.entry(change_id).or_default().push(state);
+            }
+            if last != Some(change_id) {
+                last = Some(change_id);
+                rows.push(row);
+            }
+        }
+        rows
+    };
     let mut ids = Vec::with_capacity(rows.len());
     for row in &rows {
         let change_id: i64 = row.try_get("change_id")?;

@@ -254,16 +254,20 @@ impl Store {
         // the transaction below would find nothing, so it is not begun (on SQLite it would take
         // the write lock only to find nothing).
         let work = sqlx::query(
-            "SELECT task_id FROM tasks WHERE target = $1 AND pending = 1 AND next_run_at <= $2
-             UNION ALL
-             SELECT task_id FROM tasks WHERE target = $1 AND state = 'WORKING' AND lease_expires_at <= $2
-             LIMIT 1",
+            "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM tasks WHERE target = $1 AND pending = 1 AND next_run_at <= $2)
+                              THEN 1 ELSE 0 END AS BIGINT) AS due,
+                    CAST(CASE WHEN EXISTS (SELECT 1 FROM tasks WHERE target = $1 AND state = 'WORKING' AND lease_expires_at <= $2)
+                              THEN 1 ELSE 0 END AS BIGINT) AS expired",
         )
         .bind(target.as_str())
         .bind(now)
-        .fetch_optional(&self.db.pool)
+        .fetch_one(&self.db.pool)
         .await?;
-        if work.is_none() {
+        let due = work.try_get::<i64, _>("due")? == 1;
+        // Leases are only ever set to expire after the time they were taken, so none can expire
+        // at `now` between this read and the transaction: when none had, there is none to reap.
+        let expired = work.try_get::<i64, _>("expired")? == 1;
+        if !due && !expired {
             return Ok(None);
         }
         let owner = owner.to_owned();
@@ -271,28 +275,27 @@ impl Store {
         self.write(|tx| {
             let owner = owner.clone();
             Box::pin(async move {
-                reap_expired(tx, target, now, skip).await?;
-                let candidate = sqlx::query(&format!(
-                    "SELECT t.task_id FROM tasks t
-                     WHERE t.target = $1 AND t.pending = 1 AND t.next_run_at <= $2
-                       AND NOT EXISTS (SELECT 1 FROM tasks w WHERE w.project_id = t.project_id AND w.target = t.target AND w.state = 'WORKING')
-                     ORDER BY t.next_run_at, t.task_id LIMIT 1{skip}"
+                if expired {
+                    reap_expired(tx, target, now, skip).await?;
+                }
+                // Pick and take the oldest due task in one statement.
+                let row = sqlx::query(&format!(
+                    "UPDATE tasks SET state = 'WORKING', pending = 0, attempts = attempts + 1, lease_owner = $3, lease_expires_at = $4
+                     WHERE task_id = (
+                         SELECT t.task_id FROM tasks t
+                         WHERE t.target = $1 AND t.pending = 1 AND t.next_run_at <= $2
+                           AND NOT EXISTS (SELECT 1 FROM tasks w WHERE w.project_id = t.project_id AND w.target = t.target AND w.state = 'WORKING')
+                         ORDER BY t.next_run_at, t.task_id LIMIT 1{skip})
+                     RETURNING task_id, project_id, attempts"
                 ))
                 .bind(target.as_str())
                 .bind(now)
-                .fetch_optional(&mut **tx)
-                .await?;
-                let Some(candidate) = candidate else { return Ok(None) };
-                let task_id: i64 = candidate.try_get("task_id")?;
-                let row = sqlx::query(
-                    "UPDATE tasks SET state = 'WORKING', pending = 0, attempts = attempts + 1, lease_owner = $1, lease_expires_at = $2
-                     WHERE task_id = $3 RETURNING project_id, attempts",
-                )
                 .bind(&owner)
                 .bind(now + lease_ms)
-                .bind(task_id)
-                .fetch_one(&mut **tx)
+                .fetch_optional(&mut **tx)
                 .await?;
+                let Some(row) = row else { return Ok(None) };
+                let task_id: i64 = row.try_get("task_id")?;
                 let changes = recompute_statuses(tx, ChangesOf::Task(task_id)).await?;
                 Ok(Some(TaskClaim {
                     task_id,
