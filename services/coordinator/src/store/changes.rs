@@ -119,7 +119,7 @@ fn change_row(row: &sqlx::any::AnyRow) -> Result<ChangeRow> {
 /// Inserts a settling change, or finds the settling change of the same project and kind that
 /// it merges into. Returns `(change_id, merged)`.
 pub(super) async fn insert_change(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     new: &NewChange,
     now: i64,
 ) -> Result<(i64, bool)> {
@@ -475,7 +475,7 @@ pub(super) enum ChangesOf {
 /// finishing the two tasks of one change at once cannot both compute from the other's stale
 /// state; under READ COMMITTED the statement after the lock sees what the other committed.
 pub(super) async fn recompute_statuses(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     of: ChangesOf,
 ) -> Result<Vec<i64>> {
     let postgres = tx.backend_name() == "PostgreSQL";

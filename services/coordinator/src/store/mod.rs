@@ -12,7 +12,8 @@ pub use tasks::{Backoff, TaskClaim, TaskResult, TaskRow};
 
 use smrtshare_common::db::{Backend, Database};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row as _, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, Connection as _, Row as _, Transaction};
 
 use crate::clock::Clock;
 
@@ -43,7 +44,10 @@ pub struct Store {
     /// order instead of failing `BEGIN IMMEDIATE` with SQLITE_BUSY and sleeping in SQLite's busy
     /// handler (whose sleeps grow to 100 ms). Another process on the same file still meets the
     /// busy timeout. `None` on PostgreSQL, where row locks let writers run side by side.
-    write_lock: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    ///
+    /// The mutex keeps the writers' connection: one writer at a time needs only one, and keeping
+    /// it spares each write transaction the pool's acquire (and its liveness check).
+    write_lock: Option<std::sync::Arc<tokio::sync::Mutex<Option<PoolConnection<Any>>>>>,
 }
 
 pub(crate) static SQLITE_MIGRATIONS: sqlx::migrate::Migrator =
@@ -62,7 +66,7 @@ impl Store {
         )
         .await?;
         let write_lock = (db.backend == Backend::Sqlite)
-            .then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
+            .then(|| std::sync::Arc::new(tokio::sync::Mutex::new(None)));
         Ok(Self {
             db,
             clock,
@@ -85,15 +89,6 @@ impl Store {
         self.clock.now()
     }
 
-    /// Begins a write transaction. On SQLite it takes the write lock at once (`BEGIN
-    /// IMMEDIATE`), so two writers never deadlock upgrading a read lock.
-    async fn begin(&self) -> Result<Transaction<'static, Any>> {
-        Ok(match self.db.backend {
-            Backend::Sqlite => self.db.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.db.pool.begin().await?,
-        })
-    }
-
     /// `FOR UPDATE SKIP LOCKED` on PostgreSQL; nothing on SQLite, where `BEGIN IMMEDIATE`
     /// already serialises writers.
     fn skip_locked(&self) -> &'static str {
@@ -104,7 +99,7 @@ impl Store {
     }
 
     /// SQLite: waits for this process's turn to write (see `write_lock`); `None` on PostgreSQL.
-    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, Option<PoolConnection<Any>>>> {
         match &self.write_lock {
             Some(lock) => Some(lock.lock().await),
             None => None,
@@ -113,30 +108,43 @@ impl Store {
 
     /// Runs a write transaction, retrying (bounded) on conflicts: SQLite busy, PostgreSQL
     /// serialization failures and deadlocks, and unique violations from a concurrent insert.
+    /// On SQLite the transaction takes the write lock at once (`BEGIN IMMEDIATE`), so two
+    /// writers never deadlock upgrading a read lock.
     async fn write<T, F>(&self, mut body: F) -> Result<T>
     where
-        F: for<'t> FnMut(
-            &'t mut Transaction<'static, Any>,
+        F: for<'t, 'c> FnMut(
+            &'t mut Transaction<'c, Any>,
         ) -> futures::future::BoxFuture<'t, Result<T>>,
     {
         let mut tries = 0u32;
         loop {
             tries += 1;
-            // Taken before a connection, so queued writers hold no pooled connection.
-            let guard = self.write_turn().await;
-            let outcome = async {
-                let mut tx = self.begin().await?;
-                let outcome = body(&mut tx).await;
-                match outcome {
-                    Ok(value) => tx.commit().await.map(|()| value).map_err(StoreError::from),
-                    Err(error) => {
-                        let _ = tx.rollback().await;
-                        Err(error)
+            let outcome = match self.write_turn().await {
+                // SQLite: the turn (taken before any connection, so queued writers hold none)
+                // comes with the writers' connection.
+                Some(mut slot) => {
+                    let outcome = async {
+                        if slot.is_none() {
+                            *slot = Some(self.db.pool.acquire().await?);
+                        }
+                        let conn = slot.as_mut().expect("the writers' connection was just set");
+                        let tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                        run(tx, &mut body).await
                     }
+                    .await;
+                    if let Err(StoreError::Database(error)) = &outcome
+                        && broken(error)
+                    {
+                        // A fresh connection from the pool next time.
+                        *slot = None;
+                    }
+                    outcome
                 }
-            }
-            .await;
-            drop(guard);
+                None => match self.db.pool.begin().await {
+                    Ok(tx) => run(tx, &mut body).await,
+                    Err(error) => Err(error.into()),
+                },
+            };
             match outcome {
                 Err(StoreError::Database(error)) if tries < 8 && retryable(&error) => {
                     tracing::debug!(tries, %error, "database conflict; retrying transaction");
@@ -146,6 +154,31 @@ impl Store {
             }
         }
     }
+}
+
+/// Runs `body` in `tx` and commits, or rolls back when it failed.
+async fn run<T, F>(mut tx: Transaction<'_, Any>, body: &mut F) -> Result<T>
+where
+    F: for<'t, 'c> FnMut(&'t mut Transaction<'c, Any>) -> futures::future::BoxFuture<'t, Result<T>>,
+{
+    match body(&mut tx).await {
+        Ok(value) => tx.commit().await.map(|()| value).map_err(StoreError::from),
+        Err(error) => {
+            let _ = tx.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+/// Errors after which a kept connection is not trusted again.
+fn broken(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolClosed
+    )
 }
 
 /// Conflicts a retry of the whole transaction cures.

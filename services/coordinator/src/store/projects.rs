@@ -53,7 +53,7 @@ pub struct TargetStatusRow {
 /// project that had them (a dataset belongs to one project at a time); the ids of those projects
 /// are returned so the caller can record effect changes for them.
 pub(super) async fn store_truth(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     truth: &ProjectTruth,
     directory: &str,
     now: i64,
@@ -133,7 +133,7 @@ pub(super) async fn store_truth(
 /// Marks a project gone from SMRT Link (creating the row if the project was never known), and
 /// forgets its members and datasets.
 pub(super) async fn mark_deleted(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     project_id: i64,
     now: i64,
 ) -> Result<()> {
@@ -158,7 +158,7 @@ pub(super) async fn mark_deleted(
 
 /// Records analysis jobs; returns how many were new and the projects they belong to.
 pub(super) async fn store_jobs(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     jobs: &[AnalysisJobTruth],
     now: i64,
 ) -> Result<(usize, Vec<i64>)> {

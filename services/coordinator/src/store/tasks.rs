@@ -135,7 +135,7 @@ impl Backoff {
 /// task is joined (coalescing); a FAILED task waiting for its retry is superseded by a new READY
 /// task that keeps its backoff; otherwise a new READY task runs now.
 pub(super) async fn ensure_task(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     project_id: i64,
     target: Target,
     change_id: i64,
@@ -177,7 +177,7 @@ pub(super) async fn ensure_task(
 }
 
 async fn insert_ready(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     project_id: i64,
     target: Target,
     next_run_at: i64,
@@ -196,7 +196,7 @@ async fn insert_ready(
     Ok(row.try_get("task_id")?)
 }
 
-async fn link(tx: &mut Transaction<'static, Any>, change_id: i64, task_id: i64) -> Result<()> {
+async fn link(tx: &mut Transaction<'_, Any>, change_id: i64, task_id: i64) -> Result<()> {
     sqlx::query("INSERT INTO change_tasks (change_id, task_id) VALUES ($1, $2) ON CONFLICT (change_id, task_id) DO NOTHING")
         .bind(change_id)
         .bind(task_id)
@@ -207,7 +207,7 @@ async fn link(tx: &mut Transaction<'static, Any>, change_id: i64, task_id: i64) 
 
 /// Points `old` at `new` and links every change of `old` to `new`, so those changes follow the
 /// task that carries the project's state forward.
-async fn supersede_links(tx: &mut Transaction<'static, Any>, old: i64, new: i64) -> Result<()> {
+async fn supersede_links(tx: &mut Transaction<'_, Any>, old: i64, new: i64) -> Result<()> {
     sqlx::query("UPDATE tasks SET superseded_by = $1 WHERE task_id = $2")
         .bind(new)
         .bind(old)
@@ -225,7 +225,7 @@ async fn supersede_links(tx: &mut Transaction<'static, Any>, old: i64, new: i64)
 }
 
 async fn pending_task(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     project_id: i64,
     target: Target,
 ) -> Result<Option<i64>> {
@@ -450,7 +450,7 @@ impl Store {
 /// Expired leases: the worker is gone (or late). Its task is retried now, or superseded when a
 /// newer task already waits. The late worker's result will be discarded by fencing.
 async fn reap_expired(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     target: Target,
     now: i64,
     skip: &str,
