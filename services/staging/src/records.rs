@@ -217,6 +217,11 @@ impl Records {
         self.read().projects.values().cloned().collect()
     }
 
+    /// How many projects are recorded (without copying the records).
+    pub fn project_count(&self) -> usize {
+        self.read().projects.len()
+    }
+
     /// The project whose records hold a dataset.
     pub fn holder_of_dataset(&self, uuid: &Uuid) -> Option<ProjectId> {
         self.read().by_dataset.get(uuid).copied()

@@ -187,7 +187,7 @@ impl Handle {
     }
 
     pub(crate) fn set(&self, inner: Arc<Inner>) {
-        self.metrics.projects(inner.records.all().len());
+        self.metrics.projects(inner.records.project_count());
         let _ = self.state.set(inner);
     }
 
@@ -213,7 +213,7 @@ impl Handle {
         };
         self.metrics.request(method, code, started.elapsed());
         if let Some(inner) = self.state.get() {
-            self.metrics.projects(inner.records.all().len());
+            self.metrics.projects(inner.records.project_count());
             self.metrics.mutating_calls(inner.tree.mutating_calls());
         }
     }
