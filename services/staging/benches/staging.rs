@@ -4,9 +4,13 @@
 //! 500 projects x 4 datasets x 25 files (50,000 files; `SMRTSHARE_BENCH_PROJECTS` etc. change it),
 //! on one filesystem (the system temporary directory, or `SMRTSHARE_BENCH_DIR`):
 //!
-//! 1. initial staging of every project through the gRPC API, against `cp -al` of the same tree;
-//! 2. re-applying every project unchanged, against `find ROOT -printf '%n\n'` over the staged tree,
-//!    and the mutating system calls of such a pass, counted twice: by the service's own counter
+//! 1. initial staging of every project through the gRPC API, against `cp -al` of the same tree:
+//!    `SMRTSHARE_BENCH_ROUNDS` (3) rounds, each a `cp -al` into a new directory then a new server
+//!    staging into a new root, each phase after a `sync`; medians (the disk's write-back makes
+//!    single runs vary by tens of percent);
+//! 2. re-applying every project unchanged, against `find ROOT -printf '%n\n'` over the staged tree
+//!    (`SMRTSHARE_BENCH_REAPPLY_ROUNDS` (5) rounds of each, alternating; medians), and the
+//!    mutating system calls of such a pass, counted twice: by the service's own counter
 //!    (its per-apply log lines) and by `strace -f -c` attached to the server for one more pass;
 //! 3. the staging process's peak resident memory (VmHWM).
 
@@ -256,15 +260,9 @@ async fn main() -> anyhow::Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     let work = tempfile::tempdir_in(&base)?;
-    let (src, root, copy, state) = (
-        work.path().join("src"),
-        work.path().join("root"),
-        work.path().join("copy"),
-        work.path().join("state"),
-    );
-    for dir in [&src, &root, &state] {
-        std::fs::create_dir_all(dir)?;
-    }
+    let rounds = setting("SMRTSHARE_BENCH_ROUNDS", 3).max(1);
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src)?;
     let token = work.path().join("token");
     std::fs::write(&token, TOKEN)?;
 
@@ -303,44 +301,79 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
 
-    // 1. cp -al, then the initial staging.
-    let mut cp = Command::new("cp");
-    cp.arg("-al").arg(&src).arg(&copy);
-    let t_cp = timed(cp)?;
-    let server = Server::start(&root, &src, &state, &token)?;
+    // 1. Rounds of cp -al into a new directory, then the initial staging by a new server into a
+    //    new root; medians. The last round's server and tree serve the rest.
     let options = PeerOptions {
         token: Some(Secret::new(TOKEN)),
         timeout: Duration::from_secs(600),
         ..PeerOptions::default()
     };
-    let client = StagingClient::new(peer_channel(
-        &format!("http://{}", server.address),
-        &options,
-    )?)
-    .max_decoding_message_size(64 << 20)
-    .max_encoding_message_size(64 << 20);
-    let staged = Arc::new(Mutex::new(0u64));
-    let counted = staged.clone();
-    let staging = pass(&client, &requests, concurrency, move |r| {
-        anyhow::ensure!(
-            r.complete,
-            "project {} incomplete: {:?}",
-            r.project_id,
-            r.datasets.iter().map(|d| &d.error).collect::<Vec<_>>()
+    let mut t_cps = Vec::new();
+    let mut t_stages = Vec::new();
+    let mut last: Option<(Server, StagingClient<PeerChannel>, PathBuf)> = None;
+    for round in 0..rounds {
+        let (root, copy, state) = (
+            work.path().join(format!("root{round}")),
+            work.path().join(format!("copy{round}")),
+            work.path().join(format!("state{round}")),
         );
-        *counted.lock().unwrap() += r
-            .datasets
-            .iter()
-            .map(|d| u64::from(d.file_count))
-            .sum::<u64>();
-        Ok(())
-    });
-    let t_stage = perf(&server, "STAGE", staging).await??;
-    let staged = *staged.lock().unwrap();
-    anyhow::ensure!(
-        staged as usize == total_files,
-        "{staged} files staged, expected {total_files}"
-    );
+        std::fs::create_dir_all(&root)?;
+        std::fs::create_dir_all(&state)?;
+        if let Some((server, _, _)) = last.take() {
+            server.stop()?;
+        }
+        // Each timed phase starts with nothing left to write back (the generated tree, the
+        // previous phase's links), so neither pays for the other's dirty pages.
+        rustix::fs::sync();
+        let mut cp = Command::new("cp");
+        cp.arg("-al").arg(&src).arg(&copy);
+        t_cps.push(timed(cp)?);
+
+        let server = Server::start(&root, &src, &state, &token)?;
+        let client = StagingClient::new(peer_channel(
+            &format!("http://{}", server.address),
+            &options,
+        )?)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+        let staged = Arc::new(Mutex::new(0u64));
+        let counted = staged.clone();
+        let staging = pass(&client, &requests, concurrency, move |r| {
+            anyhow::ensure!(
+                r.complete,
+                "project {} incomplete: {:?}",
+                r.project_id,
+                r.datasets.iter().map(|d| &d.error).collect::<Vec<_>>()
+            );
+            *counted.lock().unwrap() += r
+                .datasets
+                .iter()
+                .map(|d| u64::from(d.file_count))
+                .sum::<u64>();
+            Ok(())
+        });
+        rustix::fs::sync();
+        let t_stage = if round + 1 == rounds {
+            perf(&server, "STAGE", staging).await??
+        } else {
+            staging.await?
+        };
+        t_stages.push(t_stage);
+        let staged = *staged.lock().unwrap();
+        anyhow::ensure!(
+            staged as usize == total_files,
+            "{staged} files staged, expected {total_files}"
+        );
+        println!(
+            "  round {}: cp -al {}, staging {}",
+            round + 1,
+            ms(t_cps[round]),
+            ms(t_stage)
+        );
+        last = Some((server, client, root));
+    }
+    let (t_cp, t_stage) = (median(t_cps), median(t_stages));
+    let (server, client, root) = last.context("no round ran")?;
     server.applied_calls.lock().unwrap().clear();
     // The service copies its records' write-ahead log into the database a second after writes
     // stop; let that happen before measuring the steady state.
@@ -349,7 +382,8 @@ async fn main() -> anyhow::Result<()> {
     // 2. Unchanged re-applies against find, three rounds each, medians.
     let mut t_reapply = Vec::new();
     let mut t_find = Vec::new();
-    for _ in 0..3 {
+    let reapplies = setting("SMRTSHARE_BENCH_REAPPLY_ROUNDS", 5).max(1);
+    for round in 0..reapplies {
         let mut find = Command::new("find");
         find.arg(&root).args(["-printf", "%n\n"]);
         t_find.push(timed(find)?);
@@ -365,14 +399,20 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?,
         );
+        println!(
+            "  re-apply round {}: find {}, re-apply {}",
+            round + 1,
+            ms(t_find[round]),
+            ms(t_reapply[round])
+        );
     }
     let (t_reapply, t_find) = (median(t_reapply), median(t_find));
     let logged: Vec<u64> = std::mem::take(&mut *server.applied_calls.lock().unwrap());
     anyhow::ensure!(
-        logged.len() == 3 * requests.len(),
+        logged.len() == reapplies * requests.len(),
         "{} apply log lines for {} applies",
         logged.len(),
-        3 * requests.len()
+        reapplies * requests.len()
     );
     let counted_calls: u64 = logged.iter().sum();
     perf(&server, "REAPPLY", async {
@@ -395,7 +435,9 @@ async fn main() -> anyhow::Result<()> {
     server.stop()?;
 
     println!();
-    println!("1. initial staging of {total_files} files (gRPC, real binary) vs cp -al");
+    println!(
+        "1. initial staging of {total_files} files (gRPC, real binary) vs cp -al (medians of {rounds})"
+    );
     println!("   cp -al:            {}", ms(t_cp));
     println!("   staging:           {}", ms(t_stage));
     println!(
@@ -403,7 +445,7 @@ async fn main() -> anyhow::Result<()> {
         t_stage.as_secs_f64() / t_cp.as_secs_f64()
     );
     println!(
-        "2. re-applying all {} projects unchanged vs find ROOT -printf '%n\\n' (medians of 3)",
+        "2. re-applying all {} projects unchanged vs find ROOT -printf '%n\\n' (medians of {reapplies})",
         requests.len()
     );
     println!("   find:              {}", ms(t_find));
@@ -412,7 +454,9 @@ async fn main() -> anyhow::Result<()> {
         "   ratio:             {:.2}x   (target <= 1.50x)",
         t_reapply.as_secs_f64() / t_find.as_secs_f64()
     );
-    println!("   mutating calls, service counter over 3 passes: {counted_calls}   (target 0)");
+    println!(
+        "   mutating calls, service counter over {reapplies} passes: {counted_calls}   (target 0)"
+    );
     println!("   mutating calls, strace -f -c over one more pass: {strace_calls}   (target 0)");
     if strace_calls > 0 {
         println!("{table}");
