@@ -65,14 +65,14 @@ pub async fn connect(
             .trim_start_matches("sqlite://")
             .trim_start_matches("sqlite:");
         let path = path.split('?').next().unwrap_or_default();
-        if !path.is_empty() && path != ":memory:" {
-            if let Some(parent) = Path::new(path)
+        if !path.is_empty()
+            && path != ":memory:"
+            && let Some(parent) = Path::new(path)
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating database directory {}", parent.display()))?;
-            }
+        {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating database directory {}", parent.display()))?;
         }
         if !url.contains("mode=") {
             url.push_str(if url.contains('?') {

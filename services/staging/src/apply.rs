@@ -26,6 +26,7 @@ use crate::names::Namer;
 use crate::probe::{Probe, probe_project};
 use crate::report::{Act, Report};
 use crate::resolve::SourceRoots;
+use crate::sourcecache::SourceCache;
 use crate::targets::{self, Children, Existing, Target};
 use crate::xml::Limits;
 
@@ -40,6 +41,8 @@ pub struct Ctx<'a> {
     pub namer: &'a Namer,
     /// XML limits.
     pub limits: Limits,
+    /// What was read from the source tree, kept between requests.
+    pub cache: &'a SourceCache,
 }
 
 /// An apply's input: the request and the records of every project it may touch.

@@ -92,6 +92,12 @@ pub struct Args {
     #[arg(long, env = "SMRTSHARE_STAGING_MAX_XML_BYTES", default_value_t = Limits::default().max_bytes)]
     pub max_xml_bytes: u64,
 
+    /// Parsed dataset XMLs and source directory listings kept between requests, at most this many
+    /// of each (each is reused only while its file or directory keeps the same inode, size and
+    /// ctime); 0 turns the cache off.
+    #[arg(long, env = "SMRTSHARE_STAGING_SOURCE_CACHE_ENTRIES", default_value_t = crate::sourcecache::DEFAULT_CAPACITY)]
+    pub source_cache_entries: usize,
+
     /// Server flags.
     #[command(flatten)]
     pub server: ServerArgs,
@@ -135,6 +141,8 @@ pub struct Config {
     pub fs_timeout: Duration,
     /// XML limits.
     pub limits: Limits,
+    /// Parsed dataset XMLs and source listings kept between requests, of each (0: none).
+    pub source_cache_entries: usize,
     /// The gRPC server's options (auth, TLS, limits).
     pub server: ServerOptions,
 }
@@ -150,6 +158,7 @@ impl Config {
             templates: Templates::default(),
             fs_timeout: Duration::from_secs(300),
             limits: Limits::default(),
+            source_cache_entries: crate::sourcecache::DEFAULT_CAPACITY,
             server,
         }
     }
@@ -174,6 +183,7 @@ impl Config {
         };
         config.fs_timeout = args.fs_timeout;
         config.limits.max_bytes = args.max_xml_bytes;
+        config.source_cache_entries = args.source_cache_entries;
         Ok(config)
     }
 }

@@ -29,6 +29,7 @@ pub mod remove;
 pub mod report;
 pub mod resolve;
 pub mod service;
+pub mod sourcecache;
 pub mod targets;
 pub mod verify;
 pub mod xml;
@@ -114,6 +115,7 @@ async fn start(config: Config, namer: Namer, handle: Handle) -> anyhow::Result<(
         roots,
         namer,
         limits: config.limits,
+        cache: sourcecache::SourceCache::new(config.source_cache_entries),
         records,
         locks: locks::Locks::default(),
         fs_timeout: config.fs_timeout,

@@ -25,6 +25,12 @@ struct MethodLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    kind: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabels {
     kind: String,
     outcome: String,
@@ -39,6 +45,7 @@ pub struct Metrics {
     actions: Family<ActionLabels, Counter>,
     projects: Gauge,
     mutating_calls: Counter,
+    source_cache: Family<CacheLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -79,6 +86,12 @@ impl Metrics {
             "Mutating system calls made under the staging root since start",
             mutating_calls.clone(),
         );
+        let source_cache = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "source_cache_lookups",
+            "Source cache look-ups by kind (xml, listing) and result (hit, miss)",
+            source_cache.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
@@ -86,6 +99,7 @@ impl Metrics {
             actions,
             projects,
             mutating_calls,
+            source_cache,
         }
     }
 
@@ -130,6 +144,22 @@ impl Metrics {
         let counted = self.mutating_calls.get();
         if since_start > counted {
             self.mutating_calls.inc_by(since_start - counted);
+        }
+    }
+
+    /// Brings the source cache counters up to the cache's own counts since start: (hits, misses)
+    /// of parsed XMLs and of directory listings.
+    pub fn source_cache(&self, xml: (u64, u64), listing: (u64, u64)) {
+        for (kind, (hits, misses)) in [("xml", xml), ("listing", listing)] {
+            for (result, total) in [("hit", hits), ("miss", misses)] {
+                let counter = self
+                    .source_cache
+                    .get_or_create(&CacheLabels { kind, result });
+                let counted = counter.get();
+                if total > counted {
+                    counter.inc_by(total - counted);
+                }
+            }
         }
     }
 

@@ -51,18 +51,22 @@ fn probe(
     name: &str,
     ours: impl Fn(&Option<Marker>) -> Result<(), String>,
 ) -> Result<Probe, String> {
-    match fs::lstat_at(parent, name) {
+    // Opened at once (refusing symlinks and non-directories); only a failure is looked at closer.
+    let fd = match fs::open_dir(parent, name) {
+        Ok(fd) => fd,
         Err(Errno::NOENT) => return Ok(Probe::Missing),
-        Err(e) => return Err(format!("{name}: {}", describe(e))),
-        Ok(meta) if meta.kind == FileType::Symlink => {
-            return Ok(Probe::Foreign("is a symbolic link".into()));
-        }
-        Ok(meta) if meta.kind != FileType::Directory => {
-            return Ok(Probe::Foreign("is not a directory".into()));
-        }
-        Ok(_) => {}
-    }
-    let fd = fs::open_dir(parent, name).map_err(|e| format!("{name}: {}", describe(e)))?;
+        Err(open_error) => match fs::lstat_at(parent, name) {
+            Err(Errno::NOENT) => return Ok(Probe::Missing),
+            Err(e) => return Err(format!("{name}: {}", describe(e))),
+            Ok(meta) if meta.kind == FileType::Symlink => {
+                return Ok(Probe::Foreign("is a symbolic link".into()));
+            }
+            Ok(meta) if meta.kind != FileType::Directory => {
+                return Ok(Probe::Foreign("is not a directory".into()));
+            }
+            Ok(_) => return Err(format!("{name}: {}", describe(open_error))),
+        },
+    };
     let marker = fs::read_marker(fd.as_fd()).map_err(|e| format!("{name}: {}", describe(e)))?;
     Ok(match ours(&marker) {
         Ok(()) => Probe::Found(fd, marker),

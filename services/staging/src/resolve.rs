@@ -4,12 +4,16 @@
 //! from the source root's handle one component at a time without following symlinks; when that
 //! fails because the path goes through a symlink or `..` leaves the root lexically, the path is
 //! canonicalised and must then lie under a canonical source root, and is opened the same way from
-//! there. The final component is never followed: a symlinked XML or data file is refused.
+//! there. Where the kernel has `openat2` (Linux 5.6), the component walk is first tried as one
+//! call with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, which refuses exactly what the walk refuses;
+//! any failure falls back to the walk, which then explains it. The final component is never
+//! followed: a symlinked XML or data file is refused.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::FileType;
@@ -19,6 +23,7 @@ use uuid::Uuid;
 use crate::fs::{self, describe};
 use crate::model::{DatasetSpec, Kind, join};
 use crate::names::{self, Namer, Values};
+use crate::sourcecache::{Listing, SourceCache};
 use crate::xml::{self, DataSetDoc, Limits};
 
 /// The configured source roots, canonical and opened.
@@ -71,11 +76,15 @@ impl SourceRoots {
 pub struct SourceDir {
     /// Its canonical path.
     pub path: PathBuf,
-    /// Opened as a path handle.
+    /// Opened as a path handle, or for reading when `listable`.
     pub fd: OwnedFd,
-    /// Its device and listing (names, types, inode numbers), read on first use; `None` when the
-    /// directory cannot be listed (then each file is looked at on its own).
-    listing: OnceLock<Option<(u64, HashMap<String, (FileType, u64)>)>>,
+    /// `fd` was opened for reading and its entries were never read: it is listed as it is,
+    /// without opening the directory again.
+    listable: bool,
+    /// Its device and listing (names, types, inode numbers), read (or taken from the cache) on
+    /// first use; `None` when the directory cannot be listed (then each file is looked at on its
+    /// own).
+    listing: OnceLock<Option<(u64, Arc<Listing>)>>,
 }
 
 impl SourceDir {
@@ -83,23 +92,33 @@ impl SourceDir {
         Self {
             path,
             fd,
+            listable: false,
             listing: OnceLock::new(),
         }
     }
 
     /// What the directory's listing says about `name`: its device, type and inode number, or
     /// `Some(None)` when it is not there; `None` when the listing cannot settle it.
-    fn lookup(&self, name: &str) -> Option<Option<(u64, FileType, u64)>> {
+    fn lookup(&self, cache: &SourceCache, name: &str) -> Option<Option<(u64, FileType, u64)>> {
         let (dev, names) = self
             .listing
             .get_or_init(|| {
-                let dev = fs::fstat(self.fd.as_fd()).ok()?.dev;
-                let fd = fs::reopen_dir(self.fd.as_fd()).ok()?;
-                let items = fs::list_once(fd.as_fd()).ok()?;
-                Some((
-                    dev,
-                    items.into_iter().map(|(n, k, i)| (n, (k, i))).collect(),
-                ))
+                let meta = fs::fstat(self.fd.as_fd()).ok()?;
+                if let Some(listing) = cache.listing(&meta) {
+                    return Some((meta.dev, listing));
+                }
+                let read_at = SystemTime::now();
+                let items = if self.listable {
+                    // Read once, here, under the `OnceLock`: its offset is still 0.
+                    fs::list_once(self.fd.as_fd()).ok()?
+                } else {
+                    let fd = fs::reopen_dir(self.fd.as_fd()).ok()?;
+                    fs::list_once(fd.as_fd()).ok()?
+                };
+                let listing: Arc<Listing> =
+                    Arc::new(items.into_iter().map(|(n, k, i)| (n, (k, i))).collect());
+                cache.keep_listing(&meta, listing.clone(), read_at);
+                Some((meta.dev, listing))
             })
             .as_ref()?;
         match names.get(name) {
@@ -180,16 +199,23 @@ pub struct Resolver<'a> {
     roots: &'a SourceRoots,
     limits: Limits,
     namer: &'a Namer,
+    cache: &'a SourceCache,
     dirs: HashMap<PathBuf, Result<Arc<SourceDir>, String>>,
 }
 
 impl<'a> Resolver<'a> {
-    /// A resolver with an empty cache.
-    pub fn new(roots: &'a SourceRoots, limits: Limits, namer: &'a Namer) -> Self {
+    /// A resolver with an empty cache of opened directories, using the shared cache of what was read.
+    pub fn new(
+        roots: &'a SourceRoots,
+        limits: Limits,
+        namer: &'a Namer,
+        cache: &'a SourceCache,
+    ) -> Self {
         Self {
             roots,
             limits,
             namer,
+            cache,
             dirs: HashMap::new(),
         }
     }
@@ -374,7 +400,7 @@ impl<'a> Resolver<'a> {
         }
         let dir = self.dir(parent)?;
         let path = dir.path.join(name);
-        let (kind, dev, ino, size) = match dir.lookup(name) {
+        let (kind, dev, ino, size) = match dir.lookup(self.cache, name) {
             Some(Some((dev, kind, ino))) => (kind, dev, ino, None),
             Some(None) => return Err(format!("{}: file not found", path.display())),
             None => {
@@ -400,8 +426,9 @@ impl<'a> Resolver<'a> {
         }))
     }
 
-    /// Reads and parses a dataset XML under the source roots; returns its opened directory too.
-    pub fn read_xml(&mut self, path: &Path) -> Result<(Arc<SourceDir>, DataSetDoc), String> {
+    /// Reads and parses a dataset XML under the source roots (or takes the document parsed from the
+    /// unchanged file before); returns its opened directory too.
+    pub fn read_xml(&mut self, path: &Path) -> Result<(Arc<SourceDir>, Arc<DataSetDoc>), String> {
         let shown = path.display();
         if !path.is_absolute() {
             return Err(format!("{shown}: the dataset XML path must be absolute"));
@@ -429,19 +456,33 @@ impl<'a> Resolver<'a> {
                 meta.size, self.limits.max_bytes
             ));
         }
-        let mut text = String::new();
+        if let Some(doc) = self.cache.doc(&meta) {
+            return Ok((dir, doc));
+        }
+        let read_at = SystemTime::now();
+        // Sized from fstat so a whole file arrives in one read (plus the one that sees its end);
+        // `take` still bounds a file that grows while it is read.
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0) + 1);
         std::fs::File::from(fd)
             .take(self.limits.max_bytes + 1)
-            .read_to_string(&mut text)
+            .read_to_end(&mut bytes)
             .map_err(|e| format!("dataset XML {shown}: {e}"))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            format!(
+                "dataset XML {shown}: is not valid UTF-8 (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            )
+        })?;
         if text.len() as u64 > self.limits.max_bytes {
             return Err(format!(
                 "dataset XML {shown}: grew past the limit of {} bytes while being read",
                 self.limits.max_bytes
             ));
         }
-        let doc =
-            xml::parse(&text, &self.limits).map_err(|e| format!("dataset XML {shown}: {e}"))?;
+        let doc = Arc::new(
+            xml::parse(&text, &self.limits).map_err(|e| format!("dataset XML {shown}: {e}"))?,
+        );
+        self.cache.keep_doc(&meta, doc.clone(), read_at);
         Ok((dir, doc))
     }
 
@@ -527,6 +568,9 @@ fn insert_dir(entries: &mut BTreeMap<String, Want>, name: &str) -> Result<(), St
 /// Opens `rest` under the source root without following symlinks. `Ok(None)` when the lexical
 /// path cannot be walked that way (a symlink, or `..` above the root): the caller canonicalises.
 fn walk(root: &Path, root_fd: &OwnedFd, rest: &Path) -> Result<Option<SourceDir>, String> {
+    if let Some(found) = walk_at_once(root, root_fd, rest) {
+        return Ok(Some(found));
+    }
     let mut stack: Vec<(OwnedFd, String)> = Vec::new();
     for component in rest.components() {
         match component {
@@ -574,4 +618,44 @@ fn walk(root: &Path, root_fd: &OwnedFd, rest: &Path) -> Result<Option<SourceDir>
         .map_err(|e| format!("{}: {}", root.display(), describe(e)))?,
     };
     Ok(Some(SourceDir::new(path, fd)))
+}
+
+/// The walk above as one `openat2` that resolves `rest` beneath the root and refuses every
+/// symlink on the way (the kernel applies `..` to the directory reached, as the walk does), opened
+/// for reading so its listing needs no second open. `None` when that call fails for any reason
+/// (no `openat2`, a symlink, `..` above the root, a missing directory, no read permission): the
+/// walk then runs and gives the answer and its message.
+fn walk_at_once(root: &Path, root_fd: &OwnedFd, rest: &Path) -> Option<SourceDir> {
+    let mut names: Vec<&str> = Vec::new();
+    for component in rest.components() {
+        match component {
+            Component::Normal(name) => names.push(name.to_str()?),
+            Component::ParentDir => {
+                names.pop()?;
+            }
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    if names.is_empty() {
+        return None;
+    }
+    let fd = rustix::fs::openat2(
+        root_fd,
+        rest,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+        rustix::fs::ResolveFlags::BENEATH
+            | rustix::fs::ResolveFlags::NO_SYMLINKS
+            | rustix::fs::ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()?;
+    let mut path = root.to_path_buf();
+    path.extend(names);
+    Some(SourceDir {
+        path,
+        fd,
+        listable: true,
+        listing: OnceLock::new(),
+    })
 }

@@ -25,6 +25,7 @@ use crate::names::Namer;
 use crate::records::Records;
 use crate::remove;
 use crate::resolve::SourceRoots;
+use crate::sourcecache::SourceCache;
 use crate::verify;
 use crate::xml::Limits;
 
@@ -35,6 +36,7 @@ pub struct Inner {
     pub(crate) roots: SourceRoots,
     pub(crate) namer: Namer,
     pub(crate) limits: Limits,
+    pub(crate) cache: SourceCache,
     pub(crate) records: Records,
     pub(crate) locks: Locks,
     pub(crate) fs_timeout: Duration,
@@ -47,6 +49,7 @@ impl Inner {
             roots: &self.roots,
             namer: &self.namer,
             limits: self.limits,
+            cache: &self.cache,
         }
     }
 
@@ -215,6 +218,8 @@ impl Handle {
         if let Some(inner) = self.state.get() {
             self.metrics.projects(inner.records.project_count());
             self.metrics.mutating_calls(inner.tree.mutating_calls());
+            self.metrics
+                .source_cache(inner.cache.doc_counts(), inner.cache.listing_counts());
         }
     }
 

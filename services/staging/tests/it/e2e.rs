@@ -287,6 +287,8 @@ fn the_binary_answers_grpcurl() {
         r#"smrtshare_staging_actions_total{kind="link_file",outcome="done"}"#,
         r#"smrtshare_staging_requests_total{method="ApplyProject",code="Ok"} 1"#,
         "smrtshare_staging_projects 1",
+        // The demo XMLs were just written: read and parsed, not taken from the cache.
+        r#"smrtshare_staging_source_cache_lookups_total{kind="xml",result="miss"}"#,
     ] {
         assert!(metrics.contains(line), "{line} missing from\n{metrics}");
     }

@@ -9,6 +9,7 @@ use smrtshare_common::testing::{copy_tree, smrtlink_fixtures};
 use smrtshare_staging::model::DatasetSpec;
 use smrtshare_staging::names::{Namer, Templates};
 use smrtshare_staging::resolve::{Resolver, SourceRoots, Want};
+use smrtshare_staging::sourcecache::SourceCache;
 use smrtshare_staging::xml::Limits;
 
 use crate::harness::*;
@@ -98,7 +99,8 @@ fn the_tomato_run_resolves_into_barcoded_children_and_supplemental_run_data() {
     };
     let roots = SourceRoots::open(&[dir.path().to_path_buf()]).unwrap();
     let namer = Namer::new(Templates::default()).unwrap();
-    let mut resolver = Resolver::new(&roots, Limits::default(), &namer);
+    let cache = SourceCache::default();
+    let mut resolver = Resolver::new(&roots, Limits::default(), &namer, &cache);
 
     let parent = resolver
         .parent(&spec(&records[PARENT]))
@@ -169,7 +171,8 @@ fn the_tomato_run_resolves_into_barcoded_children_and_supplemental_run_data() {
         ..Templates::default()
     })
     .unwrap();
-    let mut resolver = Resolver::new(&roots, Limits::default(), &custom);
+    let cache = SourceCache::default();
+    let mut resolver = Resolver::new(&roots, Limits::default(), &custom, &cache);
     let parent = resolver.parent(&spec(&records[PARENT])).unwrap();
     assert!(
         parent.entries.contains_key("bc1047--bc1047 - Tomato 20"),

@@ -9,4 +9,5 @@ mod fixtures;
 mod grpc;
 mod harness;
 mod hostile;
+mod sourcecache;
 mod tree;
