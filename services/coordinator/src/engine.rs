@@ -25,6 +25,43 @@ pub struct EngineConfig {
     pub poll: Duration,
 }
 
+/// Wakes sleeping task workers, per target: one worker when one task appeared (a change makes
+/// one task per target), every worker when many did. Waking one rather than all keeps a burst of
+/// changes from sending every idle worker to the database for each task.
+#[derive(Clone, Debug, Default)]
+pub struct TaskWake {
+    staging: Arc<Notify>,
+    access: Arc<Notify>,
+}
+
+impl TaskWake {
+    /// A new set of wake-ups.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn of(&self, target: Target) -> &Notify {
+        match target {
+            Target::Staging => &self.staging,
+            Target::Access => &self.access,
+        }
+    }
+
+    /// Wakes one worker of each target (or the next to wait, when none waits now).
+    pub fn one_each(&self) {
+        for target in Target::ALL {
+            self.of(target).notify_one();
+        }
+    }
+
+    /// Wakes every waiting worker of every target.
+    pub fn all(&self) {
+        for target in Target::ALL {
+            self.of(target).notify_waiters();
+        }
+    }
+}
+
 /// Runs tasks.
 #[derive(Clone, Debug)]
 pub struct Engine {
@@ -32,7 +69,7 @@ pub struct Engine {
     peers: Peers,
     config: EngineConfig,
     owner: String,
-    wake: Arc<Notify>,
+    wake: TaskWake,
     metrics: Metrics,
 }
 
@@ -54,7 +91,7 @@ impl Engine {
         peers: Peers,
         config: EngineConfig,
         owner: String,
-        wake: Arc<Notify>,
+        wake: TaskWake,
     ) -> Self {
         Self {
             store,
@@ -177,7 +214,7 @@ impl Engine {
             };
             tokio::select! {
                 () = cancel.cancelled() => break,
-                () = self.wake.notified() => {}
+                () = self.wake.of(target).notified() => {}
                 () = tokio::time::sleep(wait) => {}
             }
         }

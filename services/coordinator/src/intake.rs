@@ -204,7 +204,7 @@ async fn answer(
                             metrics.change_recorded(ChangeReason::Mirror.as_str(), kind.as_str());
                         }
                         tracing::info!(change_id, project_id, kind = %kind, merged, request, "mirrored change recorded");
-                        wake.notify_waiters();
+                        wake.notify_one();
                     }
                     Err(error) => {
                         tracing::error!(%error, project_id, request, "recording a mirrored change failed; resync will repair")

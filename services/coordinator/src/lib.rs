@@ -119,7 +119,7 @@ pub async fn run(
         metrics: metrics_listener,
     } = listeners;
     let metrics = deps.metrics.clone();
-    let wake_tasks = Arc::new(Notify::new());
+    let wake_tasks = engine::TaskWake::new();
     let wake_readers = Arc::new(Notify::new());
     let cancel = CancellationToken::new();
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::TaskWake;
 use crate::model::ChangeKind;
 use crate::naming::DirectoryNamer;
 use crate::source::{ProjectSource, SourceError};
@@ -38,7 +39,7 @@ pub struct Reader {
     config: ReaderConfig,
     owner: String,
     wake_readers: Arc<Notify>,
-    wake_tasks: Arc<Notify>,
+    wake_tasks: TaskWake,
 }
 
 impl std::fmt::Debug for Reader {
@@ -59,7 +60,7 @@ impl Reader {
         config: ReaderConfig,
         owner: String,
         wake_readers: Arc<Notify>,
-        wake_tasks: Arc<Notify>,
+        wake_tasks: TaskWake,
     ) -> Self {
         Self {
             store,
@@ -90,8 +91,11 @@ impl Reader {
         }
         let recorded = self.store.finish_read(&claim, &self.owner, outcome).await?;
         if recorded {
-            self.wake_tasks.notify_waiters();
-            self.wake_readers.notify_waiters();
+            // A read makes at most one task per target (a listing may make more changes, which
+            // readers pick up); one more reader looks for the next settled change, and so on, so
+            // readers join in as long as there is work without all rushing at each change.
+            self.wake_tasks.one_each();
+            self.wake_readers.notify_one();
         } else {
             tracing::warn!(
                 change_id = claim.change_id,

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::engine::TaskWake;
 use futures::StreamExt as _;
 use smrtshare_api::access::v1 as access;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -90,7 +90,7 @@ pub struct Resync {
     namer: DirectoryNamer,
     config: ResyncConfig,
     owner: String,
-    wake_tasks: Arc<Notify>,
+    wake_tasks: TaskWake,
     metrics: Metrics,
 }
 
@@ -115,7 +115,7 @@ impl Resync {
         namer: DirectoryNamer,
         config: ResyncConfig,
         owner: String,
-        wake_tasks: Arc<Notify>,
+        wake_tasks: TaskWake,
     ) -> Self {
         Self {
             store,
@@ -410,7 +410,7 @@ impl Resync {
             report.items.extend(items);
         }
         if !dry_run && !report.items.is_empty() {
-            self.wake_tasks.notify_waiters();
+            self.wake_tasks.all();
         }
         Ok(report)
     }

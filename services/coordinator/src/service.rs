@@ -100,7 +100,7 @@ impl CoordinatorService {
             self.metrics
                 .change_recorded(ChangeReason::Manual.as_str(), kind.as_str());
         }
-        self.wake_readers.notify_waiters();
+        self.wake_readers.notify_one();
         Ok(change_id)
     }
 

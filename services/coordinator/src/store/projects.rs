@@ -204,43 +204,59 @@ fn dataset_row(row: &sqlx::any::AnyRow) -> Result<DatasetTruth> {
 }
 
 impl Store {
-    /// The desired state of a project as the tasks send it, or `None` if it was never read.
+    /// The desired state of a project as the tasks send it, or `None` if it was never read. One
+    /// statement (a task reads it on every attempt): the project row, then its datasets, then its
+    /// members, told apart by `part`.
     pub async fn desired(&self, project_id: i64) -> Result<Option<Desired>> {
-        let Some(row) =
-            sqlx::query("SELECT directory, deleted FROM projects WHERE project_id = $1")
-                .bind(project_id)
-                .fetch_optional(&self.db.pool)
-                .await?
-        else {
-            return Ok(None);
-        };
-        let datasets = sqlx::query(
-            "SELECT uuid, name, path, parent_uuid, num_children FROM project_datasets WHERE project_id = $1 ORDER BY uuid",
+        let rows = sqlx::query(
+            "SELECT CAST(0 AS BIGINT) AS part, directory AS a, '' AS b, '' AS c, '' AS d, deleted AS n
+               FROM projects WHERE project_id = $1
+             UNION ALL
+             SELECT CAST(1 AS BIGINT), uuid, name, path, parent_uuid, num_children
+               FROM project_datasets WHERE project_id = $1
+             UNION ALL
+             SELECT CAST(2 AS BIGINT), login, role, '', '', CAST(0 AS BIGINT)
+               FROM project_members WHERE project_id = $1
+             ORDER BY part, a",
         )
         .bind(project_id)
         .fetch_all(&self.db.pool)
         .await?;
-        let members = sqlx::query(
-            "SELECT login, role FROM project_members WHERE project_id = $1 ORDER BY login",
-        )
-        .bind(project_id)
-        .fetch_all(&self.db.pool)
-        .await?;
+        let mut project: Option<(String, bool)> = None;
+        let mut datasets = Vec::new();
         let mut shared_logins = Vec::new();
-        for m in &members {
-            let member = MemberTruth {
-                login: m.try_get("login")?,
-                role: m.try_get("role")?,
-            };
-            if member.is_shared() {
-                shared_logins.push(member.login);
+        for row in &rows {
+            match row.try_get::<i64, _>("part")? {
+                0 => project = Some((row.try_get("a")?, row.try_get::<i64, _>("n")? == 1)),
+                1 => {
+                    let parent: String = row.try_get("d")?;
+                    datasets.push(DatasetTruth {
+                        uuid: row.try_get("a")?,
+                        name: row.try_get("b")?,
+                        path: row.try_get("c")?,
+                        parent_uuid: (!parent.is_empty()).then_some(parent),
+                        num_children: u32::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0),
+                    });
+                }
+                _ => {
+                    let member = MemberTruth {
+                        login: row.try_get("a")?,
+                        role: row.try_get("b")?,
+                    };
+                    if member.is_shared() {
+                        shared_logins.push(member.login);
+                    }
+                }
             }
         }
+        let Some((directory, deleted)) = project else {
+            return Ok(None);
+        };
         Ok(Some(Desired {
             project_id,
-            deleted: row.try_get::<i64, _>("deleted")? == 1,
-            directory: row.try_get("directory")?,
-            datasets: datasets.iter().map(dataset_row).collect::<Result<_>>()?,
+            deleted,
+            directory,
+            datasets,
             shared_logins,
         }))
     }

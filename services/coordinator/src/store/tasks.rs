@@ -286,7 +286,8 @@ impl Store {
                          WHERE t.target = $1 AND t.pending = 1 AND t.next_run_at <= $2
                            AND NOT EXISTS (SELECT 1 FROM tasks w WHERE w.project_id = t.project_id AND w.target = t.target AND w.state = 'WORKING')
                          ORDER BY t.next_run_at, t.task_id LIMIT 1{skip})
-                     RETURNING task_id, project_id, attempts"
+                     RETURNING task_id, project_id, attempts, finished_at,
+                               CAST(COALESCE((SELECT MAX(ct.change_id) FROM change_tasks ct WHERE ct.task_id = tasks.task_id), 0) AS BIGINT) AS change_id"
                 ))
                 .bind(target.as_str())
                 .bind(now)
@@ -296,13 +297,18 @@ impl Store {
                 .await?;
                 let Some(row) = row else { return Ok(None) };
                 let task_id: i64 = row.try_get("task_id")?;
-                let changes = recompute_statuses(tx, ChangesOf::Task(task_id)).await?;
+                // A task that never ran was READY, and its changes are IN_PROGRESS already (READY
+                // and WORKING count alike). One that ran before failed and waits for its retry:
+                // its changes said FAILED or PARTIAL and are IN_PROGRESS again now.
+                if row.try_get::<i64, _>("finished_at")? > 0 {
+                    recompute_statuses(tx, ChangesOf::Task(task_id)).await?;
+                }
                 Ok(Some(TaskClaim {
                     task_id,
                     project_id: row.try_get("project_id")?,
                     target,
                     attempts: row.try_get("attempts")?,
-                    change_id: changes.iter().copied().max().unwrap_or(0),
+                    change_id: row.try_get("change_id")?,
                 }))
             })
         })

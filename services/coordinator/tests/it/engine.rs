@@ -8,10 +8,9 @@ use std::time::Duration;
 use smrtshare_api::coordinator::v1 as pb;
 use smrtshare_common::db::Backend;
 use smrtshare_coordinator::clock::Clock;
-use smrtshare_coordinator::engine::Engine;
+use smrtshare_coordinator::engine::{Engine, TaskWake};
 use smrtshare_coordinator::model::{ChangeReason, Target};
 use smrtshare_coordinator::store::TaskResult;
-use tokio::sync::Notify;
 
 use crate::both_backends;
 use crate::harness::{
@@ -254,14 +253,14 @@ async fn expired_lease_is_reclaimed_and_the_late_result_discarded(backend: Backe
         peers.peers(),
         config.clone(),
         "worker-a".into(),
-        Arc::new(Notify::new()),
+        TaskWake::new(),
     );
     let b = Engine::new(
         store.clone(),
         peers.peers(),
         config,
         "worker-b".into(),
-        Arc::new(Notify::new()),
+        TaskWake::new(),
     );
 
     let claim_a = a
