@@ -7,20 +7,6 @@ use smrtshare_api::staging::v1 as pb;
 
 use crate::harness::*;
 
-fn dataset_xml(uuid: &str, ids: &[&str]) -> String {
-    let resources: String = ids
-        .iter()
-        .map(|id| format!(r#"<pbbase:ExternalResource MetaType="PacBio.ConsensusReadFile.ConsensusReadBamFile" ResourceId="{id}"/>"#))
-        .collect();
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<pbds:ConsensusReadSet xmlns:pbds="http://pacificbiosciences.com/PacBioDatasets.xsd" xmlns:pbbase="http://pacificbiosciences.com/PacBioBaseDataModel.xsd" xmlns:pbmeta="http://pacificbiosciences.com/PacBioCollectionMetadata.xsd" MetaType="PacBio.DataSet.ConsensusReadSet" Name="hostile" UniqueId="{uuid}">
-  <pbbase:ExternalResources>{resources}</pbbase:ExternalResources>
-  <pbds:DataSetMetadata><pbmeta:Collections><pbmeta:CollectionMetadata Context="m_{uuid}"/></pbmeta:Collections></pbds:DataSetMetadata>
-</pbds:ConsensusReadSet>"#
-    )
-}
-
 struct Case {
     uuid: String,
     xml: PathBuf,

@@ -12,18 +12,11 @@ use smrtshare_staging::resolve::{Resolver, SourceRoots};
 use smrtshare_staging::sourcecache::{RACY, SourceCache};
 use smrtshare_staging::xml::Limits;
 
+const UUID: &str = "00000000-0000-4000-8000-00000000cace";
+
 fn dataset_xml(files: &[&str]) -> String {
-    let resources: String = files
-        .iter()
-        .map(|f| format!(r#"<pbbase:ExternalResource MetaType="PacBio.ConsensusReadFile.ConsensusReadBamFile" ResourceId="../data/{f}"/>"#))
-        .collect();
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<pbds:ConsensusReadSet xmlns:pbds="http://pacificbiosciences.com/PacBioDatasets.xsd" xmlns:pbbase="http://pacificbiosciences.com/PacBioBaseDataModel.xsd" xmlns:pbmeta="http://pacificbiosciences.com/PacBioCollectionMetadata.xsd" MetaType="PacBio.DataSet.ConsensusReadSet" Name="cached" UniqueId="00000000-0000-4000-8000-00000000cace">
-  <pbbase:ExternalResources>{resources}</pbbase:ExternalResources>
-  <pbds:DataSetMetadata><pbmeta:Collections><pbmeta:CollectionMetadata Context="m_cached"/></pbmeta:Collections></pbds:DataSetMetadata>
-</pbds:ConsensusReadSet>"#
-    )
+    let ids: Vec<String> = files.iter().map(|f| format!("../data/{f}")).collect();
+    crate::harness::dataset_xml(UUID, &ids.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// Waits until the file's ctime is older than the racy window.
@@ -63,7 +56,7 @@ fn an_unchanged_xml_is_parsed_once_and_a_rewritten_one_again() {
     let xml = pb_dir.join("cached.consensusreadset.xml");
     std::fs::write(&xml, dataset_xml(&["a.bam", "b.bam"])).unwrap();
     let spec = DatasetSpec {
-        uuid: "00000000-0000-4000-8000-00000000cace".parse().unwrap(),
+        uuid: UUID.parse().unwrap(),
         name: "cached".into(),
         xml_path: xml.clone(),
         parent: None,
