@@ -90,7 +90,7 @@ impl Ids {
     }
 
     /// The next id.
-    pub fn next(&mut self) -> i64 {
+    pub fn take(&mut self) -> i64 {
         let id = self.next;
         self.next += 1;
         id
@@ -165,7 +165,7 @@ pub fn write_barcoded_run(
         parent_resources.push(bam_resource);
         all_files.extend([bam_path.clone(), pbi_path.clone()]);
         children.push(DatasetRecord {
-            id: ids.next(),
+            id: ids.take(),
             uuid: child_uuid,
             name: child_name,
             xml_path: child_xml,
@@ -272,7 +272,7 @@ pub fn write_barcoded_run(
     fs::write(&parent_xml, parent_doc.render())?;
     all_files.extend(supplemental.iter().cloned());
     let parent = DatasetRecord {
-        id: ids.next(),
+        id: ids.take(),
         uuid: parent_uuid,
         name: parent_name,
         xml_path: parent_xml,
@@ -359,7 +359,7 @@ pub fn write_plain_dataset(
     let xml_path = pb.join(format!("{movie}.hifi_reads.consensusreadset.xml"));
     fs::write(&xml_path, doc.render())?;
     Ok(DatasetRecord {
-        id: ids.next(),
+        id: ids.take(),
         uuid,
         name: spec.name.clone(),
         xml_path,
