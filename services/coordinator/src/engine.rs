@@ -2,6 +2,7 @@
 //! and record the outcome under fencing. Several engines (replicas) may share one database.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -10,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::model::{Operation, Target};
 use crate::peers::Peers;
-use crate::store::{Backoff, Store, TaskClaim, TaskResult};
+use crate::store::{Backoff, NextClaim, Store, TaskClaim, TaskResult};
 
 /// Engine settings.
 #[derive(Clone, Debug)]
@@ -71,7 +72,12 @@ pub struct Engine {
     owner: String,
     wake: TaskWake,
     metrics: Metrics,
+    /// When a chained claim last reaped expired leases, per target (store clock, ms).
+    last_reap: Arc<[AtomicI64; 2]>,
 }
+
+/// How often a claim made along with a record also reaps expired leases (ms).
+const REAP_EVERY_MS: i64 = 1000;
 
 /// What one execution did, for tests and logs.
 #[derive(Clone, Debug)]
@@ -100,6 +106,7 @@ impl Engine {
             owner,
             wake,
             metrics: Metrics::new(),
+            last_reap: Arc::new([AtomicI64::new(0), AtomicI64::new(0)]),
         }
     }
 
@@ -157,9 +164,27 @@ impl Engine {
         let Some(claim) = self.claim(target).await? else {
             return Ok(None);
         };
+        Ok(Some(self.run_claimed(claim, false).await?.0))
+    }
+
+    /// Runs and records a claimed task; with `chain`, the record also claims the next due task
+    /// of the same target, in the same transaction, and answers it.
+    async fn run_claimed(
+        &self,
+        claim: TaskClaim,
+        chain: bool,
+    ) -> anyhow::Result<(Execution, Option<TaskClaim>)> {
         let started = std::time::Instant::now();
         let result = self.execute(&claim).await;
-        let recorded = self.record(&claim, result.clone()).await?;
+        let next = chain.then(|| NextClaim {
+            owner: self.owner.clone(),
+            lease_ms: crate::clock::millis(self.config.lease),
+            reap: self.reap_due(claim.target),
+        });
+        let (recorded, next) = self
+            .store
+            .finish_and_claim(&claim, result.clone(), self.config.backoff, next)
+            .await?;
         let took = started.elapsed();
         let outcome = match (&result, recorded) {
             (_, false) => "discarded",
@@ -170,11 +195,29 @@ impl Engine {
         self.metrics
             .task_finished(claim.target.as_str(), outcome, took);
         log_execution(&claim, &result, recorded, took);
-        Ok(Some(Execution {
+        let execution = Execution {
             claim,
             result,
             recorded,
-        }))
+        };
+        Ok((execution, next))
+    }
+
+    /// Whether a claim made along with a record should reap expired leases first: at most once
+    /// a second per target and engine. (A claim on its own checks for them every time; while
+    /// workers go from one task straight to the next, this keeps a dead replica's tasks from
+    /// waiting until the work runs out.)
+    fn reap_due(&self, target: Target) -> bool {
+        let last = match target {
+            Target::Staging => &self.last_reap[0],
+            Target::Access => &self.last_reap[1],
+        };
+        let now = self.store.now();
+        let seen = last.load(Ordering::Relaxed);
+        now - seen >= REAP_EVERY_MS
+            && last
+                .compare_exchange(seen, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Starts the workers; they stop when `cancel` fires (finishing the task in hand).
@@ -192,33 +235,57 @@ impl Engine {
         handles
     }
 
+    /// One worker: claims a task, runs it, and records it together with claiming the next, for
+    /// as long as tasks are due; then sleeps until woken, until the next task is due, or for the
+    /// poll interval. A task claimed along with a record is run even when `cancel` fired
+    /// meanwhile (no claim is left to expire); no new one is claimed once it has.
     async fn worker(&self, target: Target, worker: usize, cancel: CancellationToken) {
         tracing::debug!(%target, worker, "task worker started");
         let mut failures = 0u32;
-        while !cancel.is_cancelled() {
-            match self.run_once(target).await {
-                Ok(Some(_)) => {
+        let mut next: Option<TaskClaim> = None;
+        loop {
+            let claimed = match next.take() {
+                Some(claim) => Ok(Some(claim)),
+                None if cancel.is_cancelled() => break,
+                None => self.claim(target).await,
+            };
+            let ran = match claimed {
+                Ok(Some(claim)) => self
+                    .run_claimed(claim, !cancel.is_cancelled())
+                    .await
+                    .map(|(_, claimed)| next = claimed),
+                Ok(None) => {
                     failures = 0;
+                    let wait = self.idle_wait(target).await;
+                    if self.pause(target, wait, &cancel).await {
+                        break;
+                    }
                     continue;
                 }
-                Ok(None) => failures = 0,
+                Err(error) => Err(error),
+            };
+            match ran {
+                Ok(()) => failures = 0,
                 Err(error) => {
                     failures += 1;
                     tracing::warn!(%target, worker, error = format!("{error:#}"), "claiming or recording a task failed");
+                    let wait = Duration::from_millis(100 * u64::from(failures.min(50)));
+                    if self.pause(target, wait, &cancel).await {
+                        break;
+                    }
                 }
-            }
-            let wait = if failures > 0 {
-                Duration::from_millis(100 * u64::from(failures.min(50)))
-            } else {
-                self.idle_wait(target).await
-            };
-            tokio::select! {
-                () = cancel.cancelled() => break,
-                () = self.wake.of(target).notified() => {}
-                () = tokio::time::sleep(wait) => {}
             }
         }
         tracing::debug!(%target, worker, "task worker stopped");
+    }
+
+    /// Sleeps for `wait` or until woken; true when `cancel` fired.
+    async fn pause(&self, target: Target, wait: Duration, cancel: &CancellationToken) -> bool {
+        tokio::select! {
+            () = cancel.cancelled() => true,
+            () = self.wake.of(target).notified() => false,
+            () = tokio::time::sleep(wait) => false,
+        }
     }
 
     /// Sleep until the next task is due, at most `poll`.

@@ -79,6 +79,17 @@ impl Reader {
         let Some(claim) = self.store.claim_settled_change(&self.owner, lease).await? else {
             return Ok(false);
         };
+        self.read_claimed(claim, false).await?;
+        Ok(true)
+    }
+
+    /// Reads a claimed change and records what was found; with `chain`, the record also claims
+    /// the next settled change, in the same transaction, and answers it.
+    async fn read_claimed(
+        &self,
+        claim: ChangeClaim,
+        chain: bool,
+    ) -> anyhow::Result<Option<ChangeClaim>> {
         let outcome = self.read(&claim).await;
         if let ReadOutcome::Failed { message, .. } = &outcome {
             tracing::warn!(
@@ -89,7 +100,11 @@ impl Reader {
                 "reading SMRT Link failed"
             );
         }
-        let recorded = self.store.finish_read(&claim, &self.owner, outcome).await?;
+        let lease = chain.then(|| crate::clock::millis(self.config.lease));
+        let (recorded, next) = self
+            .store
+            .finish_read_and_claim(&claim, &self.owner, outcome, lease)
+            .await?;
         if recorded {
             // A read makes at most one task per target (a listing may make more changes, which
             // readers pick up); one more reader looks for the next settled change, and so on, so
@@ -102,7 +117,7 @@ impl Reader {
                 "read result discarded: the change was reclaimed by another reader"
             );
         }
-        Ok(true)
+        Ok(next)
     }
 
     async fn read(&self, claim: &ChangeClaim) -> ReadOutcome {
@@ -175,35 +190,55 @@ impl Reader {
             .collect()
     }
 
+    /// One reader: claims a settled change, reads it, and records it together with claiming the
+    /// next, for as long as changes are due; then sleeps until woken, until the next settle
+    /// time, or for the poll interval. A change claimed along with a record is read even when
+    /// `cancel` fired meanwhile; no new one is claimed once it has.
     async fn run(&self, n: usize, cancel: CancellationToken) {
+        let lease = crate::clock::millis(self.config.lease);
         let mut failures = 0u32;
-        while !cancel.is_cancelled() {
-            let wait = match self.read_once().await {
-                Ok(true) => {
+        let mut next: Option<ChangeClaim> = None;
+        loop {
+            let claimed = match next.take() {
+                Some(claim) => Ok(Some(claim)),
+                None if cancel.is_cancelled() => break,
+                None => self
+                    .store
+                    .claim_settled_change(&self.owner, lease)
+                    .await
+                    .map_err(anyhow::Error::from),
+            };
+            let wait = match claimed {
+                Ok(Some(claim)) => match self.read_claimed(claim, !cancel.is_cancelled()).await {
+                    Ok(claimed) => {
+                        failures = 0;
+                        next = claimed;
+                        continue;
+                    }
+                    Err(error) => Err(error),
+                },
+                Ok(None) => {
                     failures = 0;
-                    continue;
-                }
-                Ok(false) => {
-                    failures = 0;
-                    match self.store.next_settle().await {
+                    Ok(match self.store.next_settle().await {
                         Ok(Some(due)) => {
                             let ms =
                                 u64::try_from((due - self.store.now()).max(1)).unwrap_or(u64::MAX);
                             self.config.poll.min(Duration::from_millis(ms))
                         }
                         _ => self.config.poll,
-                    }
+                    })
                 }
-                Err(error) => {
-                    failures += 1;
-                    tracing::warn!(
-                        reader = n,
-                        error = format!("{error:#}"),
-                        "claiming or recording a read failed"
-                    );
-                    Duration::from_millis(100 * u64::from(failures.min(50)))
-                }
+                Err(error) => Err(error),
             };
+            let wait = wait.unwrap_or_else(|error| {
+                failures += 1;
+                tracing::warn!(
+                    reader = n,
+                    error = format!("{error:#}"),
+                    "claiming or recording a read failed"
+                );
+                Duration::from_millis(100 * u64::from(failures.min(50)))
+            });
             tokio::select! {
                 () = cancel.cancelled() => break,
                 () = self.wake_readers.notified() => {}

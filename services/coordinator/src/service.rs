@@ -47,6 +47,8 @@ impl From<Error> for Status {
                 tracing::error!(detail = m, "corrupt row");
                 Status::internal("a stored row could not be read")
             }
+            // The store answers a lost claim as "not recorded"; no RPC writes under a claim.
+            Error::Store(error @ StoreError::Lost) => Status::aborted(error.to_string()),
         }
     }
 }

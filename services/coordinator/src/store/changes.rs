@@ -3,7 +3,7 @@
 
 use sqlx::{Any, Row as _, Transaction};
 
-use super::{Result, Store, StoreError, message, parse_col, tasks};
+use super::{Result, Store, StoreError, message, parse_col, skip_locked, tasks};
 use crate::model::{
     AnalysisJobTruth, ChangeKind, ChangeReason, ChangeStatus, ProjectTruth, ReadState, Target,
 };
@@ -155,6 +155,191 @@ pub(super) async fn insert_change(
     }
 }
 
+/// Takes the oldest change whose settle delay has passed (or whose reader's lease lapsed).
+async fn claim_read_in(
+    tx: &mut Transaction<'_, Any>,
+    owner: &str,
+    now: i64,
+    lease_ms: i64,
+) -> Result<Option<ChangeClaim>> {
+    let skip = skip_locked(tx);
+    // Pick and take the oldest settled change in one statement.
+    let row = sqlx::query(&format!(
+        "UPDATE changes SET read_state = 'READING', read_owner = $2, read_lease_expires_at = $3,
+                read_attempts = read_attempts + 1
+         WHERE change_id = (
+             SELECT c.change_id FROM changes c
+             WHERE (c.read_state = 'SETTLING' AND c.settle_until <= $1)
+                OR (c.read_state = 'READING' AND c.read_lease_expires_at <= $1)
+             ORDER BY c.settle_until, c.change_id LIMIT 1{skip})
+         RETURNING change_id, project_id, kind, reason, read_attempts"
+    ))
+    .bind(now)
+    .bind(owner)
+    .bind(now + lease_ms)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(ChangeClaim {
+        change_id: row.try_get("change_id")?,
+        project_id: row.try_get("project_id")?,
+        kind: parse_col(&row, "kind", ChangeKind::parse)?,
+        reason: parse_col(&row, "reason", ChangeReason::parse)?,
+        read_attempts: row.try_get("read_attempts")?,
+    }))
+}
+
+/// Records what a reader found. The statement that marks the change read comes last and is
+/// fenced on the reader's owner and attempt: when the claim was lost it changes nothing, and
+/// `StoreError::Lost` rolls back everything before it.
+async fn finish_read_in(
+    tx: &mut Transaction<'_, Any>,
+    claim: &ChangeClaim,
+    owner: &str,
+    outcome: ReadOutcome,
+    now: i64,
+) -> Result<()> {
+    // Tasks are linked to a change only here, so until now the change has none: its status
+    // follows from the read alone, or is IN_PROGRESS when this read made or joined tasks (they
+    // are READY: a pending task is READY or waits for its retry, and the latter is superseded
+    // by a READY one). It need not be recomputed from the tables.
+    let (read_state, text, made_tasks) = match outcome {
+        ReadOutcome::Project {
+            truth: Some(truth),
+            directory,
+        } => {
+            let effects = super::projects::store_truth(tx, &truth, &directory, now).await?;
+            for other in &effects {
+                let effect = NewChange {
+                    project_id: *other,
+                    reason: ChangeReason::Effect,
+                    kind: ChangeKind::ProjectChanged,
+                    request: String::new(),
+                    caused_by: claim.change_id,
+                    settle_until: now,
+                };
+                insert_change(tx, &effect, now).await?;
+            }
+            tasks::ensure_tasks(tx, truth.id, &Target::ALL, claim.change_id, now).await?;
+            let shared = truth.members.iter().filter(|m| m.is_shared()).count();
+            let mut text = format!(
+                "read project {} {:?}: {} datasets, {} members ({} shared); directory {:?}",
+                truth.id,
+                truth.name,
+                truth.datasets.len(),
+                truth.members.len(),
+                shared,
+                directory
+            );
+            if !effects.is_empty() {
+                text.push_str(&format!(
+                    "; took datasets from projects {effects:?}, which are re-read"
+                ));
+            }
+            (ReadState::Read, text, true)
+        }
+        ReadOutcome::Project { truth: None, .. } => {
+            super::projects::mark_deleted(tx, claim.project_id, now).await?;
+            tasks::ensure_tasks(tx, claim.project_id, &Target::ALL, claim.change_id, now).await?;
+            let text = format!(
+                "project {} is gone from SMRT Link: removing it from staging and access",
+                claim.project_id
+            );
+            (ReadState::Read, text, true)
+        }
+        ReadOutcome::Discovered { new_ids, listed } => {
+            for id in &new_ids {
+                let found = NewChange {
+                    project_id: *id,
+                    reason: ChangeReason::Effect,
+                    kind: ChangeKind::ProjectChanged,
+                    request: String::new(),
+                    caused_by: claim.change_id,
+                    settle_until: now,
+                };
+                insert_change(tx, &found, now).await?;
+            }
+            let text = if new_ids.is_empty() {
+                format!("SMRT Link lists {listed} projects; none is new")
+            } else {
+                format!("SMRT Link lists {listed} projects; new: {new_ids:?}")
+            };
+            (ReadState::Read, text, false)
+        }
+        ReadOutcome::Jobs { jobs } => {
+            let (new, projects) = super::projects::store_jobs(tx, &jobs, now).await?;
+            let text = format!(
+                "SMRT Link lists {} analysis jobs; {} new (projects {:?}); analysis outputs are recorded, not staged",
+                jobs.len(),
+                new,
+                projects
+            );
+            (ReadState::Read, text, false)
+        }
+        ReadOutcome::Failed {
+            message: why,
+            retry_at: Some(at),
+        } => {
+            let requeued = sqlx::query(
+                "UPDATE changes SET read_state = 'SETTLING', settle_until = $1, message = $2, read_owner = ''
+                 WHERE change_id = $3 AND read_state = 'READING' AND read_owner = $6 AND read_attempts = $7
+                   AND NOT EXISTS (SELECT 1 FROM changes o WHERE o.project_id = $4 AND o.kind = $5 AND o.read_state = 'SETTLING')",
+            )
+            .bind(at)
+            .bind(message(&format!(
+                "reading SMRT Link failed (attempt {}): {why}; retrying",
+                claim.read_attempts
+            )))
+            .bind(claim.change_id)
+            .bind(claim.project_id)
+            .bind(claim.kind.as_str())
+            .bind(owner)
+            .bind(claim.read_attempts)
+            .execute(&mut **tx)
+            .await?;
+            if requeued.rows_affected() == 1 {
+                return Ok(());
+            }
+            // A newer change of the project settles and reads it again, or the claim was lost
+            // (the fenced statement below tells).
+            let text = format!(
+                "reading SMRT Link failed: {why}; a newer change of the project reads it again"
+            );
+            (ReadState::Failed, text, false)
+        }
+        ReadOutcome::Failed {
+            message: why,
+            retry_at: None,
+        } => (
+            ReadState::Failed,
+            format!("reading SMRT Link failed: {why}"),
+            false,
+        ),
+    };
+    let status = if made_tasks {
+        ChangeStatus::InProgress
+    } else {
+        change_status(read_state, &[])
+    };
+    let marked = sqlx::query(
+        "UPDATE changes SET read_state = $1, read_at = $2, message = $3, read_owner = '', status = $4
+         WHERE change_id = $5 AND read_state = 'READING' AND read_owner = $6 AND read_attempts = $7",
+    )
+    .bind(read_state.as_str())
+    .bind(now)
+    .bind(message(&text))
+    .bind(status.as_str())
+    .bind(claim.change_id)
+    .bind(owner)
+    .bind(claim.read_attempts)
+    .execute(&mut **tx)
+    .await?;
+    if marked.rows_affected() == 0 {
+        return Err(StoreError::Lost);
+    }
+    Ok(())
+}
+
 impl Store {
     /// Records a change (or merges it into the settling change of the same project and kind).
     /// Returns `(change_id, merged)`.
@@ -186,6 +371,7 @@ impl Store {
         let now = self.now();
         // A read outside any transaction first: when nothing is due the transaction below would
         // find nothing, so it is not begun (on SQLite it would take the write lock for nothing).
+        let mut conn = self.kept().await?;
         let due = sqlx::query(
             "SELECT change_id FROM changes WHERE read_state = 'SETTLING' AND settle_until <= $1
              UNION ALL
@@ -193,41 +379,16 @@ impl Store {
              LIMIT 1",
         )
         .bind(now)
-        .fetch_optional(&self.db.pool)
+        .fetch_optional(&mut **conn)
         .await?;
+        conn.keep();
         if due.is_none() {
             return Ok(None);
         }
         let owner = owner.to_owned();
-        let skip = self.skip_locked();
         self.write(|tx| {
             let owner = owner.clone();
-            Box::pin(async move {
-                // Pick and take the oldest settled change in one statement.
-                let row = sqlx::query(&format!(
-                    "UPDATE changes SET read_state = 'READING', read_owner = $2, read_lease_expires_at = $3,
-                            read_attempts = read_attempts + 1
-                     WHERE change_id = (
-                         SELECT c.change_id FROM changes c
-                         WHERE (c.read_state = 'SETTLING' AND c.settle_until <= $1)
-                            OR (c.read_state = 'READING' AND c.read_lease_expires_at <= $1)
-                         ORDER BY c.settle_until, c.change_id LIMIT 1{skip})
-                     RETURNING change_id, project_id, kind, reason, read_attempts"
-                ))
-                .bind(now)
-                .bind(&owner)
-                .bind(now + lease_ms)
-                .fetch_optional(&mut **tx)
-                .await?;
-                let Some(row) = row else { return Ok(None) };
-                Ok(Some(ChangeClaim {
-                    change_id: row.try_get("change_id")?,
-                    project_id: row.try_get("project_id")?,
-                    kind: parse_col(&row, "kind", ChangeKind::parse)?,
-                    reason: parse_col(&row, "reason", ChangeReason::parse)?,
-                    read_attempts: row.try_get("read_attempts")?,
-                }))
-            })
+            Box::pin(async move { claim_read_in(tx, &owner, now, lease_ms).await })
         })
         .await
     }
@@ -241,138 +402,52 @@ impl Store {
         owner: &str,
         outcome: ReadOutcome,
     ) -> Result<bool> {
+        Ok(self
+            .finish_read_and_claim(claim, owner, outcome, None)
+            .await?
+            .0)
+    }
+
+    /// Records what the reader found as [`Store::finish_read`] does and, with `next_lease_ms`,
+    /// claims the next settled change for the same owner in the same transaction (as
+    /// [`Store::claim_settled_change`] would).
+    pub async fn finish_read_and_claim(
+        &self,
+        claim: &ChangeClaim,
+        owner: &str,
+        outcome: ReadOutcome,
+        next_lease_ms: Option<i64>,
+    ) -> Result<(bool, Option<ChangeClaim>)> {
         let now = self.now();
         let owner = owner.to_owned();
-        let claim = claim.clone();
-        self.write(|tx| {
-            let owner = owner.clone();
-            let claim = claim.clone();
-            let outcome = outcome.clone();
-            Box::pin(async move {
-                let held = sqlx::query(
-                    "SELECT change_id FROM changes WHERE change_id = $1 AND read_state = 'READING' AND read_owner = $2 AND read_attempts = $3",
-                )
-                .bind(claim.change_id)
-                .bind(&owner)
-                .bind(claim.read_attempts)
-                .fetch_optional(&mut **tx)
-                .await?;
-                if held.is_none() {
-                    return Ok(false);
-                }
-                let (read_state, text) = match outcome {
-                    ReadOutcome::Project { truth: Some(truth), directory } => {
-                        let effects = super::projects::store_truth(tx, &truth, &directory, now).await?;
-                        for other in &effects {
-                            let effect = NewChange {
-                                project_id: *other,
-                                reason: ChangeReason::Effect,
-                                kind: ChangeKind::ProjectChanged,
-                                request: String::new(),
-                                caused_by: claim.change_id,
-                                settle_until: now,
-                            };
-                            insert_change(tx, &effect, now).await?;
-                        }
-                        for target in Target::ALL {
-                            tasks::ensure_task(tx, truth.id, target, claim.change_id, now).await?;
-                        }
-                        let shared = truth.members.iter().filter(|m| m.is_shared()).count();
-                        let mut text = format!(
-                            "read project {} {:?}: {} datasets, {} members ({} shared); directory {:?}",
-                            truth.id,
-                            truth.name,
-                            truth.datasets.len(),
-                            truth.members.len(),
-                            shared,
-                            directory
-                        );
-                        if !effects.is_empty() {
-                            text.push_str(&format!("; took datasets from projects {effects:?}, which are re-read"));
-                        }
-                        (ReadState::Read, text)
+        let written = self
+            .write(|tx| {
+                let (claim, owner, outcome) = (claim.clone(), owner.clone(), outcome.clone());
+                Box::pin(async move {
+                    finish_read_in(tx, &claim, &owner, outcome, now).await?;
+                    match next_lease_ms {
+                        Some(lease_ms) => claim_read_in(tx, &owner, now, lease_ms).await,
+                        None => Ok(None),
                     }
-                    ReadOutcome::Project { truth: None, .. } => {
-                        super::projects::mark_deleted(tx, claim.project_id, now).await?;
-                        for target in Target::ALL {
-                            tasks::ensure_task(tx, claim.project_id, target, claim.change_id, now).await?;
-                        }
-                        (ReadState::Read, format!("project {} is gone from SMRT Link: removing it from staging and access", claim.project_id))
-                    }
-                    ReadOutcome::Discovered { new_ids, listed } => {
-                        for id in &new_ids {
-                            let found = NewChange {
-                                project_id: *id,
-                                reason: ChangeReason::Effect,
-                                kind: ChangeKind::ProjectChanged,
-                                request: String::new(),
-                                caused_by: claim.change_id,
-                                settle_until: now,
-                            };
-                            insert_change(tx, &found, now).await?;
-                        }
-                        let text = if new_ids.is_empty() {
-                            format!("SMRT Link lists {listed} projects; none is new")
-                        } else {
-                            format!("SMRT Link lists {listed} projects; new: {new_ids:?}")
-                        };
-                        (ReadState::Read, text)
-                    }
-                    ReadOutcome::Jobs { jobs } => {
-                        let (new, projects) = super::projects::store_jobs(tx, &jobs, now).await?;
-                        (
-                            ReadState::Read,
-                            format!(
-                                "SMRT Link lists {} analysis jobs; {} new (projects {:?}); analysis outputs are recorded, not staged",
-                                jobs.len(),
-                                new,
-                                projects
-                            ),
-                        )
-                    }
-                    ReadOutcome::Failed { message: why, retry_at: Some(at) } => {
-                        let requeued = sqlx::query(
-                            "UPDATE changes SET read_state = 'SETTLING', settle_until = $1, message = $2, read_owner = ''
-                             WHERE change_id = $3
-                               AND NOT EXISTS (SELECT 1 FROM changes o WHERE o.project_id = $4 AND o.kind = $5 AND o.read_state = 'SETTLING')",
-                        )
-                        .bind(at)
-                        .bind(message(&format!("reading SMRT Link failed (attempt {}): {why}; retrying", claim.read_attempts)))
-                        .bind(claim.change_id)
-                        .bind(claim.project_id)
-                        .bind(claim.kind.as_str())
-                        .execute(&mut **tx)
-                        .await?;
-                        if requeued.rows_affected() == 1 {
-                            return Ok(true);
-                        }
-                        (ReadState::Failed, format!("reading SMRT Link failed: {why}; a newer change of the project reads it again"))
-                    }
-                    ReadOutcome::Failed { message: why, retry_at: None } => {
-                        (ReadState::Failed, format!("reading SMRT Link failed: {why}"))
-                    }
-                };
-                sqlx::query("UPDATE changes SET read_state = $1, read_at = $2, message = $3, read_owner = '' WHERE change_id = $4")
-                    .bind(read_state.as_str())
-                    .bind(now)
-                    .bind(message(&text))
-                    .bind(claim.change_id)
-                    .execute(&mut **tx)
-                    .await?;
-                recompute_statuses(tx, ChangesOf::Change(claim.change_id)).await?;
-                Ok(true)
+                })
             })
-        })
-        .await
+            .await;
+        match written {
+            Ok(next) => Ok((true, next)),
+            Err(StoreError::Lost) => Ok((false, None)),
+            Err(error) => Err(error),
+        }
     }
 
     /// The earliest time a settling change may be read, if any change is settling.
     pub async fn next_settle(&self) -> Result<Option<i64>> {
+        let mut conn = self.kept().await?;
         let row = sqlx::query(
             "SELECT MIN(settle_until) AS due FROM changes WHERE read_state = 'SETTLING'",
         )
-        .fetch_one(&self.db.pool)
+        .fetch_one(&mut **conn)
         .await?;
+        conn.keep();
         Ok(row.try_get::<Option<i64>, _>("due")?)
     }
 
@@ -403,9 +478,7 @@ impl Store {
                 .fetch_one(&mut **tx)
                 .await?;
                 let change_id: i64 = row.try_get("change_id")?;
-                for target in targets {
-                    tasks::ensure_task(tx, project_id, target, change_id, now).await?;
-                }
+                tasks::ensure_tasks(tx, project_id, &targets, change_id, now).await?;
                 recompute_statuses(tx, ChangesOf::Change(change_id)).await?;
                 Ok(change_id)
             })
@@ -444,17 +517,35 @@ impl Store {
         before: i64,
         limit: i64,
     ) -> Result<Vec<ChangeRow>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {CHANGE_COLUMNS} FROM changes
-             WHERE ($1 = 0 OR project_id = $1) AND ($2 = '' OR status = $2) AND ($3 = 0 OR change_id < $3)
-             ORDER BY change_id DESC LIMIT $4"
-        ))
-        .bind(project_id)
-        .bind(status.map(ChangeStatus::as_str).unwrap_or(""))
-        .bind(before)
-        .bind(limit)
-        .fetch_all(&self.db.pool)
-        .await?;
+        // Only the filters in use go into the statement, so each query can use its index
+        // (changes_project, changes_status, the primary key) instead of scanning the history.
+        let mut filters = Vec::new();
+        if project_id != 0 {
+            filters.push("project_id = $1");
+        }
+        if status.is_some() {
+            filters.push("status = $2");
+        }
+        if before != 0 {
+            filters.push("change_id < $3");
+        }
+        let filter = if filters.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", filters.join(" AND "))
+        };
+        // Unused arguments are bound all the same: placeholders are numbered, and the query text
+        // names only those it needs. The limit is always there.
+        let sql = format!(
+            "SELECT {CHANGE_COLUMNS} FROM changes {filter} ORDER BY change_id DESC LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(project_id)
+            .bind(status.map(ChangeStatus::as_str).unwrap_or(""))
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+            .await?;
         rows.iter().map(change_row).collect()
     }
 }

@@ -8,7 +8,7 @@ mod tasks;
 
 pub use changes::{ChangeClaim, ChangeRow, NewChange, ReadOutcome};
 pub use projects::{ProjectRow, TargetStatusRow};
-pub use tasks::{Backoff, TaskClaim, TaskResult, TaskRow};
+pub use tasks::{Backoff, NextClaim, TaskClaim, TaskResult, TaskRow};
 
 use smrtshare_common::db::{Backend, Database};
 use sqlx::any::AnyRow;
@@ -26,6 +26,10 @@ pub enum StoreError {
     /// A row held something the code cannot read (a bug or a hand edit).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A fenced write found its claim taken by another worker; the transaction was rolled back.
+    /// The store's callers answer this as "not recorded"; it never reaches theirs.
+    #[error("the claim was lost to another worker")]
+    Lost,
 }
 
 /// Result of store operations.
@@ -48,6 +52,50 @@ pub struct Store {
     /// The mutex keeps the writers' connection: one writer at a time needs only one, and keeping
     /// it spares each write transaction the pool's acquire (and its liveness check).
     write_lock: Option<std::sync::Arc<tokio::sync::Mutex<Option<PoolConnection<Any>>>>>,
+    /// Connections kept out of the pool between uses by the workers' and readers' hot path (see
+    /// [`Store::kept`]), and the permits that bound how many are out at once.
+    kept: std::sync::Arc<std::sync::Mutex<Vec<PoolConnection<Any>>>>,
+    kept_permits: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// A connection from [`Store::kept`]. [`Kept::keep`] puts it back for the next use; dropped
+/// without that (a statement failed), it goes back to the pool, whose check on return closes it
+/// if it is broken.
+struct Kept<'s> {
+    conn: Option<PoolConnection<Any>>,
+    store: &'s Store,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Kept<'_> {
+    /// Keeps the connection for the next use.
+    fn keep(mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut kept = self
+                .store
+                .kept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            kept.push(conn);
+        }
+    }
+}
+
+impl std::ops::Deref for Kept<'_> {
+    type Target = PoolConnection<Any>;
+    fn deref(&self) -> &Self::Target {
+        self.conn
+            .as_ref()
+            .expect("a kept connection is present until kept or dropped")
+    }
+}
+
+impl std::ops::DerefMut for Kept<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.conn
+            .as_mut()
+            .expect("a kept connection is present until kept or dropped")
+    }
 }
 
 pub(crate) static SQLITE_MIGRATIONS: sqlx::migrate::Migrator =
@@ -67,10 +115,17 @@ impl Store {
         .await?;
         let write_lock = (db.backend == Backend::Sqlite)
             .then(|| std::sync::Arc::new(tokio::sync::Mutex::new(None)));
+        // Keep all but two connections at most (SQLite's writer holds one more), so the API and
+        // resync always find one in the pool.
+        let keep = usize::try_from(max_connections.saturating_sub(2))
+            .unwrap_or(0)
+            .max(1);
         Ok(Self {
             db,
             clock,
             write_lock,
+            kept: std::sync::Arc::default(),
+            kept_permits: std::sync::Arc::new(tokio::sync::Semaphore::new(keep)),
         })
     }
 
@@ -89,13 +144,40 @@ impl Store {
         self.clock.now()
     }
 
-    /// `FOR UPDATE SKIP LOCKED` on PostgreSQL; nothing on SQLite, where `BEGIN IMMEDIATE`
-    /// already serialises writers.
-    fn skip_locked(&self) -> &'static str {
-        match self.db.backend {
-            Backend::Sqlite => "",
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        }
+    /// A connection for the workers' and readers' hot path: one kept from an earlier use, or a
+    /// new one from the pool; [`Kept::keep`] keeps it again. At most all but two of the pool's
+    /// connections are out this way at once.
+    ///
+    /// sqlx's pool pings every connection returned to it before another task may take it (a
+    /// round trip, in a task of its own); while workers and readers go from one task to the
+    /// next, that doubled their trips to the database and made them queue for connections.
+    /// A kept connection is not returned, so not pinged: it is kept only after it served a
+    /// statement without a connection-level error (a transaction a cancelled future left open
+    /// is rolled back by sqlx before the connection's next use).
+    async fn kept(&self) -> Result<Kept<'_>> {
+        // A permit first: at most that many connections are out of the pool this way, so a
+        // caller waits for one to be kept again rather than for the pool, which would not hear
+        // of it.
+        let permit = self
+            .kept_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+        let conn = self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let conn = match conn {
+            Some(conn) => conn,
+            None => self.db.pool.acquire().await?,
+        };
+        Ok(Kept {
+            conn: Some(conn),
+            store: self,
+            _permit: permit,
+        })
     }
 
     /// SQLite: waits for this process's turn to write (see `write_lock`); `None` on PostgreSQL.
@@ -140,9 +222,18 @@ impl Store {
                     }
                     outcome
                 }
-                None => match self.db.pool.begin().await {
-                    Ok(tx) => run(tx, &mut body).await,
-                    Err(error) => Err(error.into()),
+                None => match self.kept().await {
+                    Ok(mut conn) => {
+                        let outcome = match conn.begin().await {
+                            Ok(tx) => run(tx, &mut body).await,
+                            Err(error) => Err(error.into()),
+                        };
+                        if !matches!(&outcome, Err(StoreError::Database(error)) if broken(error)) {
+                            conn.keep();
+                        }
+                        outcome
+                    }
+                    Err(error) => Err(error),
                 },
             };
             match outcome {
@@ -192,6 +283,16 @@ fn retryable(error: &sqlx::Error) -> bool {
             matches!(db.code().as_deref(), Some("23505" | "2067" | "1555"))
         }
         _ => false,
+    }
+}
+
+/// `FOR UPDATE SKIP LOCKED` on PostgreSQL; nothing on SQLite, where `BEGIN IMMEDIATE` already
+/// serialises writers.
+fn skip_locked(tx: &Transaction<'_, Any>) -> &'static str {
+    if tx.backend_name() == "PostgreSQL" {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
     }
 }
 

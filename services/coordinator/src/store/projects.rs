@@ -1,6 +1,6 @@
 //! Renewable copies of SMRT Link's projects, members, datasets and analysis jobs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::{Any, Row as _, Transaction};
 
@@ -49,9 +49,16 @@ pub struct TargetStatusRow {
     pub finished_at: i64,
 }
 
+/// Rows per multi-row statement when writing members and datasets (well under both databases'
+/// limits on bound values).
+const ROWS_PER_STATEMENT: usize = 200;
+
 /// Stores what SMRT Link said about a project. Datasets it now holds are taken from any other
 /// project that had them (a dataset belongs to one project at a time); the ids of those projects
 /// are returned so the caller can record effect changes for them.
+///
+/// Members and datasets are compared with what is stored and only the differences written: a
+/// project read again with nothing changed but its name costs two statements.
 pub(super) async fn store_truth(
     tx: &mut Transaction<'_, Any>,
     truth: &ProjectTruth,
@@ -71,63 +78,208 @@ pub(super) async fn store_truth(
     .execute(&mut **tx)
     .await?;
 
-    let mut effects = BTreeSet::new();
-    for dataset in &truth.datasets {
-        let holders = sqlx::query(
-            "SELECT project_id FROM project_datasets WHERE uuid = $1 AND project_id <> $2",
-        )
-        .bind(&dataset.uuid)
-        .bind(truth.id)
-        .fetch_all(&mut **tx)
-        .await?;
-        for holder in holders {
-            let other: i64 = holder.try_get("project_id")?;
-            sqlx::query("DELETE FROM project_datasets WHERE project_id = $1 AND uuid = $2")
-                .bind(other)
-                .bind(&dataset.uuid)
-                .execute(&mut **tx)
-                .await?;
-            if other != 1 {
-                effects.insert(other);
+    // SMRT Link's lists, one entry per key (the last wins, as row-by-row upserts would have it).
+    let members: BTreeMap<&str, &MemberTruth> = truth
+        .members
+        .iter()
+        .map(|m| (m.login.as_str(), m))
+        .collect();
+    let datasets: BTreeMap<&str, &DatasetTruth> = truth
+        .datasets
+        .iter()
+        .map(|d| (d.uuid.as_str(), d))
+        .collect();
+    let uuids: Vec<&str> = datasets.keys().copied().collect();
+    let mut chunks = uuids.chunks(ROWS_PER_STATEMENT);
+
+    // What is stored, and which other projects hold the first chunk of the datasets, in one
+    // statement; further chunks (projects of hundreds of datasets) are asked after it.
+    let first = chunks.next().unwrap_or(&[]);
+    let mut sql = String::from(
+        "SELECT CAST(1 AS BIGINT) AS part, CAST(0 AS BIGINT) AS holder, login AS a, role AS b, '' AS c, '' AS d, CAST(0 AS BIGINT) AS n
+           FROM project_members WHERE project_id = $1
+         UNION ALL
+         SELECT CAST(2 AS BIGINT), CAST(0 AS BIGINT), uuid, name, path, parent_uuid, num_children
+           FROM project_datasets WHERE project_id = $1",
+    );
+    if !first.is_empty() {
+        sql.push_str(&format!(
+            " UNION ALL SELECT CAST(3 AS BIGINT), project_id, uuid, '', '', '', CAST(0 AS BIGINT)
+                FROM project_datasets WHERE project_id <> $1 AND uuid IN ({})",
+            placeholders(2, first.len())
+        ));
+    }
+    let mut query = sqlx::query(&sql).bind(truth.id);
+    for uuid in first {
+        query = query.bind(*uuid);
+    }
+    let rows = query.fetch_all(&mut **tx).await?;
+    let mut stored_members = BTreeMap::new();
+    let mut stored_datasets = BTreeMap::new();
+    let mut held: Vec<(i64, String)> = Vec::new();
+    for row in &rows {
+        let a: String = row.try_get("a")?;
+        match row.try_get::<i64, _>("part")? {
+            1 => {
+                stored_members.insert(a, row.try_get::<String, _>("b")?);
             }
+            2 => {
+                let parent: String = row.try_get("d")?;
+                stored_datasets.insert(
+                    a.clone(),
+                    DatasetTruth {
+                        uuid: a,
+                        name: row.try_get("b")?,
+                        path: row.try_get("c")?,
+                        parent_uuid: (!parent.is_empty()).then_some(parent),
+                        num_children: u32::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0),
+                    },
+                );
+            }
+            _ => held.push((row.try_get("holder")?, a)),
+        }
+    }
+    for chunk in chunks {
+        let sql = format!(
+            "SELECT project_id, uuid FROM project_datasets WHERE project_id <> $1 AND uuid IN ({})",
+            placeholders(2, chunk.len())
+        );
+        let mut query = sqlx::query(&sql).bind(truth.id);
+        for uuid in chunk {
+            query = query.bind(*uuid);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            held.push((row.try_get("project_id")?, row.try_get("uuid")?));
         }
     }
 
-    sqlx::query("DELETE FROM project_members WHERE project_id = $1")
-        .bind(truth.id)
-        .execute(&mut **tx)
-        .await?;
-    for member in &truth.members {
-        sqlx::query(
-            "INSERT INTO project_members (project_id, login, role) VALUES ($1, $2, $3)
-             ON CONFLICT (project_id, login) DO UPDATE SET role = excluded.role",
-        )
-        .bind(truth.id)
-        .bind(&member.login)
-        .bind(&member.role)
-        .execute(&mut **tx)
-        .await?;
+    // Datasets taken from other projects.
+    let mut effects = BTreeSet::new();
+    let taken: Vec<&str> = held
+        .iter()
+        .map(|(_, uuid)| uuid.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for chunk in taken.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "DELETE FROM project_datasets WHERE project_id <> $1 AND uuid IN ({})",
+            placeholders(2, chunk.len())
+        );
+        let mut query = sqlx::query(&sql).bind(truth.id);
+        for uuid in chunk {
+            query = query.bind(*uuid);
+        }
+        query.execute(&mut **tx).await?;
     }
-    sqlx::query("DELETE FROM project_datasets WHERE project_id = $1")
-        .bind(truth.id)
-        .execute(&mut **tx)
-        .await?;
-    for d in &truth.datasets {
-        sqlx::query(
-            "INSERT INTO project_datasets (project_id, uuid, name, path, parent_uuid, num_children) VALUES ($1, $2, $3, $4, $5, $6)
+    effects.extend(
+        held.iter()
+            .map(|(other, _)| *other)
+            .filter(|other| *other != 1),
+    );
+
+    // Members.
+    let gone: Vec<&str> = stored_members
+        .keys()
+        .map(String::as_str)
+        .filter(|login| !members.contains_key(login))
+        .collect();
+    delete_keys(
+        tx,
+        "DELETE FROM project_members WHERE project_id = $1 AND login IN",
+        truth.id,
+        &gone,
+    )
+    .await?;
+    let changed: Vec<&MemberTruth> = members
+        .values()
+        .copied()
+        .filter(|m| stored_members.get(&m.login) != Some(&m.role))
+        .collect();
+    for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO project_members (project_id, login, role) VALUES {}
+             ON CONFLICT (project_id, login) DO UPDATE SET role = excluded.role",
+            rows_of(chunk.len(), 2)
+        );
+        let mut query = sqlx::query(&sql).bind(truth.id);
+        for m in chunk {
+            query = query.bind(&m.login).bind(&m.role);
+        }
+        query.execute(&mut **tx).await?;
+    }
+
+    // Datasets.
+    let gone: Vec<&str> = stored_datasets
+        .keys()
+        .map(String::as_str)
+        .filter(|uuid| !datasets.contains_key(uuid))
+        .collect();
+    delete_keys(
+        tx,
+        "DELETE FROM project_datasets WHERE project_id = $1 AND uuid IN",
+        truth.id,
+        &gone,
+    )
+    .await?;
+    let changed: Vec<&DatasetTruth> = datasets
+        .values()
+        .copied()
+        .filter(|d| stored_datasets.get(&d.uuid) != Some(*d))
+        .collect();
+    for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO project_datasets (project_id, uuid, name, path, parent_uuid, num_children) VALUES {}
              ON CONFLICT (project_id, uuid) DO UPDATE SET name = excluded.name, path = excluded.path,
                  parent_uuid = excluded.parent_uuid, num_children = excluded.num_children",
-        )
-        .bind(truth.id)
-        .bind(&d.uuid)
-        .bind(&d.name)
-        .bind(&d.path)
-        .bind(d.parent_uuid.clone().unwrap_or_default())
-        .bind(i64::from(d.num_children))
-        .execute(&mut **tx)
-        .await?;
+            rows_of(chunk.len(), 5)
+        );
+        let mut query = sqlx::query(&sql).bind(truth.id);
+        for d in chunk {
+            query = query
+                .bind(&d.uuid)
+                .bind(&d.name)
+                .bind(&d.path)
+                .bind(d.parent_uuid.clone().unwrap_or_default())
+                .bind(i64::from(d.num_children));
+        }
+        query.execute(&mut **tx).await?;
     }
     Ok(effects.into_iter().collect())
+}
+
+/// `$from, $from+1, ...`: `n` placeholders.
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `($1, $2, $3), ($1, $4, $5), ...`: `rows` rows of the project id (`$1`) and `width` values.
+fn rows_of(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| format!("($1, {})", placeholders(2 + r * width, width)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Runs `{delete} (keys...)` for the project, in chunks; nothing when `keys` is empty.
+async fn delete_keys(
+    tx: &mut Transaction<'_, Any>,
+    delete: &str,
+    project_id: i64,
+    keys: &[&str],
+) -> Result<()> {
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!("{delete} ({})", placeholders(2, chunk.len()));
+        let mut query = sqlx::query(&sql).bind(project_id);
+        for key in chunk {
+            query = query.bind(*key);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Marks a project gone from SMRT Link (creating the row if the project was never known), and
@@ -208,6 +360,7 @@ impl Store {
     /// statement (a task reads it on every attempt): the project row, then its datasets, then its
     /// members, told apart by `part`.
     pub async fn desired(&self, project_id: i64) -> Result<Option<Desired>> {
+        let mut conn = self.kept().await?;
         let rows = sqlx::query(
             "SELECT CAST(0 AS BIGINT) AS part, directory AS a, '' AS b, '' AS c, '' AS d, deleted AS n
                FROM projects WHERE project_id = $1
@@ -220,8 +373,9 @@ impl Store {
              ORDER BY part, a",
         )
         .bind(project_id)
-        .fetch_all(&self.db.pool)
+        .fetch_all(&mut **conn)
         .await?;
+        conn.keep();
         let mut project: Option<(String, bool)> = None;
         let mut datasets = Vec::new();
         let mut shared_logins = Vec::new();

@@ -3,7 +3,7 @@
 use sqlx::{Any, Row as _, Transaction};
 
 use super::changes::{ChangesOf, recompute_statuses};
-use super::{Result, Store, message, parse_col};
+use super::{Result, Store, message, parse_col, skip_locked};
 use crate::model::{Operation, Target, TaskState};
 
 /// A task claimed by a worker.
@@ -19,6 +19,9 @@ pub struct TaskClaim {
     pub attempts: i64,
     /// The newest change linked to the task (sent as the change id).
     pub change_id: i64,
+    /// Consecutive failed attempts of this (project, target) before this claim: the count the
+    /// backoff grows from. Only this claim's finish writes it, so it is still current then.
+    pub failures: i64,
 }
 
 /// How an attempt ended.
@@ -131,49 +134,85 @@ impl Backoff {
     }
 }
 
-/// Makes sure a pending task exists for (project, target) and links the change to it: a READY
-/// task is joined (coalescing); a FAILED task waiting for its retry is superseded by a new READY
-/// task that keeps its backoff; otherwise a new READY task runs now.
-pub(super) async fn ensure_task(
+/// Makes sure a pending task exists for the project and each of `targets`, and links the change
+/// to them: a READY task is joined (coalescing); a FAILED task waiting for its retry is superseded
+/// by a new READY task that keeps its backoff; otherwise a new READY task runs now. The common
+/// case (nothing pending, or READY tasks to join) takes three statements for all targets.
+pub(super) async fn ensure_tasks(
     tx: &mut Transaction<'_, Any>,
     project_id: i64,
-    target: Target,
+    targets: &[Target],
     change_id: i64,
     now: i64,
-) -> Result<i64> {
-    let pending = sqlx::query("SELECT task_id, state, next_run_at FROM tasks WHERE project_id = $1 AND target = $2 AND pending = 1")
-        .bind(project_id)
-        .bind(target.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
-    let task_id = match pending {
-        Some(row) if parse_col(&row, "state", TaskState::parse)? == TaskState::Ready => {
-            row.try_get("task_id")?
+) -> Result<()> {
+    let pending = sqlx::query(
+        "SELECT task_id, target, state, next_run_at FROM tasks WHERE project_id = $1 AND pending = 1",
+    )
+    .bind(project_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut linked = Vec::with_capacity(targets.len());
+    let mut fresh = Vec::new();
+    for &target in targets {
+        let mut found = None;
+        for row in &pending {
+            if parse_col(row, "target", Target::parse)? == target {
+                found = Some(row);
+            }
         }
-        Some(row) => {
-            let old: i64 = row.try_get("task_id")?;
-            let next: i64 = row.try_get("next_run_at")?;
-            sqlx::query("UPDATE tasks SET pending = 0, state = 'SUPERSEDED' WHERE task_id = $1")
+        match found {
+            Some(row) if parse_col(row, "state", TaskState::parse)? == TaskState::Ready => {
+                linked.push(row.try_get::<i64, _>("task_id")?);
+            }
+            Some(row) => {
+                let old: i64 = row.try_get("task_id")?;
+                let next: i64 = row.try_get("next_run_at")?;
+                sqlx::query(
+                    "UPDATE tasks SET pending = 0, state = 'SUPERSEDED' WHERE task_id = $1",
+                )
                 .bind(old)
                 .execute(&mut **tx)
                 .await?;
-            let new = insert_ready(tx, project_id, target, next.max(now), now).await?;
-            supersede_links(tx, old, new).await?;
-            new
+                let new = insert_ready(tx, project_id, target, next.max(now), now).await?;
+                supersede_links(tx, old, new).await?;
+                linked.push(new);
+            }
+            None => fresh.push(target),
         }
-        None => insert_ready(tx, project_id, target, now, now).await?,
-    };
-    link(tx, change_id, task_id).await?;
-    sqlx::query(
-        "INSERT INTO sync_state (project_id, target, failures, last_task_id) VALUES ($1, $2, 0, $3)
-         ON CONFLICT (project_id, target) DO UPDATE SET last_task_id = excluded.last_task_id",
-    )
-    .bind(project_id)
-    .bind(target.as_str())
-    .bind(task_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(task_id)
+    }
+    if !fresh.is_empty() {
+        // One row per target: ($1 project, $2 now, then each target).
+        let values = (0..fresh.len())
+            .map(|i| format!("($1, ${}, 'READY', 1, $2, $2, 'waiting to run')", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO tasks (project_id, target, state, pending, next_run_at, created_at, last_message)
+             VALUES {values} RETURNING task_id"
+        );
+        let mut insert = sqlx::query(&sql).bind(project_id).bind(now);
+        for target in &fresh {
+            insert = insert.bind(target.as_str());
+        }
+        for row in insert.fetch_all(&mut **tx).await? {
+            linked.push(row.try_get("task_id")?);
+        }
+    }
+    if !linked.is_empty() {
+        let values = (0..linked.len())
+            .map(|i| format!("($1, ${})", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO change_tasks (change_id, task_id) VALUES {values} ON CONFLICT (change_id, task_id) DO NOTHING"
+        );
+        let mut link = sqlx::query(&sql).bind(change_id);
+        for task_id in &linked {
+            link = link.bind(*task_id);
+        }
+        link.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 async fn insert_ready(
@@ -194,15 +233,6 @@ async fn insert_ready(
     .fetch_one(&mut **tx)
     .await?;
     Ok(row.try_get("task_id")?)
-}
-
-async fn link(tx: &mut Transaction<'_, Any>, change_id: i64, task_id: i64) -> Result<()> {
-    sqlx::query("INSERT INTO change_tasks (change_id, task_id) VALUES ($1, $2) ON CONFLICT (change_id, task_id) DO NOTHING")
-        .bind(change_id)
-        .bind(task_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 /// Points `old` at `new` and links every change of `old` to `new`, so those changes follow the
@@ -239,6 +269,169 @@ async fn pending_task(
     Ok(row.map(|r| r.try_get("task_id")).transpose()?)
 }
 
+/// Takes the oldest due pending task of `target` whose (project, target) has no running task,
+/// with a lease until `now + lease_ms`, after reaping expired leases when `reap` is set.
+async fn claim_in(
+    tx: &mut Transaction<'_, Any>,
+    target: Target,
+    owner: &str,
+    now: i64,
+    lease_ms: i64,
+    reap: bool,
+) -> Result<Option<TaskClaim>> {
+    let skip = skip_locked(tx);
+    if reap {
+        reap_expired(tx, target, now, skip).await?;
+    }
+    // Pick and take the oldest due task in one statement.
+    let row = sqlx::query(&format!(
+        "UPDATE tasks SET state = 'WORKING', pending = 0, attempts = attempts + 1, lease_owner = $3, lease_expires_at = $4
+         WHERE task_id = (
+             SELECT t.task_id FROM tasks t
+             WHERE t.target = $1 AND t.pending = 1 AND t.next_run_at <= $2
+               AND NOT EXISTS (SELECT 1 FROM tasks w WHERE w.project_id = t.project_id AND w.target = t.target AND w.state = 'WORKING')
+             ORDER BY t.next_run_at, t.task_id LIMIT 1{skip})
+         RETURNING task_id, project_id, attempts, finished_at,
+                   CAST(COALESCE((SELECT MAX(ct.change_id) FROM change_tasks ct WHERE ct.task_id = tasks.task_id), 0) AS BIGINT) AS change_id,
+                   CAST(COALESCE((SELECT s.failures FROM sync_state s WHERE s.project_id = tasks.project_id AND s.target = tasks.target), 0) AS BIGINT) AS failures"
+    ))
+    .bind(target.as_str())
+    .bind(now)
+    .bind(owner)
+    .bind(now + lease_ms)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let task_id: i64 = row.try_get("task_id")?;
+    // A task that never ran was READY, and its changes are IN_PROGRESS already (READY and
+    // WORKING count alike). One that ran before failed and waits for its retry: its changes
+    // said FAILED or PARTIAL and are IN_PROGRESS again now.
+    if row.try_get::<i64, _>("finished_at")? > 0 {
+        recompute_statuses(tx, ChangesOf::Task(task_id)).await?;
+    }
+    Ok(Some(TaskClaim {
+        task_id,
+        project_id: row.try_get("project_id")?,
+        target,
+        attempts: row.try_get("attempts")?,
+        change_id: row.try_get("change_id")?,
+        failures: row.try_get("failures")?,
+    }))
+}
+
+/// Records an attempt's result if the claim still holds (the task is WORKING with the same
+/// attempt number); false when it was discarded and nothing was written.
+async fn finish_in(
+    tx: &mut Transaction<'_, Any>,
+    claim: &TaskClaim,
+    result: TaskResult,
+    backoff: Backoff,
+    now: i64,
+) -> Result<bool> {
+    let (operation, text, report, mut state, mut pending, next_run_at, failures) = match result {
+        TaskResult::Ok {
+            operation,
+            message,
+            report,
+        } => (operation, message, report, TaskState::Ok, 0, 0, 0),
+        TaskResult::Permanent {
+            operation,
+            message,
+            report,
+        } => (
+            operation,
+            message,
+            report,
+            TaskState::Failed,
+            0,
+            0,
+            claim.failures + 1,
+        ),
+        TaskResult::Retry {
+            operation,
+            message,
+            report,
+        } => {
+            let failures = claim.failures + 1;
+            let delay = backoff.delay(failures);
+            let text = format!(
+                "{message} (retry {failures} in {:.1}s)",
+                delay as f64 / 1000.0
+            );
+            (
+                operation,
+                text,
+                report,
+                TaskState::Failed,
+                1,
+                now + delay,
+                failures,
+            )
+        }
+    };
+    let newer = if pending == 1 {
+        pending_task(tx, claim.project_id, claim.target).await?
+    } else {
+        None
+    };
+    if newer.is_some() {
+        // A newer task already waits with the latest state: it carries the retry.
+        state = TaskState::Superseded;
+        pending = 0;
+    }
+    let updated = sqlx::query(
+        "UPDATE tasks SET state = $1, pending = $2, next_run_at = $3, operation = $4, last_message = $5, report = $6,
+                finished_at = $7, lease_owner = '', lease_expires_at = 0
+         WHERE task_id = $8 AND attempts = $9 AND state = 'WORKING'",
+    )
+    .bind(state.as_str())
+    .bind(pending)
+    .bind(next_run_at)
+    .bind(operation.as_str())
+    .bind(message(&text))
+    .bind(report)
+    .bind(now)
+    .bind(claim.task_id)
+    .bind(claim.attempts)
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        // Fencing: the claim no longer holds (nothing was written).
+        return Ok(false);
+    }
+    if let Some(newer) = newer {
+        supersede_links(tx, claim.task_id, newer).await?;
+    }
+    // The claim read the count, and no other attempt of this (project, target) can have run
+    // since (one runs at a time, and this one still held its claim above).
+    if failures != claim.failures {
+        sqlx::query(
+            "INSERT INTO sync_state (project_id, target, failures, last_task_id) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (project_id, target) DO UPDATE SET failures = excluded.failures, last_task_id = excluded.last_task_id",
+        )
+        .bind(claim.project_id)
+        .bind(claim.target.as_str())
+        .bind(failures)
+        .bind(claim.task_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    recompute_statuses(tx, ChangesOf::Task(claim.task_id)).await?;
+    Ok(true)
+}
+
+/// What a worker asks for when it records a result: the next task to run, claimed in the same
+/// transaction (one write instead of two while there is work).
+#[derive(Clone, Debug)]
+pub struct NextClaim {
+    /// The lease owner.
+    pub owner: String,
+    /// The lease length (ms).
+    pub lease_ms: i64,
+    /// Reap expired leases first (done now and then, not on every claim).
+    pub reap: bool,
+}
+
 impl Store {
     /// Claims the next runnable task of `target`: first expired leases are reaped (their task
     /// is retried, or superseded when a newer task waits), then the oldest due pending task whose
@@ -253,6 +446,7 @@ impl Store {
         // A read outside any transaction first: when no task is due and no lease has expired
         // the transaction below would find nothing, so it is not begun (on SQLite it would take
         // the write lock only to find nothing).
+        let mut conn = self.kept().await?;
         let work = sqlx::query(
             "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM tasks WHERE target = $1 AND pending = 1 AND next_run_at <= $2)
                               THEN 1 ELSE 0 END AS BIGINT) AS due,
@@ -261,8 +455,9 @@ impl Store {
         )
         .bind(target.as_str())
         .bind(now)
-        .fetch_one(&self.db.pool)
+        .fetch_one(&mut **conn)
         .await?;
+        conn.keep();
         let due = work.try_get::<i64, _>("due")? == 1;
         // Leases are only ever set to expire after the time they were taken, so none can expire
         // at `now` between this read and the transaction: when none had, there is none to reap.
@@ -271,46 +466,9 @@ impl Store {
             return Ok(None);
         }
         let owner = owner.to_owned();
-        let skip = self.skip_locked();
         self.write(|tx| {
             let owner = owner.clone();
-            Box::pin(async move {
-                if expired {
-                    reap_expired(tx, target, now, skip).await?;
-                }
-                // Pick and take the oldest due task in one statement.
-                let row = sqlx::query(&format!(
-                    "UPDATE tasks SET state = 'WORKING', pending = 0, attempts = attempts + 1, lease_owner = $3, lease_expires_at = $4
-                     WHERE task_id = (
-                         SELECT t.task_id FROM tasks t
-                         WHERE t.target = $1 AND t.pending = 1 AND t.next_run_at <= $2
-                           AND NOT EXISTS (SELECT 1 FROM tasks w WHERE w.project_id = t.project_id AND w.target = t.target AND w.state = 'WORKING')
-                         ORDER BY t.next_run_at, t.task_id LIMIT 1{skip})
-                     RETURNING task_id, project_id, attempts, finished_at,
-                               CAST(COALESCE((SELECT MAX(ct.change_id) FROM change_tasks ct WHERE ct.task_id = tasks.task_id), 0) AS BIGINT) AS change_id"
-                ))
-                .bind(target.as_str())
-                .bind(now)
-                .bind(&owner)
-                .bind(now + lease_ms)
-                .fetch_optional(&mut **tx)
-                .await?;
-                let Some(row) = row else { return Ok(None) };
-                let task_id: i64 = row.try_get("task_id")?;
-                // A task that never ran was READY, and its changes are IN_PROGRESS already (READY
-                // and WORKING count alike). One that ran before failed and waits for its retry:
-                // its changes said FAILED or PARTIAL and are IN_PROGRESS again now.
-                if row.try_get::<i64, _>("finished_at")? > 0 {
-                    recompute_statuses(tx, ChangesOf::Task(task_id)).await?;
-                }
-                Ok(Some(TaskClaim {
-                    task_id,
-                    project_id: row.try_get("project_id")?,
-                    target,
-                    attempts: row.try_get("attempts")?,
-                    change_id: row.try_get("change_id")?,
-                }))
-            })
+            Box::pin(async move { claim_in(tx, target, &owner, now, lease_ms, expired).await })
         })
         .await
     }
@@ -324,80 +482,30 @@ impl Store {
         result: TaskResult,
         backoff: Backoff,
     ) -> Result<bool> {
+        Ok(self.finish_and_claim(claim, result, backoff, None).await?.0)
+    }
+
+    /// Records an attempt's result as [`Store::finish_task`] does and, with `next`, claims the
+    /// next task of the same target in the same transaction (as [`Store::claim_task`] would).
+    pub async fn finish_and_claim(
+        &self,
+        claim: &TaskClaim,
+        result: TaskResult,
+        backoff: Backoff,
+        next: Option<NextClaim>,
+    ) -> Result<(bool, Option<TaskClaim>)> {
         let now = self.now();
-        let claim = claim.clone();
         self.write(|tx| {
-            let claim = claim.clone();
-            let result = result.clone();
+            let (claim, result, next) = (claim.clone(), result.clone(), next.clone());
             Box::pin(async move {
-                // The count of consecutive failures only matters when this attempt failed.
-                let failures: i64 = if matches!(result, TaskResult::Ok { .. }) {
-                    0
-                } else {
-                    sqlx::query("SELECT failures FROM sync_state WHERE project_id = $1 AND target = $2")
-                        .bind(claim.project_id)
-                        .bind(claim.target.as_str())
-                        .fetch_optional(&mut **tx)
-                        .await?
-                        .map(|r| r.try_get("failures"))
-                        .transpose()?
-                        .unwrap_or(0)
-                };
-                let (operation, text, report, state, pending, next_run_at, failures) = match result {
-                    TaskResult::Ok { operation, message, report } => (operation, message, report, TaskState::Ok, 0, 0, 0),
-                    TaskResult::Permanent { operation, message, report } => {
-                        (operation, message, report, TaskState::Failed, 0, 0, failures + 1)
+                let recorded = finish_in(tx, &claim, result, backoff, now).await?;
+                let claimed = match next {
+                    Some(n) => {
+                        claim_in(tx, claim.target, &n.owner, now, n.lease_ms, n.reap).await?
                     }
-                    TaskResult::Retry { operation, message, report } => {
-                        let failures = failures + 1;
-                        let delay = backoff.delay(failures);
-                        let text = format!("{message} (retry {failures} in {:.1}s)", delay as f64 / 1000.0);
-                        (operation, text, report, TaskState::Failed, 1, now + delay, failures)
-                    }
+                    None => None,
                 };
-                let mut state = state;
-                let mut pending = pending;
-                let newer = if pending == 1 { pending_task(tx, claim.project_id, claim.target).await? } else { None };
-                if newer.is_some() {
-                    // A newer task already waits with the latest state: it carries the retry.
-                    state = TaskState::Superseded;
-                    pending = 0;
-                }
-                let updated = sqlx::query(
-                    "UPDATE tasks SET state = $1, pending = $2, next_run_at = $3, operation = $4, last_message = $5, report = $6,
-                            finished_at = $7, lease_owner = '', lease_expires_at = 0
-                     WHERE task_id = $8 AND attempts = $9 AND state = 'WORKING'",
-                )
-                .bind(state.as_str())
-                .bind(pending)
-                .bind(next_run_at)
-                .bind(operation.as_str())
-                .bind(message(&text))
-                .bind(report)
-                .bind(now)
-                .bind(claim.task_id)
-                .bind(claim.attempts)
-                .execute(&mut **tx)
-                .await?;
-                if updated.rows_affected() == 0 {
-                    // Fencing: the claim no longer holds (nothing was written).
-                    return Ok(false);
-                }
-                if let Some(newer) = newer {
-                    supersede_links(tx, claim.task_id, newer).await?;
-                }
-                sqlx::query(
-                    "INSERT INTO sync_state (project_id, target, failures, last_task_id) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (project_id, target) DO UPDATE SET failures = excluded.failures",
-                )
-                .bind(claim.project_id)
-                .bind(claim.target.as_str())
-                .bind(failures)
-                .bind(claim.task_id)
-                .execute(&mut **tx)
-                .await?;
-                recompute_statuses(tx, ChangesOf::Task(claim.task_id)).await?;
-                Ok(true)
+                Ok((recorded, claimed))
             })
         })
         .await
@@ -416,12 +524,14 @@ impl Store {
 
     /// The earliest `next_run_at` of any pending task (for a worker deciding how long to sleep).
     pub async fn next_due(&self, target: Target) -> Result<Option<i64>> {
+        let mut conn = self.kept().await?;
         let row = sqlx::query(
             "SELECT MIN(next_run_at) AS due FROM tasks WHERE target = $1 AND pending = 1",
         )
         .bind(target.as_str())
-        .fetch_one(&self.db.pool)
+        .fetch_one(&mut **conn)
         .await?;
+        conn.keep();
         Ok(row.try_get::<Option<i64>, _>("due")?)
     }
 

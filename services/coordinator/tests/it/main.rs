@@ -8,6 +8,7 @@ mod intake;
 mod resync;
 mod smrtlink;
 mod stack;
+mod store;
 
 /// Generates one test per backend from an async fn taking a `Backend`.
 #[macro_export]
