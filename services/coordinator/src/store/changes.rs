@@ -1,7 +1,7 @@
 //! Changes: recorded at intake (settling), read from SMRT Link by a reader, then followed
 //! through their tasks.
 
-use sqlx::{Any, Row as _, Transaction};
+use sqlx::{AnyConnection, Row as _};
 
 use super::{Result, Store, StoreError, message, parse_col, skip_locked, tasks};
 use crate::model::{
@@ -119,7 +119,7 @@ fn change_row(row: &sqlx::any::AnyRow) -> Result<ChangeRow> {
 /// Inserts a settling change, or finds the settling change of the same project and kind that
 /// it merges into. Returns `(change_id, merged)`.
 pub(super) async fn insert_change(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut AnyConnection,
     new: &NewChange,
     now: i64,
 ) -> Result<(i64, bool)> {
@@ -136,7 +136,7 @@ pub(super) async fn insert_change(
     .bind(message(&new.request))
     .bind(new.settle_until)
     .bind(now)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?;
     if let Some(row) = inserted {
         return Ok((row.try_get("change_id")?, false));
@@ -144,7 +144,7 @@ pub(super) async fn insert_change(
     let existing = sqlx::query("SELECT change_id FROM changes WHERE project_id = $1 AND kind = $2 AND read_state = 'SETTLING'")
         .bind(new.project_id)
         .bind(new.kind.as_str())
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *tx)
         .await?;
     match existing {
         Some(row) => Ok((row.try_get("change_id")?, true)),
@@ -157,7 +157,7 @@ pub(super) async fn insert_change(
 
 /// Takes the oldest change whose settle delay has passed (or whose reader's lease lapsed).
 async fn claim_read_in(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut AnyConnection,
     owner: &str,
     now: i64,
     lease_ms: i64,
@@ -177,7 +177,7 @@ async fn claim_read_in(
     .bind(now)
     .bind(owner)
     .bind(now + lease_ms)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else { return Ok(None) };
     Ok(Some(ChangeClaim {
@@ -193,7 +193,7 @@ async fn claim_read_in(
 /// fenced on the reader's owner and attempt: when the claim was lost it changes nothing, and
 /// `StoreError::Lost` rolls back everything before it.
 async fn finish_read_in(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut AnyConnection,
     claim: &ChangeClaim,
     owner: &str,
     outcome: ReadOutcome,
@@ -295,7 +295,7 @@ async fn finish_read_in(
             .bind(claim.kind.as_str())
             .bind(owner)
             .bind(claim.read_attempts)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
             if requeued.rows_affected() == 1 {
                 return Ok(());
@@ -332,7 +332,7 @@ async fn finish_read_in(
     .bind(claim.change_id)
     .bind(owner)
     .bind(claim.read_attempts)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     if marked.rows_affected() == 0 {
         return Err(StoreError::Lost);
@@ -475,7 +475,7 @@ impl Store {
                 .bind(reason.as_str())
                 .bind(&text)
                 .bind(now)
-                .fetch_one(&mut **tx)
+                .fetch_one(&mut *tx)
                 .await?;
                 let change_id: i64 = row.try_get("change_id")?;
                 tasks::ensure_tasks(tx, project_id, &targets, change_id, now).await?;
@@ -565,10 +565,7 @@ pub(super) enum ChangesOf {
 /// On PostgreSQL the change rows are locked first (`FOR UPDATE`, in id order), so two workers
 /// finishing the two tasks of one change at once cannot both compute from the other's stale
 /// state; under READ COMMITTED the statement after the lock sees what the other committed.
-pub(super) async fn recompute_statuses(
-    tx: &mut Transaction<'_, Any>,
-    of: ChangesOf,
-) -> Result<Vec<i64>> {
+pub(super) async fn recompute_statuses(tx: &mut AnyConnection, of: ChangesOf) -> Result<Vec<i64>> {
     let postgres = tx.backend_name() == "PostgreSQL";
     let (filter, id) = match of {
         ChangesOf::Change(id) => ("c.change_id = $1", id),
@@ -584,7 +581,7 @@ pub(super) async fn recompute_statuses(
             "SELECT c.change_id, c.read_state, c.status FROM changes c WHERE {filter} ORDER BY c.change_id FOR UPDATE OF c"
         ))
         .bind(id)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
             return Ok(Vec::new());
@@ -594,7 +591,7 @@ pub(super) async fn recompute_statuses(
              WHERE ct.change_id IN (SELECT c.change_id FROM changes c WHERE {filter})"
         ))
         .bind(id)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *tx)
         .await?;
         for t in &tasks {
             states
@@ -612,7 +609,7 @@ pub(super) async fn recompute_statuses(
              WHERE {filter} ORDER BY c.change_id"
         ))
         .bind(id)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *tx)
         .await?;
         let mut rows = Vec::new();
         let mut last = None;
@@ -644,7 +641,7 @@ pub(super) async fn recompute_statuses(
             sqlx::query("UPDATE changes SET status = $1 WHERE change_id = $2")
                 .bind(status.as_str())
                 .bind(change_id)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
         }
     }

@@ -13,7 +13,7 @@ pub use tasks::{Backoff, NextClaim, TaskClaim, TaskResult, TaskRow};
 use smrtshare_common::db::{Backend, Database};
 use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, Connection as _, Row as _, Transaction};
+use sqlx::{Any, AnyConnection, Connection as _, Row as _, Transaction};
 
 use crate::clock::Clock;
 
@@ -44,14 +44,9 @@ pub const MAX_MESSAGE: usize = 2000;
 pub struct Store {
     db: Database,
     clock: Clock,
-    /// SQLite only: serialises this process's write transactions, so writers queue here in
-    /// order instead of failing `BEGIN IMMEDIATE` with SQLITE_BUSY and sleeping in SQLite's busy
-    /// handler (whose sleeps grow to 100 ms). Another process on the same file still meets the
-    /// busy timeout. `None` on PostgreSQL, where row locks let writers run side by side.
-    ///
-    /// The mutex keeps the writers' connection: one writer at a time needs only one, and keeping
-    /// it spares each write transaction the pool's acquire (and its liveness check).
-    write_lock: Option<std::sync::Arc<tokio::sync::Mutex<Option<PoolConnection<Any>>>>>,
+    /// SQLite only: this process's one writer (see [`Store::write`]). `None` on PostgreSQL,
+    /// where row locks let writers run side by side.
+    writer: Option<std::sync::Arc<SqliteWriter>>,
     /// Connections kept out of the pool between uses by the workers' and readers' hot path (see
     /// [`Store::kept`]), and the permits that bound how many are out at once.
     kept: std::sync::Arc<std::sync::Mutex<Vec<PoolConnection<Any>>>>,
@@ -113,8 +108,7 @@ impl Store {
             &POSTGRES_MIGRATIONS,
         )
         .await?;
-        let write_lock = (db.backend == Backend::Sqlite)
-            .then(|| std::sync::Arc::new(tokio::sync::Mutex::new(None)));
+        let writer = (db.backend == Backend::Sqlite).then(std::sync::Arc::default);
         // Keep all but two connections at most (SQLite's writer holds one more), so the API and
         // resync always find one in the pool.
         let keep = usize::try_from(max_connections.saturating_sub(2))
@@ -123,7 +117,7 @@ impl Store {
         Ok(Self {
             db,
             clock,
-            write_lock,
+            writer,
             kept: std::sync::Arc::default(),
             kept_permits: std::sync::Arc::new(tokio::sync::Semaphore::new(keep)),
         })
@@ -180,48 +174,43 @@ impl Store {
         })
     }
 
-    /// SQLite: waits for this process's turn to write (see `write_lock`); `None` on PostgreSQL.
-    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, Option<PoolConnection<Any>>>> {
-        match &self.write_lock {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        }
-    }
-
     /// Runs a write transaction, retrying (bounded) on conflicts: SQLite busy, PostgreSQL
     /// serialization failures and deadlocks, and unique violations from a concurrent insert.
-    /// On SQLite the transaction takes the write lock at once (`BEGIN IMMEDIATE`), so two
-    /// writers never deadlock upgrading a read lock.
+    /// `body` may run more than once, so it only touches the database.
+    ///
+    /// On PostgreSQL each call is a transaction of its own on a kept connection.
+    ///
+    /// On SQLite, which has one writer per database, this process's writers queue for its one
+    /// connection (rather than failing `BEGIN IMMEDIATE` with SQLITE_BUSY and sleeping in
+    /// SQLite's busy handler), and share transactions when they queue (group commit): a writer
+    /// that finds others waiting leaves its transaction open for the next, and the last of the
+    /// group (or the 16th) commits for all; each returns once the group is committed. `BEGIN`
+    /// and `COMMIT` were half of the time the writer was held under load. A body that fails
+    /// rolls back the whole group, and the other members run their bodies again, alone.
     async fn write<T, F>(&self, mut body: F) -> Result<T>
     where
-        F: for<'t, 'c> FnMut(
-            &'t mut Transaction<'c, Any>,
-        ) -> futures::future::BoxFuture<'t, Result<T>>,
+        F: for<'t> FnMut(&'t mut AnyConnection) -> futures::future::BoxFuture<'t, Result<T>> + Send,
+        T: Send,
     {
         let mut tries = 0u32;
+        let mut alone = false;
         loop {
             tries += 1;
-            let outcome = match self.write_turn().await {
-                // SQLite: the turn (taken before any connection, so queued writers hold none)
-                // comes with the writers' connection.
-                Some(mut slot) => {
-                    let outcome = async {
-                        if slot.is_none() {
-                            *slot = Some(self.db.pool.acquire().await?);
+            let outcome = match &self.writer {
+                Some(writer) => match self.sqlite_turn(writer, &mut body, alone).await {
+                    Ok(Turn::Committed(value)) => Ok(value),
+                    Ok(Turn::Grouped(value, group)) => {
+                        if writer.committed(&group).await {
+                            Ok(value)
+                        } else {
+                            // Another member failed and took this body's writes with it.
+                            alone = true;
+                            tries -= 1;
+                            continue;
                         }
-                        let conn = slot.as_mut().expect("the writers' connection was just set");
-                        let tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-                        run(tx, &mut body).await
                     }
-                    .await;
-                    if let Err(StoreError::Database(error)) = &outcome
-                        && broken(error)
-                    {
-                        // A fresh connection from the pool next time.
-                        *slot = None;
-                    }
-                    outcome
-                }
+                    Err(error) => Err(error),
+                },
                 None => match self.kept().await {
                     Ok(mut conn) => {
                         let outcome = match conn.begin().await {
@@ -239,18 +228,254 @@ impl Store {
             match outcome {
                 Err(StoreError::Database(error)) if tries < 8 && retryable(&error) => {
                     tracing::debug!(tries, %error, "database conflict; retrying transaction");
+                    alone = true;
                     tokio::time::sleep(std::time::Duration::from_millis(5 << tries.min(6))).await;
                 }
                 other => return other,
             }
         }
     }
+
+    /// One turn of SQLite's writer: joins the open group transaction (or begins one), runs
+    /// `body`, then commits, or leaves the transaction open for the writer queued next. With
+    /// `alone`, an open group is committed first and `body` gets a transaction of its own.
+    fn sqlite_turn<'a, T, F>(
+        &'a self,
+        writer: &'a SqliteWriter,
+        body: &'a mut F,
+        alone: bool,
+    ) -> futures::future::BoxFuture<'a, Result<Turn<T>>>
+    where
+        F: for<'t> FnMut(&'t mut AnyConnection) -> futures::future::BoxFuture<'t, Result<T>> + Send,
+        T: Send + 'a,
+    {
+        Box::pin(async move {
+            let mut state = {
+                let _queued = Queued::new(&writer.queued);
+                writer.state.lock().await
+            };
+            state.settle().await?;
+            if alone && state.open.is_some() {
+                state.close(true).await?;
+            }
+            if state.conn.is_none() {
+                state.conn = Some(self.db.pool.acquire().await?);
+            }
+            if state.open.is_none() {
+                let conn = state
+                    .conn
+                    .as_deref_mut()
+                    .expect("the writer's connection was just set");
+                if let Err(error) = simple(conn, "BEGIN IMMEDIATE").await {
+                    state.drop_conn_if_broken(&error);
+                    return Err(error.into());
+                }
+                state.open = Some(Group::new());
+            }
+            let group = state
+                .open
+                .clone()
+                .expect("a group transaction was just opened");
+            group
+                .members
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Until the body returns, the transaction holds a part of it: should this future be
+            // dropped half-way, the next writer finds `dirty` and rolls the group back.
+            state.dirty = true;
+            let conn = state
+                .conn
+                .as_deref_mut()
+                .expect("the writer's connection is set");
+            let outcome = body(conn).await;
+            state.dirty = false;
+            match outcome {
+                Err(error) => {
+                    // Its statements cannot be undone alone: the group goes, and its other members
+                    // run again.
+                    state.close(false).await?;
+                    Err(error)
+                }
+                Ok(value) => {
+                    let members = group.members.load(std::sync::atomic::Ordering::Relaxed);
+                    let waiting = writer.queued.load(std::sync::atomic::Ordering::SeqCst);
+                    if alone || waiting == 0 || members >= MAX_GROUP {
+                        state.close(true).await?;
+                        Ok(Turn::Committed(value))
+                    } else {
+                        Ok(Turn::Grouped(value, group))
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Runs one statement without arguments (`BEGIN`, `COMMIT`, `ROLLBACK`). A function of its own,
+/// boxed, so the futures that call it stay provably `Send`.
+fn simple<'c>(
+    conn: &'c mut AnyConnection,
+    sql: &'static str,
+) -> futures::future::BoxFuture<'c, std::result::Result<(), sqlx::Error>> {
+    Box::pin(async move { sqlx::query(sql).execute(conn).await.map(|_| ()) })
+}
+
+/// Most writers that share one SQLite transaction.
+const MAX_GROUP: usize = 16;
+
+/// SQLite's one writer: its connection and the group transaction open on it.
+#[derive(Debug, Default)]
+struct SqliteWriter {
+    state: tokio::sync::Mutex<WriterState>,
+    /// Writers waiting for `state`: while there are any, a writer leaves its transaction open.
+    queued: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a writer as queued while it waits for the writer's state.
+struct Queued<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[derive(Debug, Default)]
+struct WriterState {
+    conn: Option<PoolConnection<Any>>,
+    /// The open group transaction.
+    open: Option<std::sync::Arc<Group>>,
+    /// A body was dropped half-way through (see `Store::sqlite_turn`).
+    dirty: bool,
+}
+
+/// A group transaction: its members wait for `outcome` (true: committed).
+#[derive(Debug)]
+struct Group {
+    members: std::sync::atomic::AtomicUsize,
+    outcome: tokio::sync::watch::Sender<Option<bool>>,
+}
+
+impl Group {
+    fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            members: std::sync::atomic::AtomicUsize::new(0),
+            outcome: tokio::sync::watch::Sender::new(None),
+        })
+    }
+}
+
+/// What a writer's turn came to.
+enum Turn<T> {
+    /// Its transaction is committed.
+    Committed(T),
+    /// Its transaction was left open for the writers queued after it.
+    Grouped(T, std::sync::Arc<Group>),
+}
+
+impl WriterState {
+    /// Rolls back the group a dropped body left half-done.
+    fn settle(&mut self) -> futures::future::BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if self.dirty {
+                self.dirty = false;
+                tracing::warn!("a database write was cancelled half-way; rolling back its group");
+                self.close(false).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Commits (or rolls back) the open group, if any, and tells its members.
+    fn close(&mut self, commit: bool) -> futures::future::BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let Some(group) = self.open.take() else {
+                return Ok(());
+            };
+            let Some(conn) = self.conn.as_deref_mut() else {
+                group.outcome.send_replace(Some(false));
+                return Ok(());
+            };
+            let mut ended = if commit {
+                simple(conn, "COMMIT").await.map(|()| true)
+            } else {
+                Ok(false)
+            };
+            if !matches!(ended, Ok(true)) {
+                // Not committed (or the commit failed, which can leave it open): roll back.
+                if let Err(error) = simple(conn, "ROLLBACK").await {
+                    ended = Err(error);
+                }
+            }
+            group.outcome.send_replace(Some(matches!(ended, Ok(true))));
+            match ended {
+                Ok(_) => Ok(()),
+                Err(error) => {
+                    // The connection's state is unknown: it is closed, never returned to the pool
+                    // with a transaction open.
+                    if let Some(conn) = self.conn.take() {
+                        let _ = conn.detach().close().await;
+                    }
+                    Err(error.into())
+                }
+            }
+        })
+    }
+
+    /// Drops the writer's connection (without returning it to the pool) after an error that
+    /// may have broken it.
+    fn drop_conn_if_broken(&mut self, error: &sqlx::Error) {
+        if broken(error) {
+            if let Some(conn) = self.conn.take() {
+                drop(conn.detach());
+            }
+        }
+    }
+}
+
+impl SqliteWriter {
+    /// Waits until the group is committed (true) or rolled back (false). A member that waits
+    /// long closes the group itself: the writer expected to go on may have been cancelled
+    /// while it waited.
+    fn committed<'a>(
+        &'a self,
+        group: &'a std::sync::Arc<Group>,
+    ) -> futures::future::BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let mut outcome = group.outcome.subscribe();
+            loop {
+                if let Some(committed) = *outcome.borrow_and_update() {
+                    return committed;
+                }
+                tokio::select! {
+                    changed = outcome.changed() => {
+                        if changed.is_err() {
+                            return false;
+                        }
+                    }
+                    () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {
+                        let mut state = self.state.lock().await;
+                        let still_open = state.open.as_ref().is_some_and(|open| std::sync::Arc::ptr_eq(open, group));
+                        if still_open && state.settle().await.is_ok() && state.open.is_some() {
+                            let _ = state.close(true).await;
+                        }
+                    }
+                }
+            }
+        })
+    }
 }
 
 /// Runs `body` in `tx` and commits, or rolls back when it failed.
 async fn run<T, F>(mut tx: Transaction<'_, Any>, body: &mut F) -> Result<T>
 where
-    F: for<'t, 'c> FnMut(&'t mut Transaction<'c, Any>) -> futures::future::BoxFuture<'t, Result<T>>,
+    F: for<'t> FnMut(&'t mut AnyConnection) -> futures::future::BoxFuture<'t, Result<T>>,
 {
     match body(&mut tx).await {
         Ok(value) => tx.commit().await.map(|()| value).map_err(StoreError::from),
@@ -288,7 +513,7 @@ fn retryable(error: &sqlx::Error) -> bool {
 
 /// `FOR UPDATE SKIP LOCKED` on PostgreSQL; nothing on SQLite, where `BEGIN IMMEDIATE` already
 /// serialises writers.
-fn skip_locked(tx: &Transaction<'_, Any>) -> &'static str {
+fn skip_locked(tx: &AnyConnection) -> &'static str {
     if tx.backend_name() == "PostgreSQL" {
         " FOR UPDATE SKIP LOCKED"
     } else {

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sqlx::{Any, Row as _, Transaction};
+use sqlx::{AnyConnection, Row as _};
 
 use super::{Result, Store, parse_col};
 use crate::model::{
@@ -60,7 +60,7 @@ const ROWS_PER_STATEMENT: usize = 200;
 /// Members and datasets are compared with what is stored and only the differences written: a
 /// project read again with nothing changed but its name costs two statements.
 pub(super) async fn store_truth(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut AnyConnection,
     truth: &ProjectTruth,
     directory: &str,
     now: i64,
@@ -75,7 +75,7 @@ pub(super) async fn store_truth(
     .bind(directory)
     .bind(&truth.updated_at)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
 
     // SMRT Link's lists, one entry per key (the last wins, as row-by-row upserts would have it).
@@ -113,7 +113,7 @@ pub(super) async fn store_truth(
     for uuid in first {
         query = query.bind(*uuid);
     }
-    let rows = query.fetch_all(&mut **tx).await?;
+    let rows = query.fetch_all(&mut *tx).await?;
     let mut stored_members = BTreeMap::new();
     let mut stored_datasets = BTreeMap::new();
     let mut held: Vec<(i64, String)> = Vec::new();
@@ -148,7 +148,7 @@ pub(super) async fn store_truth(
         for uuid in chunk {
             query = query.bind(*uuid);
         }
-        for row in query.fetch_all(&mut **tx).await? {
+        for row in query.fetch_all(&mut *tx).await? {
             held.push((row.try_get("project_id")?, row.try_get("uuid")?));
         }
     }
@@ -170,7 +170,7 @@ pub(super) async fn store_truth(
         for uuid in chunk {
             query = query.bind(*uuid);
         }
-        query.execute(&mut **tx).await?;
+        query.execute(&mut *tx).await?;
     }
     effects.extend(
         held.iter()
@@ -206,7 +206,7 @@ pub(super) async fn store_truth(
         for m in chunk {
             query = query.bind(&m.login).bind(&m.role);
         }
-        query.execute(&mut **tx).await?;
+        query.execute(&mut *tx).await?;
     }
 
     // Datasets.
@@ -243,7 +243,7 @@ pub(super) async fn store_truth(
                 .bind(d.parent_uuid.clone().unwrap_or_default())
                 .bind(i64::from(d.num_children));
         }
-        query.execute(&mut **tx).await?;
+        query.execute(&mut *tx).await?;
     }
     Ok(effects.into_iter().collect())
 }
@@ -266,7 +266,7 @@ fn rows_of(rows: usize, width: usize) -> String {
 
 /// Runs `{delete} (keys...)` for the project, in chunks; nothing when `keys` is empty.
 async fn delete_keys(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut AnyConnection,
     delete: &str,
     project_id: i64,
     keys: &[&str],
@@ -277,40 +277,36 @@ async fn delete_keys(
         for key in chunk {
             query = query.bind(*key);
         }
-        query.execute(&mut **tx).await?;
+        query.execute(&mut *tx).await?;
     }
     Ok(())
 }
 
 /// Marks a project gone from SMRT Link (creating the row if the project was never known), and
 /// forgets its members and datasets.
-pub(super) async fn mark_deleted(
-    tx: &mut Transaction<'_, Any>,
-    project_id: i64,
-    now: i64,
-) -> Result<()> {
+pub(super) async fn mark_deleted(tx: &mut AnyConnection, project_id: i64, now: i64) -> Result<()> {
     sqlx::query(
         "INSERT INTO projects (project_id, name, directory, deleted, updated_at, read_at) VALUES ($1, '', '', 1, '', $2)
          ON CONFLICT (project_id) DO UPDATE SET deleted = 1, read_at = excluded.read_at",
     )
     .bind(project_id)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     sqlx::query("DELETE FROM project_members WHERE project_id = $1")
         .bind(project_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     sqlx::query("DELETE FROM project_datasets WHERE project_id = $1")
         .bind(project_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }
 
 /// Records analysis jobs; returns how many were new and the projects they belong to.
 pub(super) async fn store_jobs(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut AnyConnection,
     jobs: &[AnalysisJobTruth],
     now: i64,
 ) -> Result<(usize, Vec<i64>)> {
@@ -326,7 +322,7 @@ pub(super) async fn store_jobs(
         .bind(&job.state)
         .bind(&job.name)
         .bind(now)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 1 {
             new += 1;
@@ -336,7 +332,7 @@ pub(super) async fn store_jobs(
                 .bind(&job.state)
                 .bind(job.project_id)
                 .bind(job.id)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
         }
     }

@@ -1,6 +1,6 @@
 //! Tasks: claiming with leases, fencing by attempt, retries with backoff, coalescing.
 
-use sqlx::{Any, Row as _, Transaction};
+use sqlx::{AnyConnection, Row as _};
 
 use super::changes::{ChangesOf, recompute_statuses};
 use super::{Result, Store, message, parse_col, skip_locked};
@@ -139,7 +139,7 @@ impl Backoff {
 /// by a new READY task that keeps its backoff; otherwise a new READY task runs now. The common
 /// case (nothing pending, or READY tasks to join) takes three statements for all targets.
 pub(super) async fn ensure_tasks(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut AnyConnection,
     project_id: i64,
     targets: &[Target],
     change_id: i64,
@@ -149,7 +149,7 @@ pub(super) async fn ensure_tasks(
         "SELECT task_id, target, state, next_run_at FROM tasks WHERE project_id = $1 AND pending = 1",
     )
     .bind(project_id)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await?;
     let mut linked = Vec::with_capacity(targets.len());
     let mut fresh = Vec::new();
@@ -171,7 +171,7 @@ pub(super) async fn ensure_tasks(
                     "UPDATE tasks SET pending = 0, state = 'SUPERSEDED' WHERE task_id = $1",
                 )
                 .bind(old)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
                 let new = insert_ready(tx, project_id, target, next.max(now), now).await?;
                 supersede_links(tx, old, new).await?;
@@ -194,7 +194,7 @@ pub(super) async fn ensure_tasks(
         for target in &fresh {
             insert = insert.bind(target.as_str());
         }
-        for row in insert.fetch_all(&mut **tx).await? {
+        for row in insert.fetch_all(&mut *tx).await? {
             linked.push(row.try_get("task_id")?);
         }
     }
@@ -210,13 +210,13 @@ pub(super) async fn ensure_tasks(
         for task_id in &linked {
             link = link.bind(*task_id);
         }
-        link.execute(&mut **tx).await?;
+        link.execute(&mut *tx).await?;
     }
     Ok(())
 }
 
 async fn insert_ready(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut AnyConnection,
     project_id: i64,
     target: Target,
     next_run_at: i64,
@@ -230,18 +230,18 @@ async fn insert_ready(
     .bind(target.as_str())
     .bind(next_run_at)
     .bind(now)
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await?;
     Ok(row.try_get("task_id")?)
 }
 
 /// Points `old` at `new` and links every change of `old` to `new`, so those changes follow the
 /// task that carries the project's state forward.
-async fn supersede_links(tx: &mut Transaction<'_, Any>, old: i64, new: i64) -> Result<()> {
+async fn supersede_links(tx: &mut AnyConnection, old: i64, new: i64) -> Result<()> {
     sqlx::query("UPDATE tasks SET superseded_by = $1 WHERE task_id = $2")
         .bind(new)
         .bind(old)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     sqlx::query(
         "INSERT INTO change_tasks (change_id, task_id) SELECT change_id, $1 FROM change_tasks WHERE task_id = $2
@@ -249,13 +249,13 @@ async fn supersede_links(tx: &mut Transaction<'_, Any>, old: i64, new: i64) -> R
     )
     .bind(new)
     .bind(old)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
 async fn pending_task(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut AnyConnection,
     project_id: i64,
     target: Target,
 ) -> Result<Option<i64>> {
@@ -264,7 +264,7 @@ async fn pending_task(
     )
     .bind(project_id)
     .bind(target.as_str())
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?;
     Ok(row.map(|r| r.try_get("task_id")).transpose()?)
 }
@@ -272,7 +272,7 @@ async fn pending_task(
 /// Takes the oldest due pending task of `target` whose (project, target) has no running task,
 /// with a lease until `now + lease_ms`, after reaping expired leases when `reap` is set.
 async fn claim_in(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut AnyConnection,
     target: Target,
     owner: &str,
     now: i64,
@@ -299,7 +299,7 @@ async fn claim_in(
     .bind(now)
     .bind(owner)
     .bind(now + lease_ms)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else { return Ok(None) };
     let task_id: i64 = row.try_get("task_id")?;
@@ -322,7 +322,7 @@ async fn claim_in(
 /// Records an attempt's result if the claim still holds (the task is WORKING with the same
 /// attempt number); false when it was discarded and nothing was written.
 async fn finish_in(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut AnyConnection,
     claim: &TaskClaim,
     result: TaskResult,
     backoff: Backoff,
@@ -393,7 +393,7 @@ async fn finish_in(
     .bind(now)
     .bind(claim.task_id)
     .bind(claim.attempts)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {
         // Fencing: the claim no longer holds (nothing was written).
@@ -413,7 +413,7 @@ async fn finish_in(
         .bind(claim.target.as_str())
         .bind(failures)
         .bind(claim.task_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     }
     recompute_statuses(tx, ChangesOf::Task(claim.task_id)).await?;
@@ -565,18 +565,13 @@ impl Store {
 
 /// Expired leases: the worker is gone (or late). Its task is retried now, or superseded when a
 /// newer task already waits. The late worker's result will be discarded by fencing.
-async fn reap_expired(
-    tx: &mut Transaction<'_, Any>,
-    target: Target,
-    now: i64,
-    skip: &str,
-) -> Result<()> {
+async fn reap_expired(tx: &mut AnyConnection, target: Target, now: i64, skip: &str) -> Result<()> {
     let expired = sqlx::query(&format!(
         "SELECT task_id, project_id, lease_owner FROM tasks WHERE target = $1 AND state = 'WORKING' AND lease_expires_at <= $2 LIMIT 20{skip}"
     ))
     .bind(target.as_str())
     .bind(now)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await?;
     for row in expired {
         let task_id: i64 = row.try_get("task_id")?;
@@ -597,7 +592,7 @@ async fn reap_expired(
         .bind(now)
         .bind(message(&format!("the lease of worker {owner} expired before it reported; running the task again")))
         .bind(task_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
         if let Some(newer) = newer {
             supersede_links(tx, task_id, newer).await?;
