@@ -1,5 +1,6 @@
 //! The coordinator's tables (DESIGN.md section 5), through one code path for SQLite and
-//! PostgreSQL. Every multi-statement write is one short transaction; none is held across an RPC.
+//! PostgreSQL. Every multi-statement write runs in one short transaction (on SQLite, writers that
+//! queue share one: see `Store::write`); none is held across an RPC.
 
 mod changes;
 mod leases;
@@ -431,10 +432,10 @@ impl WriterState {
     /// Drops the writer's connection (without returning it to the pool) after an error that
     /// may have broken it.
     fn drop_conn_if_broken(&mut self, error: &sqlx::Error) {
-        if broken(error) {
-            if let Some(conn) = self.conn.take() {
-                drop(conn.detach());
-            }
+        if broken(error)
+            && let Some(conn) = self.conn.take()
+        {
+            drop(conn.detach());
         }
     }
 }
