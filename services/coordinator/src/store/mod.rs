@@ -522,6 +522,22 @@ fn skip_locked(tx: &AnyConnection) -> &'static str {
     }
 }
 
+/// `$from, $from+1, ...`: `n` placeholders.
+pub(super) fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `($1, $2, $3), ($1, $4, $5), ...`: `rows` rows of the value bound first (`$1`) and `width` more.
+pub(super) fn rows_of(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| format!("($1, {})", placeholders(2 + r * width, width)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Reads a text column that holds one of our enums.
 fn parse_col<T>(row: &AnyRow, column: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
     let text: String = row.try_get(column)?;

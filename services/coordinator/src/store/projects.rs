@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::{AnyConnection, Row as _};
 
-use super::{Result, Store, parse_col};
+use super::{Result, Store, parse_col, placeholders, rows_of};
 use crate::model::{
     AnalysisJobTruth, DatasetTruth, Desired, MemberTruth, ProjectTruth, Target, TaskState,
 };
@@ -246,22 +246,6 @@ pub(super) async fn store_truth(
         query.execute(&mut *tx).await?;
     }
     Ok(effects.into_iter().collect())
-}
-
-/// `$from, $from+1, ...`: `n` placeholders.
-fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `($1, $2, $3), ($1, $4, $5), ...`: `rows` rows of the project id (`$1`) and `width` values.
-fn rows_of(rows: usize, width: usize) -> String {
-    (0..rows)
-        .map(|r| format!("($1, {})", placeholders(2 + r * width, width)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Runs `{delete} (keys...)` for the project, in chunks; nothing when `keys` is empty.

@@ -3,7 +3,7 @@
 use sqlx::{AnyConnection, Row as _};
 
 use super::changes::{ChangesOf, recompute_statuses};
-use super::{Result, Store, message, parse_col, skip_locked};
+use super::{Result, Store, message, parse_col, rows_of, skip_locked};
 use crate::model::{Operation, Target, TaskState};
 
 /// A task claimed by a worker.
@@ -199,12 +199,9 @@ pub(super) async fn ensure_tasks(
         }
     }
     if !linked.is_empty() {
-        let values = (0..linked.len())
-            .map(|i| format!("($1, ${})", i + 2))
-            .collect::<Vec<_>>()
-            .join(", ");
         let sql = format!(
-            "INSERT INTO change_tasks (change_id, task_id) VALUES {values} ON CONFLICT (change_id, task_id) DO NOTHING"
+            "INSERT INTO change_tasks (change_id, task_id) VALUES {} ON CONFLICT (change_id, task_id) DO NOTHING",
+            rows_of(linked.len(), 1)
         );
         let mut link = sqlx::query(&sql).bind(change_id);
         for task_id in &linked {
