@@ -62,6 +62,10 @@ pub struct Records {
     cache: RwLock<Cache>,
     /// First and last write since the last checkpoint.
     dirty: Mutex<Option<(Instant, Instant)>>,
+    /// Changes waiting for the writer.
+    queue: Mutex<Vec<Queued>>,
+    /// The writer's turn.
+    writer: tokio::sync::Mutex<()>,
 }
 
 impl Records {
@@ -100,6 +104,8 @@ impl Records {
             pool,
             cache: RwLock::new(Cache::default()),
             dirty: Mutex::new(None),
+            queue: Mutex::new(Vec::new()),
+            writer: tokio::sync::Mutex::new(()),
         };
         records
             .load()
@@ -236,40 +242,91 @@ impl Records {
         self.cache.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes the new state of some projects (`None`: no records any more) in one transaction,
-    /// writing only what differs from the current records, then updates the copy in memory.
-    /// The caller holds the locks of every project named.
+    /// Writes the new state of some projects (`None`: no records any more), writing only what
+    /// differs from the current records, then updates the copy in memory. The caller holds the
+    /// locks of every project named.
+    ///
+    /// Writers share transactions (group commit): a call queues its changes and the first to get
+    /// the writer's turn writes everything queued in one transaction (the projects of concurrent
+    /// calls are disjoint: each holds its projects' locks until it returns). Each call returns
+    /// once its changes are committed and in the copy. When a shared transaction fails, each
+    /// call's changes are written again in a transaction of their own, so that one call's failure
+    /// is never another's.
     pub async fn store(
         &self,
         changes: Vec<(ProjectId, Option<ProjectRecord>)>,
     ) -> Result<(), sqlx::Error> {
+        let (done, mut answer) = tokio::sync::oneshot::channel();
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Queued { changes, done });
+        let turn = self.writer.lock().await;
+        match answer.try_recv() {
+            Ok(result) => return result,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => return Err(abandoned()),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+        }
+        let group = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        self.write_group(group).await;
+        drop(turn);
+        answer.await.unwrap_or_else(|_| Err(abandoned()))
+    }
+
+    /// Writes a group of queued changes (one transaction, or one each when that fails) and
+    /// answers every member.
+    async fn write_group(&self, group: Vec<Queued>) {
+        if group.len() > 1 {
+            let all: Vec<&(ProjectId, Option<ProjectRecord>)> =
+                group.iter().flat_map(|q| &q.changes).collect();
+            match self.write(&all).await {
+                Ok(()) => {
+                    let mut dones = Vec::with_capacity(group.len());
+                    let mut changes = Vec::new();
+                    for q in group {
+                        dones.push(q.done);
+                        changes.extend(q.changes);
+                    }
+                    self.publish(changes);
+                    for done in dones {
+                        let _ = done.send(Ok(()));
+                    }
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, members = group.len(), "a shared records transaction failed; writing its members one by one");
+                }
+            }
+        }
+        for q in group {
+            let result = self.write(&q.changes.iter().collect::<Vec<_>>()).await;
+            if result.is_ok() {
+                self.publish(q.changes);
+            }
+            let _ = q.done.send(result);
+        }
+    }
+
+    /// Writes changes in one transaction (only what differs from the copy in memory).
+    async fn write(
+        &self,
+        changes: &[&(ProjectId, Option<ProjectRecord>)],
+    ) -> Result<(), sqlx::Error> {
         let olds: Vec<Option<Arc<ProjectRecord>>> =
             changes.iter().map(|(id, _)| self.project(*id)).collect();
-        let mut tx = self.pool.begin().await?;
+        let mut rows = Rows::default();
         // Deletions first, guarded by owner, so a dataset moving between the projects of this
         // transaction is never deleted from its new owner.
         for ((id, new), old) in changes.iter().zip(&olds) {
             let Some(old) = old else { continue };
             match new {
-                None => {
-                    sqlx::query("DELETE FROM projects WHERE id = $1")
-                        .bind(id.get())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                Some(new) => {
-                    for uuid in old
-                        .datasets
+                None => rows.project_deletes.push(id.get()),
+                Some(new) => rows.dataset_deletes.extend(
+                    old.datasets
                         .keys()
                         .filter(|u| !new.datasets.contains_key(u))
-                    {
-                        sqlx::query("DELETE FROM datasets WHERE uuid = $1 AND project_id = $2")
-                            .bind(uuid.to_string())
-                            .bind(id.get())
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
+                        .map(|u| (u.to_string(), id.get())),
+                ),
             }
         }
         for ((id, new), old) in changes.iter().zip(&olds) {
@@ -278,22 +335,21 @@ impl Records {
                 .as_deref()
                 .is_none_or(|o| o.directory != new.directory || o.updated_at != new.updated_at)
             {
-                sqlx::query(
-                    "INSERT INTO projects (id, directory, updated_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (id) DO UPDATE SET directory = excluded.directory, updated_at = excluded.updated_at",
-                )
-                .bind(id.get())
-                .bind(&new.directory)
-                .bind(new.updated_at)
-                .execute(&mut *tx)
-                .await?;
+                rows.projects
+                    .push((id.get(), &new.directory, new.updated_at));
             }
             for dataset in new.datasets.values() {
                 let before = old.as_ref().and_then(|o| o.datasets.get(&dataset.uuid));
-                store_dataset(&mut tx, *id, dataset, before).await?;
+                rows.dataset(*id, dataset, before);
             }
         }
-        tx.commit().await?;
+        let mut tx = self.pool.begin().await?;
+        rows.execute(&mut tx).await?;
+        tx.commit().await
+    }
+
+    /// Puts committed changes into the copy in memory.
+    fn publish(&self, changes: Vec<(ProjectId, Option<ProjectRecord>)>) {
         {
             let now = Instant::now();
             let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
@@ -313,89 +369,172 @@ impl Records {
             .flat_map(|p| p.datasets.keys().map(move |u| (*u, p.id)))
             .collect();
         cache.by_dataset = owners.into_iter().collect();
-        Ok(())
     }
 }
 
-async fn store_dataset(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    project: ProjectId,
-    new: &DatasetRecord,
-    old: Option<&DatasetRecord>,
-) -> Result<(), sqlx::Error> {
-    let uuid = new.uuid.to_string();
-    let same_row = old.is_some_and(|o| {
-        o.directory == new.directory && o.xml_path == new.xml_path && o.kind == new.kind
-    });
-    if !same_row {
-        sqlx::query(
-            "INSERT INTO datasets (uuid, project_id, directory, xml_path, kind) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (uuid) DO UPDATE SET project_id = excluded.project_id, directory = excluded.directory, \
-             xml_path = excluded.xml_path, kind = excluded.kind",
-        )
-        .bind(&uuid)
-        .bind(project.get())
-        .bind(&new.directory)
-        .bind(&new.xml_path)
-        .bind(new.kind.as_str())
-        .execute(&mut **tx)
-        .await?;
+/// The error of a call whose queued changes were dropped unwritten (its writer was cancelled).
+fn abandoned() -> sqlx::Error {
+    sqlx::Error::Protocol("the records writer was cancelled before writing these changes".into())
+}
+
+/// One call's changes waiting for the writer.
+#[derive(Debug)]
+struct Queued {
+    changes: Vec<(ProjectId, Option<ProjectRecord>)>,
+    done: tokio::sync::oneshot::Sender<Result<(), sqlx::Error>>,
+}
+
+/// The rows one transaction writes, gathered so that each kind goes in as few statements as
+/// possible.
+#[derive(Debug, Default)]
+struct Rows<'a> {
+    project_deletes: Vec<i64>,
+    /// (dataset, owner)
+    dataset_deletes: Vec<(String, i64)>,
+    /// (id, directory, updated_at)
+    projects: Vec<(i64, &'a str, i64)>,
+    /// (uuid, project, directory, xml path, kind)
+    datasets: Vec<(String, i64, &'a str, &'a str, &'static str)>,
+    /// Datasets new to their project: their entries start from nothing.
+    entry_resets: Vec<String>,
+    /// (dataset, path)
+    entry_deletes: Vec<(String, &'a str)>,
+    /// (dataset, path, entry)
+    entries: Vec<(String, &'a str, &'a EntryRecord)>,
+}
+
+impl<'a> Rows<'a> {
+    fn dataset(
+        &mut self,
+        project: ProjectId,
+        new: &'a DatasetRecord,
+        old: Option<&'a DatasetRecord>,
+    ) {
+        let uuid = new.uuid.to_string();
+        let same_row = old.is_some_and(|o| {
+            o.directory == new.directory && o.xml_path == new.xml_path && o.kind == new.kind
+        });
+        if !same_row {
+            self.datasets.push((
+                uuid.clone(),
+                project.get(),
+                &new.directory,
+                &new.xml_path,
+                new.kind.as_str(),
+            ));
+        }
+        let old_entries = match old {
+            Some(o) => Some(&*o.entries),
+            None => {
+                // New to this project (possibly moved from another): start from nothing.
+                self.entry_resets.push(uuid.clone());
+                None
+            }
+        };
+        if let Some(old_entries) = old_entries {
+            self.entry_deletes.extend(
+                old_entries
+                    .iter()
+                    .filter(|(k, v)| new.entries.get(*k) != Some(*v))
+                    .map(|(k, _)| (uuid.clone(), k.as_str())),
+            );
+        }
+        self.entries.extend(
+            new.entries
+                .iter()
+                .filter(|(k, v)| old_entries.is_none_or(|o| o.get(*k) != Some(*v)))
+                .map(|(k, v)| (uuid.clone(), k.as_str(), v)),
+        );
     }
-    let empty = BTreeMap::new();
-    let old_entries = match old {
-        Some(o) => &*o.entries,
-        None => {
-            // New to this project (possibly moved from another): start from nothing.
-            sqlx::query("DELETE FROM entries WHERE dataset_uuid = $1")
-                .bind(&uuid)
+
+    async fn execute(self, tx: &mut sqlx::Transaction<'_, Sqlite>) -> Result<(), sqlx::Error> {
+        for id in self.project_deletes {
+            sqlx::query("DELETE FROM projects WHERE id = $1")
+                .bind(id)
                 .execute(&mut **tx)
                 .await?;
-            &empty
         }
-    };
-    let gone: Vec<&String> = old_entries
-        .iter()
-        .filter(|(k, v)| new.entries.get(*k) != Some(*v))
-        .map(|(k, _)| k)
-        .collect();
-    for path in gone {
-        sqlx::query("DELETE FROM entries WHERE dataset_uuid = $1 AND path = $2")
-            .bind(&uuid)
-            .bind(path)
-            .execute(&mut **tx)
-            .await?;
-    }
-    let added: Vec<(&String, &EntryRecord)> = new
-        .entries
-        .iter()
-        .filter(|(k, v)| old_entries.get(*k) != Some(*v))
-        .collect();
-    for chunk in added.chunks(BATCH) {
-        let mut insert: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-            "INSERT INTO entries (dataset_uuid, path, kind, source, dev, ino, size) ",
-        );
-        insert.push_values(chunk, |mut row, (path, entry)| {
-            row.push_bind(uuid.clone()).push_bind((*path).clone());
-            match entry {
-                EntryRecord::Dir => {
-                    row.push_bind("dir")
-                        .push_bind(None::<String>)
-                        .push_bind(None::<i64>)
-                        .push_bind(None::<i64>)
-                        .push_bind(None::<i64>);
-                }
-                EntryRecord::File(f) => {
-                    row.push_bind("file")
-                        .push_bind(f.source.clone())
-                        .push_bind(f.dev as i64)
-                        .push_bind(f.ino as i64)
-                        .push_bind(f.size as i64);
-                }
+        for (uuid, project) in self.dataset_deletes {
+            sqlx::query("DELETE FROM datasets WHERE uuid = $1 AND project_id = $2")
+                .bind(uuid)
+                .bind(project)
+                .execute(&mut **tx)
+                .await?;
+        }
+        for chunk in self.projects.chunks(BATCH) {
+            let mut q: QueryBuilder<'_, Sqlite> =
+                QueryBuilder::new("INSERT INTO projects (id, directory, updated_at) ");
+            q.push_values(chunk, |mut row, (id, directory, updated_at)| {
+                row.push_bind(*id)
+                    .push_bind(directory.to_string())
+                    .push_bind(*updated_at);
+            });
+            q.push(
+                " ON CONFLICT (id) DO UPDATE SET directory = excluded.directory, updated_at = excluded.updated_at",
+            );
+            q.build().execute(&mut **tx).await?;
+        }
+        for chunk in self.datasets.chunks(BATCH) {
+            let mut q: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+                "INSERT INTO datasets (uuid, project_id, directory, xml_path, kind) ",
+            );
+            q.push_values(chunk, |mut row, (uuid, project, directory, xml, kind)| {
+                row.push_bind(uuid.clone())
+                    .push_bind(*project)
+                    .push_bind(directory.to_string())
+                    .push_bind(xml.to_string())
+                    .push_bind(*kind);
+            });
+            q.push(
+                " ON CONFLICT (uuid) DO UPDATE SET project_id = excluded.project_id, directory = excluded.directory, \
+                 xml_path = excluded.xml_path, kind = excluded.kind",
+            );
+            q.build().execute(&mut **tx).await?;
+        }
+        for chunk in self.entry_resets.chunks(BATCH) {
+            let mut q: QueryBuilder<'_, Sqlite> =
+                QueryBuilder::new("DELETE FROM entries WHERE dataset_uuid IN (");
+            let mut list = q.separated(", ");
+            for uuid in chunk {
+                list.push_bind(uuid.clone());
             }
-        });
-        insert.build().execute(&mut **tx).await?;
+            q.push(")");
+            q.build().execute(&mut **tx).await?;
+        }
+        for (uuid, path) in self.entry_deletes {
+            sqlx::query("DELETE FROM entries WHERE dataset_uuid = $1 AND path = $2")
+                .bind(uuid)
+                .bind(path.to_owned())
+                .execute(&mut **tx)
+                .await?;
+        }
+        for chunk in self.entries.chunks(BATCH) {
+            let mut q: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+                "INSERT INTO entries (dataset_uuid, path, kind, source, dev, ino, size) ",
+            );
+            q.push_values(chunk, |mut row, (uuid, path, entry)| {
+                row.push_bind(uuid.clone()).push_bind(path.to_string());
+                match entry {
+                    EntryRecord::Dir => {
+                        row.push_bind("dir")
+                            .push_bind(None::<String>)
+                            .push_bind(None::<i64>)
+                            .push_bind(None::<i64>)
+                            .push_bind(None::<i64>);
+                    }
+                    EntryRecord::File(f) => {
+                        row.push_bind("file")
+                            .push_bind(f.source.clone())
+                            .push_bind(f.dev as i64)
+                            .push_bind(f.ino as i64)
+                            .push_bind(f.size as i64);
+                    }
+                }
+            });
+            q.build().execute(&mut **tx).await?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -437,6 +576,58 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[tokio::test]
+    async fn queued_writers_share_a_transaction_and_a_failing_one_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.sqlite3");
+        let records = Records::open(&path).await.unwrap();
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let p2 = project(2, "P2", &[(a, "A", 150)]);
+        let p3 = project(3, "P3", &[(b, "B", 3)]);
+        // A directory name another project holds breaks the table's UNIQUE constraint.
+        let clash = project(4, "P2", &[(c, "C", 2)]);
+        let p5 = project(5, "P5", &[(c, "C", 2)]);
+
+        // Two writers queue while the writer's turn is taken: one transaction writes both.
+        let turn = records.writer.lock().await;
+        let release = async {
+            tokio::task::yield_now().await;
+            assert_eq!(records.queue.lock().unwrap().len(), 2, "both queued");
+            drop(turn);
+        };
+        let (r2, r3, ()) = tokio::join!(
+            records.store(vec![(p2.id, Some(p2.clone()))]),
+            records.store(vec![(p3.id, Some(p3.clone()))]),
+            release,
+        );
+        r2.unwrap();
+        r3.unwrap();
+
+        // A failing member of a group fails alone; the others are written.
+        let turn = records.writer.lock().await;
+        let release = async {
+            tokio::task::yield_now().await;
+            drop(turn);
+        };
+        let (bad, good, ()) = tokio::join!(
+            records.store(vec![(clash.id, Some(clash.clone()))]),
+            records.store(vec![(p5.id, Some(p5.clone()))]),
+            release,
+        );
+        assert!(bad.is_err(), "the clashing directory name is refused");
+        good.unwrap();
+        assert!(records.project(clash.id).is_none());
+        assert_eq!(records.holder_of_dataset(&c), Some(p5.id));
+
+        drop(records);
+        let reopened = Records::open(&path).await.unwrap();
+        assert_eq!(*reopened.project(p2.id).unwrap(), p2);
+        assert_eq!(*reopened.project(p3.id).unwrap(), p3);
+        assert_eq!(*reopened.project(p5.id).unwrap(), p5);
+        assert!(reopened.project(clash.id).is_none());
+        assert_eq!(reopened.all().len(), 3);
     }
 
     #[tokio::test]
