@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row as _, Sqlite, SqlitePool};
+use sqlx::{Connection as _, QueryBuilder, Row as _, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use crate::model::{DatasetRecord, EntryRecord, FileRecord, Kind, ProjectId, ProjectRecord};
@@ -64,8 +64,10 @@ pub struct Records {
     dirty: Mutex<Option<(Instant, Instant)>>,
     /// Changes waiting for the writer.
     queue: Mutex<Vec<Queued>>,
-    /// The writer's turn.
-    writer: tokio::sync::Mutex<()>,
+    /// The writer's turn, and its own connection (opened again after a failed write).
+    writer: tokio::sync::Mutex<Option<SqliteConnection>>,
+    /// How the writer's connection is opened.
+    options: SqliteConnectOptions,
 }
 
 impl Records {
@@ -93,7 +95,7 @@ impl Records {
             .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .with_context(|| format!("opening the records database {}", path.display()))?;
         MIGRATOR
@@ -105,7 +107,8 @@ impl Records {
             cache: RwLock::new(Cache::default()),
             dirty: Mutex::new(None),
             queue: Mutex::new(Vec::new()),
-            writer: tokio::sync::Mutex::new(()),
+            writer: tokio::sync::Mutex::new(None),
+            options,
         };
         records
             .load()
@@ -261,25 +264,25 @@ impl Records {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Queued { changes, done });
-        let turn = self.writer.lock().await;
+        let mut turn = self.writer.lock().await;
         match answer.try_recv() {
             Ok(result) => return result,
             Err(tokio::sync::oneshot::error::TryRecvError::Closed) => return Err(abandoned()),
             Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
         }
         let group = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
-        self.write_group(group).await;
+        self.write_group(&mut turn, group).await;
         drop(turn);
         answer.await.unwrap_or_else(|_| Err(abandoned()))
     }
 
     /// Writes a group of queued changes (one transaction, or one each when that fails) and
     /// answers every member.
-    async fn write_group(&self, group: Vec<Queued>) {
+    async fn write_group(&self, conn: &mut Option<SqliteConnection>, group: Vec<Queued>) {
         if group.len() > 1 {
             let all: Vec<&(ProjectId, Option<ProjectRecord>)> =
                 group.iter().flat_map(|q| &q.changes).collect();
-            match self.write(&all).await {
+            match self.write(conn, &all).await {
                 Ok(()) => {
                     let mut dones = Vec::with_capacity(group.len());
                     let mut changes = Vec::new();
@@ -299,7 +302,9 @@ impl Records {
             }
         }
         for q in group {
-            let result = self.write(&q.changes.iter().collect::<Vec<_>>()).await;
+            let result = self
+                .write(conn, &q.changes.iter().collect::<Vec<_>>())
+                .await;
             if result.is_ok() {
                 self.publish(q.changes);
             }
@@ -307,9 +312,14 @@ impl Records {
         }
     }
 
-    /// Writes changes in one transaction (only what differs from the copy in memory).
+    /// Writes changes in one transaction (only what differs from the copy in memory), sent to
+    /// the writer's connection as one batch of statements (each statement sent on its own waits
+    /// for the connection's thread to be scheduled: under load that wait, not SQLite, was most of
+    /// a write). After a failure the connection is closed (rolling back whatever the batch left
+    /// open) and the next write opens a new one.
     async fn write(
         &self,
+        conn: &mut Option<SqliteConnection>,
         changes: &[&(ProjectId, Option<ProjectRecord>)],
     ) -> Result<(), sqlx::Error> {
         let olds: Vec<Option<Arc<ProjectRecord>>> =
@@ -343,9 +353,27 @@ impl Records {
                 rows.dataset(*id, dataset, before);
             }
         }
-        let mut tx = self.pool.begin().await?;
-        rows.execute(&mut tx).await?;
-        tx.commit().await
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut batch = QueryBuilder::new("BEGIN IMMEDIATE; ");
+        rows.push_statements(&mut batch);
+        batch.push("COMMIT");
+        let connection = match conn {
+            Some(c) => c,
+            None => conn.insert(SqliteConnection::connect_with(&self.options).await?),
+        };
+        let result = batch
+            .build()
+            .persistent(false)
+            .execute(&mut *connection)
+            .await;
+        if result.is_err()
+            && let Some(failed) = conn.take()
+        {
+            let _ = failed.close().await;
+        }
+        result.map(|_| ())
     }
 
     /// Puts committed changes into the copy in memory.
@@ -447,93 +475,93 @@ impl<'a> Rows<'a> {
         );
     }
 
-    async fn execute(self, tx: &mut sqlx::Transaction<'_, Sqlite>) -> Result<(), sqlx::Error> {
-        for id in self.project_deletes {
-            sqlx::query("DELETE FROM projects WHERE id = $1")
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
+    fn is_empty(&self) -> bool {
+        self.project_deletes.is_empty()
+            && self.dataset_deletes.is_empty()
+            && self.projects.is_empty()
+            && self.datasets.is_empty()
+            && self.entry_resets.is_empty()
+            && self.entry_deletes.is_empty()
+            && self.entries.is_empty()
+    }
+
+    /// Appends the statements (each ended by `; `) to `q`.
+    fn push_statements<'q>(&'q self, q: &mut QueryBuilder<'q, Sqlite>) {
+        for id in &self.project_deletes {
+            q.push("DELETE FROM projects WHERE id = ")
+                .push_bind(*id)
+                .push("; ");
         }
-        for (uuid, project) in self.dataset_deletes {
-            sqlx::query("DELETE FROM datasets WHERE uuid = $1 AND project_id = $2")
-                .bind(uuid)
-                .bind(project)
-                .execute(&mut **tx)
-                .await?;
+        for (uuid, project) in &self.dataset_deletes {
+            q.push("DELETE FROM datasets WHERE uuid = ")
+                .push_bind(uuid.as_str())
+                .push(" AND project_id = ")
+                .push_bind(*project)
+                .push("; ");
         }
         for chunk in self.projects.chunks(BATCH) {
-            let mut q: QueryBuilder<'_, Sqlite> =
-                QueryBuilder::new("INSERT INTO projects (id, directory, updated_at) ");
+            q.push("INSERT INTO projects (id, directory, updated_at) ");
             q.push_values(chunk, |mut row, (id, directory, updated_at)| {
                 row.push_bind(*id)
-                    .push_bind(directory.to_string())
+                    .push_bind(*directory)
                     .push_bind(*updated_at);
             });
             q.push(
-                " ON CONFLICT (id) DO UPDATE SET directory = excluded.directory, updated_at = excluded.updated_at",
+                " ON CONFLICT (id) DO UPDATE SET directory = excluded.directory, updated_at = excluded.updated_at; ",
             );
-            q.build().execute(&mut **tx).await?;
         }
         for chunk in self.datasets.chunks(BATCH) {
-            let mut q: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-                "INSERT INTO datasets (uuid, project_id, directory, xml_path, kind) ",
-            );
+            q.push("INSERT INTO datasets (uuid, project_id, directory, xml_path, kind) ");
             q.push_values(chunk, |mut row, (uuid, project, directory, xml, kind)| {
-                row.push_bind(uuid.clone())
+                row.push_bind(uuid.as_str())
                     .push_bind(*project)
-                    .push_bind(directory.to_string())
-                    .push_bind(xml.to_string())
+                    .push_bind(*directory)
+                    .push_bind(*xml)
                     .push_bind(*kind);
             });
             q.push(
                 " ON CONFLICT (uuid) DO UPDATE SET project_id = excluded.project_id, directory = excluded.directory, \
-                 xml_path = excluded.xml_path, kind = excluded.kind",
+                 xml_path = excluded.xml_path, kind = excluded.kind; ",
             );
-            q.build().execute(&mut **tx).await?;
         }
         for chunk in self.entry_resets.chunks(BATCH) {
-            let mut q: QueryBuilder<'_, Sqlite> =
-                QueryBuilder::new("DELETE FROM entries WHERE dataset_uuid IN (");
+            q.push("DELETE FROM entries WHERE dataset_uuid IN (");
             let mut list = q.separated(", ");
             for uuid in chunk {
-                list.push_bind(uuid.clone());
+                list.push_bind(uuid.as_str());
             }
-            q.push(")");
-            q.build().execute(&mut **tx).await?;
+            q.push("); ");
         }
-        for (uuid, path) in self.entry_deletes {
-            sqlx::query("DELETE FROM entries WHERE dataset_uuid = $1 AND path = $2")
-                .bind(uuid)
-                .bind(path.to_owned())
-                .execute(&mut **tx)
-                .await?;
+        for (uuid, path) in &self.entry_deletes {
+            q.push("DELETE FROM entries WHERE dataset_uuid = ")
+                .push_bind(uuid.as_str())
+                .push(" AND path = ")
+                .push_bind(*path)
+                .push("; ");
         }
         for chunk in self.entries.chunks(BATCH) {
-            let mut q: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-                "INSERT INTO entries (dataset_uuid, path, kind, source, dev, ino, size) ",
-            );
+            q.push("INSERT INTO entries (dataset_uuid, path, kind, source, dev, ino, size) ");
             q.push_values(chunk, |mut row, (uuid, path, entry)| {
-                row.push_bind(uuid.clone()).push_bind(path.to_string());
+                row.push_bind(uuid.as_str()).push_bind(*path);
                 match entry {
                     EntryRecord::Dir => {
                         row.push_bind("dir")
-                            .push_bind(None::<String>)
+                            .push_bind(None::<&str>)
                             .push_bind(None::<i64>)
                             .push_bind(None::<i64>)
                             .push_bind(None::<i64>);
                     }
                     EntryRecord::File(f) => {
                         row.push_bind("file")
-                            .push_bind(f.source.clone())
+                            .push_bind(f.source.as_str())
                             .push_bind(f.dev as i64)
                             .push_bind(f.ino as i64)
                             .push_bind(f.size as i64);
                     }
                 }
             });
-            q.build().execute(&mut **tx).await?;
+            q.push("; ");
         }
-        Ok(())
     }
 }
 
