@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -78,6 +78,14 @@ pub struct Engine {
 
 /// How often a claim made along with a record also reaps expired leases (ms).
 const REAP_EVERY_MS: i64 = 1000;
+
+/// A task that ran, with its result not yet recorded.
+#[derive(Debug)]
+struct Ran {
+    claim: TaskClaim,
+    result: TaskResult,
+    started: Instant,
+}
 
 /// What one execution did, for tests and logs.
 #[derive(Clone, Debug)]
@@ -164,18 +172,34 @@ impl Engine {
         let Some(claim) = self.claim(target).await? else {
             return Ok(None);
         };
-        Ok(Some(self.run_claimed(claim, false).await?.0))
+        let started = Instant::now();
+        let result = self.execute(&claim).await;
+        Ok(Some(
+            self.finish(
+                Ran {
+                    claim,
+                    result,
+                    started,
+                },
+                false,
+            )
+            .await?
+            .0,
+        ))
     }
 
-    /// Runs and records a claimed task; with `chain`, the record also claims the next due task
-    /// of the same target, in the same transaction, and answers it.
-    async fn run_claimed(
+    /// Records a task that ran; with `chain`, the record also claims the next due task of the
+    /// same target, in the same transaction, and answers it.
+    async fn finish(
         &self,
-        claim: TaskClaim,
+        ran: Ran,
         chain: bool,
     ) -> anyhow::Result<(Execution, Option<TaskClaim>)> {
-        let started = std::time::Instant::now();
-        let result = self.execute(&claim).await;
+        let Ran {
+            claim,
+            result,
+            started,
+        } = ran;
         let next = chain.then(|| NextClaim {
             owner: self.owner.clone(),
             lease_ms: crate::clock::millis(self.config.lease),
@@ -235,38 +259,63 @@ impl Engine {
         handles
     }
 
-    /// One worker: claims a task, runs it, and records it together with claiming the next, for
-    /// as long as tasks are due; then sleeps until woken, until the next task is due, or for the
-    /// poll interval. A task claimed along with a record is run even when `cancel` fired
-    /// meanwhile (no claim is left to expire); no new one is claimed once it has.
+    /// One worker. It keeps its database work off its tasks' path: while it runs one task it
+    /// records the one before and claims the one after, in one transaction, so a task's cycle
+    /// is its call to the service rather than that call plus the database's round trips. When
+    /// nothing is due it records what it ran and sleeps until woken, until the next task is due,
+    /// or for the poll interval. Every task claimed is run and recorded, even once `cancel` has
+    /// fired (no claim is left to expire); no new one is claimed then.
     async fn worker(&self, target: Target, worker: usize, cancel: CancellationToken) {
         tracing::debug!(%target, worker, "task worker started");
         let mut failures = 0u32;
-        let mut next: Option<TaskClaim> = None;
+        // Claimed and not run yet; run and not recorded yet.
+        let mut claimed: Option<TaskClaim> = None;
+        let mut ran: Option<Ran> = None;
         loop {
-            let claimed = match next.take() {
-                Some(claim) => Ok(Some(claim)),
-                None if cancel.is_cancelled() => break,
-                None => self.claim(target).await,
-            };
-            let ran = match claimed {
-                Ok(Some(claim)) => self
-                    .run_claimed(claim, !cancel.is_cancelled())
-                    .await
-                    .map(|(_, claimed)| next = claimed),
-                Ok(None) => {
-                    failures = 0;
-                    let wait = self.idle_wait(target).await;
-                    if self.pause(target, wait, &cancel).await {
-                        break;
-                    }
-                    continue;
+            let chain = !cancel.is_cancelled();
+            let step = match (claimed.take(), ran.take()) {
+                (Some(claim), before) => {
+                    let started = Instant::now();
+                    let (result, next) = tokio::join!(self.execute(&claim), async {
+                        match before {
+                            Some(before) => self.finish(before, chain).await.map(|(_, next)| next),
+                            None if chain => self.claim(target).await,
+                            None => Ok(None),
+                        }
+                    });
+                    ran = Some(Ran {
+                        claim,
+                        result,
+                        started,
+                    });
+                    next.map(|next| claimed = next)
                 }
-                Err(error) => Err(error),
+                (None, Some(before)) => self
+                    .finish(before, chain)
+                    .await
+                    .map(|(_, next)| claimed = next),
+                (None, None) if !chain => break,
+                (None, None) => match self.claim(target).await {
+                    Ok(Some(claim)) => {
+                        claimed = Some(claim);
+                        Ok(())
+                    }
+                    Ok(None) => {
+                        failures = 0;
+                        let wait = self.idle_wait(target).await;
+                        if self.pause(target, wait, &cancel).await {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(error) => Err(error),
+                },
             };
-            match ran {
+            match step {
                 Ok(()) => failures = 0,
                 Err(error) => {
+                    // A result whose record failed is lost, and so are the claims in hand when
+                    // `cancel` fires now: their leases expire and the tasks run again.
                     failures += 1;
                     tracing::warn!(%target, worker, error = format!("{error:#}"), "claiming or recording a task failed");
                     let wait = Duration::from_millis(100 * u64::from(failures.min(50)));

@@ -79,18 +79,19 @@ impl Reader {
         let Some(claim) = self.store.claim_settled_change(&self.owner, lease).await? else {
             return Ok(false);
         };
-        self.read_claimed(claim, false).await?;
+        let outcome = self.read(&claim).await;
+        self.finish(claim, outcome, false).await?;
         Ok(true)
     }
 
-    /// Reads a claimed change and records what was found; with `chain`, the record also claims
-    /// the next settled change, in the same transaction, and answers it.
-    async fn read_claimed(
+    /// Records what a read found; with `chain`, the record also claims the next settled change,
+    /// in the same transaction, and answers it.
+    async fn finish(
         &self,
         claim: ChangeClaim,
+        outcome: ReadOutcome,
         chain: bool,
     ) -> anyhow::Result<Option<ChangeClaim>> {
-        let outcome = self.read(&claim).await;
         if let ReadOutcome::Failed { message, .. } = &outcome {
             tracing::warn!(
                 change_id = claim.change_id,
@@ -190,60 +191,87 @@ impl Reader {
             .collect()
     }
 
-    /// One reader: claims a settled change, reads it, and records it together with claiming the
-    /// next, for as long as changes are due; then sleeps until woken, until the next settle
-    /// time, or for the poll interval. A change claimed along with a record is read even when
-    /// `cancel` fired meanwhile; no new one is claimed once it has.
+    /// One reader. Like a task worker it keeps its database work off the reads' path: while it
+    /// reads one change from SMRT Link it records the one before and claims the one after, in
+    /// one transaction. When nothing is settled it records what it read and sleeps until woken,
+    /// until the next settle time, or for the poll interval. Every change claimed is read and
+    /// recorded, even once `cancel` has fired; no new one is claimed then.
     async fn run(&self, n: usize, cancel: CancellationToken) {
         let lease = crate::clock::millis(self.config.lease);
         let mut failures = 0u32;
-        let mut next: Option<ChangeClaim> = None;
+        // Claimed and not read yet; read and not recorded yet.
+        let mut claimed: Option<ChangeClaim> = None;
+        let mut read: Option<(ChangeClaim, ReadOutcome)> = None;
         loop {
-            let claimed = match next.take() {
-                Some(claim) => Ok(Some(claim)),
-                None if cancel.is_cancelled() => break,
-                None => self
-                    .store
-                    .claim_settled_change(&self.owner, lease)
+            let chain = !cancel.is_cancelled();
+            let step = match (claimed.take(), read.take()) {
+                (Some(claim), before) => {
+                    let (outcome, next) = tokio::join!(self.read(&claim), async {
+                        match before {
+                            Some((before, outcome)) => self.finish(before, outcome, chain).await,
+                            None if chain => {
+                                Ok(self.store.claim_settled_change(&self.owner, lease).await?)
+                            }
+                            None => Ok(None),
+                        }
+                    });
+                    read = Some((claim, outcome));
+                    next.map(|next| claimed = next)
+                }
+                (None, Some((before, outcome))) => self
+                    .finish(before, outcome, chain)
                     .await
-                    .map_err(anyhow::Error::from),
-            };
-            let wait = match claimed {
-                Ok(Some(claim)) => match self.read_claimed(claim, !cancel.is_cancelled()).await {
-                    Ok(claimed) => {
+                    .map(|next| claimed = next),
+                (None, None) if !chain => break,
+                (None, None) => match self.store.claim_settled_change(&self.owner, lease).await {
+                    Ok(Some(claim)) => {
+                        claimed = Some(claim);
+                        Ok(())
+                    }
+                    Ok(None) => {
                         failures = 0;
-                        next = claimed;
+                        let wait = match self.store.next_settle().await {
+                            Ok(Some(due)) => {
+                                let ms = u64::try_from((due - self.store.now()).max(1))
+                                    .unwrap_or(u64::MAX);
+                                self.config.poll.min(Duration::from_millis(ms))
+                            }
+                            _ => self.config.poll,
+                        };
+                        if self.pause(wait, &cancel).await {
+                            break;
+                        }
                         continue;
                     }
-                    Err(error) => Err(error),
+                    Err(error) => Err(error.into()),
                 },
-                Ok(None) => {
-                    failures = 0;
-                    Ok(match self.store.next_settle().await {
-                        Ok(Some(due)) => {
-                            let ms =
-                                u64::try_from((due - self.store.now()).max(1)).unwrap_or(u64::MAX);
-                            self.config.poll.min(Duration::from_millis(ms))
-                        }
-                        _ => self.config.poll,
-                    })
-                }
-                Err(error) => Err(error),
             };
-            let wait = wait.unwrap_or_else(|error| {
-                failures += 1;
-                tracing::warn!(
-                    reader = n,
-                    error = format!("{error:#}"),
-                    "claiming or recording a read failed"
-                );
-                Duration::from_millis(100 * u64::from(failures.min(50)))
-            });
-            tokio::select! {
-                () = cancel.cancelled() => break,
-                () = self.wake_readers.notified() => {}
-                () = tokio::time::sleep(wait) => {}
+            match step {
+                Ok(()) => failures = 0,
+                Err(error) => {
+                    // A read whose record failed is lost, and so are the claims in hand when
+                    // `cancel` fires now: their leases expire and the changes are read again.
+                    failures += 1;
+                    tracing::warn!(
+                        reader = n,
+                        error = format!("{error:#}"),
+                        "claiming or recording a read failed"
+                    );
+                    let wait = Duration::from_millis(100 * u64::from(failures.min(50)));
+                    if self.pause(wait, &cancel).await {
+                        break;
+                    }
+                }
             }
+        }
+    }
+
+    /// Sleeps for `wait` or until woken; true when `cancel` fired.
+    async fn pause(&self, wait: Duration, cancel: &CancellationToken) -> bool {
+        tokio::select! {
+            () = cancel.cancelled() => true,
+            () = self.wake_readers.notified() => false,
+            () = tokio::time::sleep(wait) => false,
         }
     }
 }
