@@ -163,15 +163,24 @@ async fn claim_read_in(
     lease_ms: i64,
 ) -> Result<Option<ChangeClaim>> {
     let skip = skip_locked(tx);
-    // Pick and take the oldest settled change in one statement.
+    // Pick and take the oldest settled change in one statement. Settled changes and lapsed
+    // reads are looked up apart, each the first in order by its own index (`changes_settled`
+    // for the first), so a burst of settling changes is not read and sorted whole per claim.
     let row = sqlx::query(&format!(
         "UPDATE changes SET read_state = 'READING', read_owner = $2, read_lease_expires_at = $3,
                 read_attempts = read_attempts + 1
          WHERE change_id = (
-             SELECT c.change_id FROM changes c
-             WHERE (c.read_state = 'SETTLING' AND c.settle_until <= $1)
-                OR (c.read_state = 'READING' AND c.read_lease_expires_at <= $1)
-             ORDER BY c.settle_until, c.change_id LIMIT 1{skip})
+             SELECT due.change_id FROM (
+                 SELECT s.change_id, s.settle_until FROM (
+                     SELECT c.change_id, c.settle_until FROM changes c
+                     WHERE c.read_state = 'SETTLING' AND c.settle_until <= $1
+                     ORDER BY c.settle_until, c.change_id LIMIT 1{skip}) s
+                 UNION ALL
+                 SELECT r.change_id, r.settle_until FROM (
+                     SELECT c.change_id, c.settle_until FROM changes c
+                     WHERE c.read_state = 'READING' AND c.read_lease_expires_at <= $1
+                     ORDER BY c.settle_until, c.change_id LIMIT 1{skip}) r) due
+             ORDER BY due.settle_until, due.change_id LIMIT 1)
          RETURNING change_id, project_id, kind, reason, read_attempts"
     ))
     .bind(now)
@@ -346,8 +355,9 @@ impl Store {
     pub async fn record_change(&self, new: NewChange) -> Result<(i64, bool)> {
         let now = self.now();
         for _ in 0..5 {
+            // One statement, or two when the change merges (the second only reads).
             let attempt = self
-                .write(|tx| {
+                .write_autocommit(|tx| {
                     let new = new.clone();
                     Box::pin(async move { insert_change(tx, &new, now).await })
                 })
@@ -567,18 +577,21 @@ pub(super) enum ChangesOf {
 /// state; under READ COMMITTED the statement after the lock sees what the other committed.
 pub(super) async fn recompute_statuses(tx: &mut AnyConnection, of: ChangesOf) -> Result<Vec<i64>> {
     let postgres = tx.backend_name() == "PostgreSQL";
-    let (filter, id) = match of {
-        ChangesOf::Change(id) => ("c.change_id = $1", id),
-        ChangesOf::Task(id) => (
-            "c.change_id IN (SELECT l.change_id FROM change_tasks l WHERE l.task_id = $1)",
-            id,
-        ),
-    };
     let mut states: std::collections::HashMap<i64, Vec<crate::model::TaskState>> =
         std::collections::HashMap::new();
     let rows = if postgres {
+        // Every step goes by index whatever the planner knows of the tables: with `IN
+        // (subquery)` and joins, a database whose tables were never analysed (autovacuum off)
+        // got hash joins over every change and every task, on every finished task.
+        let (ids, id) = match of {
+            ChangesOf::Change(id) => ("= $1", id),
+            ChangesOf::Task(id) => (
+                "= ANY (ARRAY(SELECT l.change_id FROM change_tasks l WHERE l.task_id = $1))",
+                id,
+            ),
+        };
         let rows = sqlx::query(&format!(
-            "SELECT c.change_id, c.read_state, c.status FROM changes c WHERE {filter} ORDER BY c.change_id FOR UPDATE OF c"
+            "SELECT c.change_id, c.read_state, c.status FROM changes c WHERE c.change_id {ids} ORDER BY c.change_id FOR UPDATE OF c"
         ))
         .bind(id)
         .fetch_all(&mut *tx)
@@ -587,8 +600,8 @@ pub(super) async fn recompute_statuses(tx: &mut AnyConnection, of: ChangesOf) ->
             return Ok(Vec::new());
         }
         let tasks = sqlx::query(&format!(
-            "SELECT ct.change_id, t.state FROM change_tasks ct JOIN tasks t ON t.task_id = ct.task_id
-             WHERE ct.change_id IN (SELECT c.change_id FROM changes c WHERE {filter})"
+            "SELECT ct.change_id, (SELECT t.state FROM tasks t WHERE t.task_id = ct.task_id) AS state
+             FROM change_tasks ct WHERE ct.change_id {ids}"
         ))
         .bind(id)
         .fetch_all(&mut *tx)
@@ -602,6 +615,13 @@ pub(super) async fn recompute_statuses(tx: &mut AnyConnection, of: ChangesOf) ->
         rows
     } else {
         // SQLite: the transaction holds the write lock, so one statement reads it all.
+        let (filter, id) = match of {
+            ChangesOf::Change(id) => ("c.change_id = $1", id),
+            ChangesOf::Task(id) => (
+                "c.change_id IN (SELECT l.change_id FROM change_tasks l WHERE l.task_id = $1)",
+                id,
+            ),
+        };
         let joined = sqlx::query(&format!(
             "SELECT c.change_id, c.read_state, c.status, t.state AS task_state FROM changes c
              LEFT JOIN change_tasks ct ON ct.change_id = c.change_id

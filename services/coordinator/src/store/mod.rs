@@ -237,6 +237,26 @@ impl Store {
         }
     }
 
+    /// Runs `body` as [`Store::write`] does, except that on PostgreSQL it gets no transaction of
+    /// its own: each of its statements commits by itself. For bodies whose every statement is
+    /// whole on its own (a single `INSERT ... ON CONFLICT`, say), this saves the round trips
+    /// of `BEGIN` and `COMMIT`. SQLite's writers still share transactions.
+    async fn write_autocommit<T, F>(&self, mut body: F) -> Result<T>
+    where
+        F: for<'t> FnMut(&'t mut AnyConnection) -> futures::future::BoxFuture<'t, Result<T>> + Send,
+        T: Send,
+    {
+        if self.writer.is_some() {
+            return self.write(body).await;
+        }
+        let mut conn = self.kept().await?;
+        let outcome = body(&mut conn).await;
+        if !matches!(&outcome, Err(StoreError::Database(error)) if broken(error)) {
+            conn.keep();
+        }
+        outcome
+    }
+
     /// One turn of SQLite's writer: joins the open group transaction (or begins one), runs
     /// `body`, then commits, or leaves the transaction open for the writer queued next. With
     /// `alone`, an open group is committed first and `body` gets a transaction of its own.
