@@ -3,7 +3,9 @@
 //!
 //! All writes for a project happen under that project's lock, database first and then the copy,
 //! so the copy never shows what the database does not hold. Only what changed is written: an apply
-//! that finds everything in place writes nothing.
+//! that finds everything in place writes nothing. A dataset's entries (its links and
+//! sub-directories) are kept in its row as one JSON array, rewritten whole when any of them
+//! changes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -164,10 +166,14 @@ impl Records {
                 },
             );
         }
-        for row in
-            sqlx::query("SELECT dataset_uuid, path, kind, source, dev, ino, size FROM entries")
-                .fetch_all(&self.pool)
-                .await?
+        // A dataset whose entries are not valid JSON (never written so) loads without entries:
+        // its next apply finds the links in place and records them again.
+        for row in sqlx::query(
+            "SELECT d.uuid, e.value ->> 0, e.value ->> 1, e.value ->> 2, e.value ->> 3, e.value ->> 4, e.value ->> 5 \
+             FROM (SELECT uuid, entries FROM datasets WHERE json_valid(entries)) AS d, json_each(d.entries) AS e",
+        )
+        .fetch_all(&self.pool)
+        .await?
         {
             let Ok(uuid) = Uuid::parse_str(row.try_get::<&str, _>(0)?) else {
                 continue;
@@ -421,58 +427,34 @@ struct Rows<'a> {
     dataset_deletes: Vec<(String, i64)>,
     /// (id, directory, updated_at)
     projects: Vec<(i64, &'a str, i64)>,
-    /// (uuid, project, directory, xml path, kind)
-    datasets: Vec<(String, i64, &'a str, &'a str, &'static str)>,
-    /// Datasets new to their project: their entries start from nothing.
-    entry_resets: Vec<String>,
-    /// (dataset, path)
-    entry_deletes: Vec<(String, &'a str)>,
-    /// (dataset, path, entry)
-    entries: Vec<(String, &'a str, &'a EntryRecord)>,
+    /// (uuid, project, directory, xml path, kind, entries as JSON)
+    datasets: Vec<(String, i64, &'a str, &'a str, &'static str, String)>,
 }
 
 impl<'a> Rows<'a> {
+    /// A dataset's row, unless it is recorded as it is.
     fn dataset(
         &mut self,
         project: ProjectId,
         new: &'a DatasetRecord,
         old: Option<&'a DatasetRecord>,
     ) {
-        let uuid = new.uuid.to_string();
-        let same_row = old.is_some_and(|o| {
-            o.directory == new.directory && o.xml_path == new.xml_path && o.kind == new.kind
+        let same = old.is_some_and(|o| {
+            o.directory == new.directory
+                && o.xml_path == new.xml_path
+                && o.kind == new.kind
+                && (Arc::ptr_eq(&o.entries, &new.entries) || o.entries == new.entries)
         });
-        if !same_row {
+        if !same {
             self.datasets.push((
-                uuid.clone(),
+                new.uuid.to_string(),
                 project.get(),
                 &new.directory,
                 &new.xml_path,
                 new.kind.as_str(),
+                entries_json(&new.entries),
             ));
         }
-        let old_entries = match old {
-            Some(o) => Some(&*o.entries),
-            None => {
-                // New to this project (possibly moved from another): start from nothing.
-                self.entry_resets.push(uuid.clone());
-                None
-            }
-        };
-        if let Some(old_entries) = old_entries {
-            self.entry_deletes.extend(
-                old_entries
-                    .iter()
-                    .filter(|(k, v)| new.entries.get(*k) != Some(*v))
-                    .map(|(k, _)| (uuid.clone(), k.as_str())),
-            );
-        }
-        self.entries.extend(
-            new.entries
-                .iter()
-                .filter(|(k, v)| old_entries.is_none_or(|o| o.get(*k) != Some(*v)))
-                .map(|(k, v)| (uuid.clone(), k.as_str(), v)),
-        );
     }
 
     fn is_empty(&self) -> bool {
@@ -480,9 +462,6 @@ impl<'a> Rows<'a> {
             && self.dataset_deletes.is_empty()
             && self.projects.is_empty()
             && self.datasets.is_empty()
-            && self.entry_resets.is_empty()
-            && self.entry_deletes.is_empty()
-            && self.entries.is_empty()
     }
 
     /// Appends the statements (each ended by `; `) to `q`.
@@ -511,58 +490,67 @@ impl<'a> Rows<'a> {
             );
         }
         for chunk in self.datasets.chunks(BATCH) {
-            q.push("INSERT INTO datasets (uuid, project_id, directory, xml_path, kind) ");
-            q.push_values(chunk, |mut row, (uuid, project, directory, xml, kind)| {
-                row.push_bind(uuid.as_str())
-                    .push_bind(*project)
-                    .push_bind(*directory)
-                    .push_bind(*xml)
-                    .push_bind(*kind);
-            });
+            q.push("INSERT INTO datasets (uuid, project_id, directory, xml_path, kind, entries) ");
+            q.push_values(
+                chunk,
+                |mut row, (uuid, project, directory, xml, kind, entries)| {
+                    row.push_bind(uuid.as_str())
+                        .push_bind(*project)
+                        .push_bind(*directory)
+                        .push_bind(*xml)
+                        .push_bind(*kind)
+                        .push_bind(entries.as_str());
+                },
+            );
             q.push(
                 " ON CONFLICT (uuid) DO UPDATE SET project_id = excluded.project_id, directory = excluded.directory, \
-                 xml_path = excluded.xml_path, kind = excluded.kind; ",
+                 xml_path = excluded.xml_path, kind = excluded.kind, entries = excluded.entries; ",
             );
         }
-        for chunk in self.entry_resets.chunks(BATCH) {
-            q.push("DELETE FROM entries WHERE dataset_uuid IN (");
-            let mut list = q.separated(", ");
-            for uuid in chunk {
-                list.push_bind(uuid.as_str());
+    }
+}
+
+/// A dataset's entries as the JSON array its row holds (see migration 0002): `[path, "dir"]` or
+/// `[path, "file", source, dev, ino, size]` each (dev, ino and size as the signed 64-bit integers
+/// SQLite stores).
+fn entries_json(entries: &BTreeMap<String, EntryRecord>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(entries.len() * 160 + 2);
+    out.push('[');
+    for (i, (path, entry)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('[');
+        json_string(&mut out, path);
+        match entry {
+            EntryRecord::Dir => out.push_str(",\"dir\"]"),
+            EntryRecord::File(f) => {
+                out.push_str(",\"file\",");
+                json_string(&mut out, &f.source);
+                let _ = write!(out, ",{},{},{}]", f.dev as i64, f.ino as i64, f.size as i64);
             }
-            q.push("); ");
-        }
-        for (uuid, path) in &self.entry_deletes {
-            q.push("DELETE FROM entries WHERE dataset_uuid = ")
-                .push_bind(uuid.as_str())
-                .push(" AND path = ")
-                .push_bind(*path)
-                .push("; ");
-        }
-        for chunk in self.entries.chunks(BATCH) {
-            q.push("INSERT INTO entries (dataset_uuid, path, kind, source, dev, ino, size) ");
-            q.push_values(chunk, |mut row, (uuid, path, entry)| {
-                row.push_bind(uuid.as_str()).push_bind(*path);
-                match entry {
-                    EntryRecord::Dir => {
-                        row.push_bind("dir")
-                            .push_bind(None::<&str>)
-                            .push_bind(None::<i64>)
-                            .push_bind(None::<i64>)
-                            .push_bind(None::<i64>);
-                    }
-                    EntryRecord::File(f) => {
-                        row.push_bind("file")
-                            .push_bind(f.source.as_str())
-                            .push_bind(f.dev as i64)
-                            .push_bind(f.ino as i64)
-                            .push_bind(f.size as i64);
-                    }
-                }
-            });
-            q.push("; ");
         }
     }
+    out.push(']');
+    out
+}
+
+/// Appends `s` as a JSON string.
+fn json_string(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 #[cfg(test)]
@@ -604,6 +592,109 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[tokio::test]
+    async fn entries_with_any_text_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.sqlite3");
+        let records = Records::open(&path).await.unwrap();
+        let uuid = Uuid::new_v4();
+        let mut p = project(2, "P \"2\"", &[(uuid, "A", 2)]);
+        let dataset = p.datasets.get_mut(&uuid).unwrap();
+        let entries = Arc::make_mut(&mut dataset.entries);
+        for odd in [
+            "quote\"d",
+            "back\\slash",
+            "new\nline\ttab\u{1}",
+            "ünï ☃ 𝄞",
+            "[x,\"y\"]",
+        ] {
+            entries.insert(format!("sub/{odd}"), EntryRecord::Dir);
+            entries.insert(
+                format!("{odd}.bam"),
+                EntryRecord::File(FileRecord {
+                    source: format!("/s/{odd}"),
+                    dev: u64::MAX,
+                    ino: 1 << 63,
+                    size: 0,
+                }),
+            );
+        }
+        records.store(vec![(p.id, Some(p.clone()))]).await.unwrap();
+        drop(records);
+        let reopened = Records::open(&path).await.unwrap();
+        assert_eq!(*reopened.project(p.id).unwrap(), p);
+    }
+
+    #[tokio::test]
+    async fn records_of_the_first_schema_are_carried_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.sqlite3");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        let first = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(MIGRATOR.migrations[..1].to_vec()),
+            ignore_missing: false,
+            locking: true,
+            no_tx: false,
+        };
+        first.run(&pool).await.unwrap();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        sqlx::raw_sql(&format!(
+            "INSERT INTO projects VALUES (2, 'P2', 5); \
+             INSERT INTO datasets VALUES ('{a}', 2, 'A', '/s/a.xml', 'parent'), ('{b}', 2, 'B', '/s/b.xml', 'plain'); \
+             INSERT INTO entries VALUES ('{a}', 'sub', 'dir', NULL, NULL, NULL, NULL), \
+               ('{a}', 'sub/f.bam', 'file', '/s/f.bam', 7, -2, 3), ('{a}', 'a.bam', 'file', '/s/a.bam', 7, 9, 4);"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let records = Records::open(&path).await.unwrap();
+        let p = records.project(ProjectId::new(2).unwrap()).unwrap();
+        assert_eq!((p.directory.as_str(), p.updated_at), ("P2", 5));
+        let file = |source: &str, ino: u64, size: u64| {
+            EntryRecord::File(FileRecord {
+                source: source.into(),
+                dev: 7,
+                ino,
+                size,
+            })
+        };
+        let want: BTreeMap<String, EntryRecord> = [
+            ("a.bam".to_owned(), file("/s/a.bam", 9, 4)),
+            ("sub".to_owned(), EntryRecord::Dir),
+            ("sub/f.bam".to_owned(), file("/s/f.bam", u64::MAX - 1, 3)),
+        ]
+        .into();
+        assert_eq!(*p.datasets[&a].entries, want);
+        assert_eq!(p.datasets[&a].kind, Kind::Parent);
+        assert!(p.datasets[&b].entries.is_empty());
+        assert_eq!(records.holder_of_dataset(&b), Some(p.id));
+    }
+
+    #[tokio::test]
+    async fn a_dataset_whose_entries_cannot_be_read_loads_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.sqlite3");
+        let records = Records::open(&path).await.unwrap();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let p = project(2, "P2", &[(a, "A", 2), (b, "B", 2)]);
+        records.store(vec![(p.id, Some(p.clone()))]).await.unwrap();
+        sqlx::query("UPDATE datasets SET entries = '[[\"x\",' WHERE uuid = $1")
+            .bind(a.to_string())
+            .execute(&records.pool)
+            .await
+            .unwrap();
+        drop(records);
+        let reopened = Records::open(&path).await.unwrap();
+        let loaded = reopened.project(p.id).unwrap();
+        assert!(loaded.datasets[&a].entries.is_empty());
+        assert_eq!(loaded.datasets[&b], p.datasets[&b]);
     }
 
     #[tokio::test]
