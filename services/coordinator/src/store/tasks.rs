@@ -137,7 +137,9 @@ impl Backoff {
 /// Makes sure a pending task exists for the project and each of `targets`, and links the change
 /// to them: a READY task is joined (coalescing); a FAILED task waiting for its retry is superseded
 /// by a new READY task that keeps its backoff; otherwise a new READY task runs now. The common
-/// case (nothing pending, or READY tasks to join) takes three statements for all targets.
+/// case, no task pending, takes two statements for all targets: new tasks are inserted for every
+/// target at once, and only targets that already had a pending task (the insert stood back for
+/// them) are looked at further.
 pub(super) async fn ensure_tasks(
     tx: &mut AnyConnection,
     project_id: i64,
@@ -145,14 +147,65 @@ pub(super) async fn ensure_tasks(
     change_id: i64,
     now: i64,
 ) -> Result<()> {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    // One row per target: ($1 project, $2 now, then each target).
+    let values = (0..targets.len())
+        .map(|i| format!("($1, ${}, 'READY', 1, $2, $2, 'waiting to run')", i + 3))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO tasks (project_id, target, state, pending, next_run_at, created_at, last_message)
+         VALUES {values} ON CONFLICT (project_id, target) WHERE pending = 1 DO NOTHING RETURNING task_id, target"
+    );
+    let mut insert = sqlx::query(&sql).bind(project_id).bind(now);
+    for target in targets {
+        insert = insert.bind(target.as_str());
+    }
+    let mut linked = Vec::with_capacity(targets.len());
+    let mut made = Vec::with_capacity(targets.len());
+    for row in insert.fetch_all(&mut *tx).await? {
+        linked.push(row.try_get::<i64, _>("task_id")?);
+        made.push(parse_col(&row, "target", Target::parse)?);
+    }
+    let waiting: Vec<Target> = targets
+        .iter()
+        .copied()
+        .filter(|target| !made.contains(target))
+        .collect();
+    if !waiting.is_empty() {
+        join_pending(tx, project_id, &waiting, now, &mut linked).await?;
+    }
+    if !linked.is_empty() {
+        let sql = format!(
+            "INSERT INTO change_tasks (change_id, task_id) VALUES {} ON CONFLICT (change_id, task_id) DO NOTHING",
+            rows_of(linked.len(), 1)
+        );
+        let mut link = sqlx::query(&sql).bind(change_id);
+        for task_id in &linked {
+            link = link.bind(*task_id);
+        }
+        link.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// For targets that have a pending task: a READY one is joined; one waiting for its retry is
+/// superseded by a new READY task that keeps its backoff. Adds the tasks to link to `linked`.
+async fn join_pending(
+    tx: &mut AnyConnection,
+    project_id: i64,
+    targets: &[Target],
+    now: i64,
+    linked: &mut Vec<i64>,
+) -> Result<()> {
     let pending = sqlx::query(
         "SELECT task_id, target, state, next_run_at FROM tasks WHERE project_id = $1 AND pending = 1",
     )
     .bind(project_id)
     .fetch_all(&mut *tx)
     .await?;
-    let mut linked = Vec::with_capacity(targets.len());
-    let mut fresh = Vec::new();
     for &target in targets {
         let mut found = None;
         for row in &pending {
@@ -177,37 +230,10 @@ pub(super) async fn ensure_tasks(
                 supersede_links(tx, old, new).await?;
                 linked.push(new);
             }
-            None => fresh.push(target),
+            // Taken by a worker since the insert stood back for it: a new task carries the
+            // change (a unique violation, should another appear meanwhile, retries the write).
+            None => linked.push(insert_ready(tx, project_id, target, now, now).await?),
         }
-    }
-    if !fresh.is_empty() {
-        // One row per target: ($1 project, $2 now, then each target).
-        let values = (0..fresh.len())
-            .map(|i| format!("($1, ${}, 'READY', 1, $2, $2, 'waiting to run')", i + 3))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "INSERT INTO tasks (project_id, target, state, pending, next_run_at, created_at, last_message)
-             VALUES {values} RETURNING task_id"
-        );
-        let mut insert = sqlx::query(&sql).bind(project_id).bind(now);
-        for target in &fresh {
-            insert = insert.bind(target.as_str());
-        }
-        for row in insert.fetch_all(&mut *tx).await? {
-            linked.push(row.try_get("task_id")?);
-        }
-    }
-    if !linked.is_empty() {
-        let sql = format!(
-            "INSERT INTO change_tasks (change_id, task_id) VALUES {} ON CONFLICT (change_id, task_id) DO NOTHING",
-            rows_of(linked.len(), 1)
-        );
-        let mut link = sqlx::query(&sql).bind(change_id);
-        for task_id in &linked {
-            link = link.bind(*task_id);
-        }
-        link.execute(&mut *tx).await?;
     }
     Ok(())
 }
