@@ -396,13 +396,9 @@ impl Records {
                 None => cache.remove(id),
             }
         }
-        // A dataset that moved keeps pointing at its new owner.
-        let owners: Vec<(Uuid, ProjectId)> = cache
-            .projects
-            .values()
-            .flat_map(|p| p.datasets.keys().map(move |u| (*u, p.id)))
-            .collect();
-        cache.by_dataset = owners.into_iter().collect();
+        // A dataset that moved points at its new owner, whichever of its two projects came
+        // first: `put` points a record's datasets at it, and `remove` forgets only the datasets
+        // still pointing at the project removed.
     }
 }
 
@@ -775,6 +771,21 @@ mod tests {
             .unwrap();
         assert_eq!(records.holder_of_dataset(&b), Some(p3b.id));
         assert_eq!(records.holder_of_directory("P2"), Some(p2b.id));
+        // And back, listed the other way round.
+        records
+            .store(vec![(p2.id, Some(p2.clone())), (p3.id, Some(p3.clone()))])
+            .await
+            .unwrap();
+        assert_eq!(records.holder_of_dataset(&b), Some(p2.id));
+        records
+            .store(vec![
+                (p2b.id, Some(p2b.clone())),
+                (p3b.id, Some(p3b.clone())),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(records.holder_of_dataset(&b), Some(p3b.id));
+        assert_eq!(records.holder_of_dataset(&a), Some(p2b.id));
         drop(records);
         let reopened = Records::open(&path).await.unwrap();
         assert_eq!(*reopened.project(p2b.id).unwrap(), p2b);
