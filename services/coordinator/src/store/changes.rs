@@ -569,98 +569,155 @@ pub(super) enum ChangesOf {
     Task(i64),
 }
 
+impl ChangesOf {
+    fn id(self) -> i64 {
+        match self {
+            Self::Change(id) | Self::Task(id) => id,
+        }
+    }
+
+    /// PostgreSQL: the change ids, as the right-hand side of `change_id ...` with the id as
+    /// `$1`. Written to go by index whatever the planner knows of the tables: with `IN
+    /// (subquery)` and joins, a database whose tables were never analysed (autovacuum off) got
+    /// hash joins over every change and every task.
+    fn ids_pg(self) -> &'static str {
+        match self {
+            Self::Change(_) => "= $1",
+            Self::Task(_) => {
+                "= ANY (ARRAY(SELECT l.change_id FROM change_tasks l WHERE l.task_id = $1))"
+            }
+        }
+    }
+}
+
 /// Recomputes the status of the given changes from their read state and their tasks, and
 /// returns their ids (ascending). A status that did not change is not written again.
 ///
-/// On PostgreSQL the change rows are locked first (`FOR UPDATE`, in id order), so two workers
-/// finishing the two tasks of one change at once cannot both compute from the other's stale
-/// state; under READ COMMITTED the statement after the lock sees what the other committed.
+/// On PostgreSQL the change rows are locked first ([`lock_changes`]), so two workers finishing
+/// the two tasks of one change at once cannot both compute from the other's stale state; under
+/// READ COMMITTED the statement after the lock sees what the other committed.
 pub(super) async fn recompute_statuses(tx: &mut AnyConnection, of: ChangesOf) -> Result<Vec<i64>> {
-    let postgres = tx.backend_name() == "PostgreSQL";
-    let mut states: std::collections::HashMap<i64, Vec<crate::model::TaskState>> =
-        std::collections::HashMap::new();
-    let rows = if postgres {
-        // Every step goes by index whatever the planner knows of the tables: with `IN
-        // (subquery)` and joins, a database whose tables were never analysed (autovacuum off)
-        // got hash joins over every change and every task, on every finished task.
-        let (ids, id) = match of {
-            ChangesOf::Change(id) => ("= $1", id),
-            ChangesOf::Task(id) => (
-                "= ANY (ARRAY(SELECT l.change_id FROM change_tasks l WHERE l.task_id = $1))",
-                id,
-            ),
-        };
-        let rows = sqlx::query(&format!(
-            "SELECT c.change_id, c.read_state, c.status FROM changes c WHERE c.change_id {ids} ORDER BY c.change_id FOR UPDATE OF c"
-        ))
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
+    if let Some(locked) = lock_changes(tx, of).await? {
+        if locked.is_empty() {
             return Ok(Vec::new());
         }
         let tasks = sqlx::query(&format!(
             "SELECT ct.change_id, (SELECT t.state FROM tasks t WHERE t.task_id = ct.task_id) AS state
-             FROM change_tasks ct WHERE ct.change_id {ids}"
+             FROM change_tasks ct WHERE ct.change_id {}",
+            of.ids_pg()
         ))
-        .bind(id)
+        .bind(of.id())
         .fetch_all(&mut *tx)
         .await?;
+        let mut states = TaskStates::new();
         for t in &tasks {
             states
                 .entry(t.try_get("change_id")?)
                 .or_default()
                 .push(parse_col(t, "state", crate::model::TaskState::parse)?);
         }
-        rows
-    } else {
-        // SQLite: the transaction holds the write lock, so one statement reads it all.
-        let (filter, id) = match of {
-            ChangesOf::Change(id) => ("c.change_id = $1", id),
-            ChangesOf::Task(id) => (
-                "c.change_id IN (SELECT l.change_id FROM change_tasks l WHERE l.task_id = $1)",
-                id,
-            ),
-        };
-        let joined = sqlx::query(&format!(
-            "SELECT c.change_id, c.read_state, c.status, t.state AS task_state FROM changes c
-             LEFT JOIN change_tasks ct ON ct.change_id = c.change_id
-             LEFT JOIN tasks t ON t.task_id = ct.task_id
-             WHERE {filter} ORDER BY c.change_id"
-        ))
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut rows = Vec::new();
-        let mut last = None;
-        for row in joined {
-            let change_id: i64 = row.try_get("change_id")?;
-            if let Some(state) = row.try_get::<Option<String>, _>("task_state")? {
-                let state = crate::model::TaskState::parse(&state)
-                    .ok_or_else(|| StoreError::Corrupt(format!("state = {state:?}")))?;
-                states.entry(change_id).or_default().push(state);
-            }
-            if last != Some(change_id) {
-                last = Some(change_id);
-                rows.push(row);
-            }
+        return write_statuses(tx, &locked, &states).await;
+    }
+    // SQLite: the transaction holds the write lock, so one statement reads it all.
+    let filter = match of {
+        ChangesOf::Change(_) => "c.change_id = $1",
+        ChangesOf::Task(_) => {
+            "c.change_id IN (SELECT l.change_id FROM change_tasks l WHERE l.task_id = $1)"
         }
-        rows
     };
-    let mut ids = Vec::with_capacity(rows.len());
-    for row in &rows {
+    let joined = sqlx::query(&format!(
+        "SELECT c.change_id, c.read_state, c.status, t.state AS task_state FROM changes c
+         LEFT JOIN change_tasks ct ON ct.change_id = c.change_id
+         LEFT JOIN tasks t ON t.task_id = ct.task_id
+         WHERE {filter} ORDER BY c.change_id"
+    ))
+    .bind(of.id())
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut changes = Vec::new();
+    let mut states = TaskStates::new();
+    for row in &joined {
         let change_id: i64 = row.try_get("change_id")?;
-        ids.push(change_id);
-        let read_state = parse_col(row, "read_state", ReadState::parse)?;
-        let current: String = row.try_get("status")?;
+        if let Some(state) = row.try_get::<Option<String>, _>("task_state")? {
+            let state = crate::model::TaskState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("state = {state:?}")))?;
+            states.entry(change_id).or_default().push(state);
+        }
+        if changes
+            .last()
+            .is_none_or(|c: &LockedChange| c.change_id != change_id)
+        {
+            changes.push(LockedChange::of(row)?);
+        }
+    }
+    write_statuses(tx, &changes, &states).await
+}
+
+/// The states of the tasks linked to each change.
+pub(super) type TaskStates = std::collections::HashMap<i64, Vec<crate::model::TaskState>>;
+
+/// A change whose status is about to be recomputed, as read (and on PostgreSQL locked).
+#[derive(Debug)]
+pub(super) struct LockedChange {
+    change_id: i64,
+    read_state: ReadState,
+    status: String,
+}
+
+impl LockedChange {
+    fn of(row: &sqlx::any::AnyRow) -> Result<Self> {
+        Ok(Self {
+            change_id: row.try_get("change_id")?,
+            read_state: parse_col(row, "read_state", ReadState::parse)?,
+            status: row.try_get("status")?,
+        })
+    }
+}
+
+/// PostgreSQL: locks the given changes (`FOR NO KEY UPDATE`, in id order, so two lockers never
+/// wait on each other crosswise; it does not block the key-share locks that inserting their
+/// task links takes) and answers them; on SQLite, whose transaction holds the write lock, None.
+pub(super) async fn lock_changes(
+    tx: &mut AnyConnection,
+    of: ChangesOf,
+) -> Result<Option<Vec<LockedChange>>> {
+    if tx.backend_name() != "PostgreSQL" {
+        return Ok(None);
+    }
+    let rows = sqlx::query(&format!(
+        "SELECT c.change_id, c.read_state, c.status FROM changes c WHERE c.change_id {}
+         ORDER BY c.change_id FOR NO KEY UPDATE OF c",
+        of.ids_pg()
+    ))
+    .bind(of.id())
+    .fetch_all(&mut *tx)
+    .await?;
+    rows.iter()
+        .map(LockedChange::of)
+        .collect::<Result<_>>()
+        .map(Some)
+}
+
+/// Writes each change's status where it differs from the stored one; answers the ids.
+pub(super) async fn write_statuses(
+    tx: &mut AnyConnection,
+    changes: &[LockedChange],
+    states: &TaskStates,
+) -> Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(changes.len());
+    for change in changes {
+        ids.push(change.change_id);
         let status = change_status(
-            read_state,
-            states.get(&change_id).map(Vec::as_slice).unwrap_or(&[]),
+            change.read_state,
+            states
+                .get(&change.change_id)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
         );
-        if current != status.as_str() {
+        if change.status != status.as_str() {
             sqlx::query("UPDATE changes SET status = $1 WHERE change_id = $2")
                 .bind(status.as_str())
-                .bind(change_id)
+                .bind(change.change_id)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -542,6 +542,15 @@ fn skip_locked(tx: &AnyConnection) -> &'static str {
     }
 }
 
+/// `FOR UPDATE` on PostgreSQL; nothing on SQLite (as [`skip_locked`]).
+fn for_update(tx: &AnyConnection) -> &'static str {
+    if tx.backend_name() == "PostgreSQL" {
+        " FOR UPDATE"
+    } else {
+        ""
+    }
+}
+
 /// `$from, $from+1, ...`: `n` placeholders.
 pub(super) fn placeholders(from: usize, n: usize) -> String {
     (from..from + n)

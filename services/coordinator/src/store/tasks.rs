@@ -2,8 +2,8 @@
 
 use sqlx::{AnyConnection, Row as _};
 
-use super::changes::{ChangesOf, recompute_statuses};
-use super::{Result, Store, message, parse_col, rows_of, skip_locked};
+use super::changes::{ChangesOf, TaskStates, lock_changes, recompute_statuses, write_statuses};
+use super::{Result, Store, for_update, message, parse_col, rows_of, skip_locked};
 use crate::model::{Operation, Target, TaskState};
 
 /// A task claimed by a worker.
@@ -200,9 +200,14 @@ async fn join_pending(
     now: i64,
     linked: &mut Vec<i64>,
 ) -> Result<()> {
-    let pending = sqlx::query(
-        "SELECT task_id, target, state, next_run_at FROM tasks WHERE project_id = $1 AND pending = 1",
-    )
+    // Locked (PostgreSQL), so that a worker cannot claim a READY task this change joins before
+    // the change's truth and link are committed: it would run on the state before and never
+    // report to this change. A task a worker claimed meanwhile is no longer pending once the
+    // lock is had, and a new one is made.
+    let pending = sqlx::query(&format!(
+        "SELECT task_id, target, state, next_run_at FROM tasks WHERE project_id = $1 AND pending = 1{}",
+        for_update(tx)
+    ))
     .bind(project_id)
     .fetch_all(&mut *tx)
     .await?;
@@ -304,7 +309,7 @@ async fn claim_in(
 ) -> Result<Option<TaskClaim>> {
     let skip = skip_locked(tx);
     if reap {
-        reap_expired(tx, target, now, skip).await?;
+        reap_expired(tx, target, now).await?;
     }
     // Pick and take the oldest due task in one statement.
     let row = sqlx::query(&format!(
@@ -392,6 +397,11 @@ async fn finish_in(
             )
         }
     };
+    // PostgreSQL: the task's changes are locked before anything is written (see
+    // `recompute_statuses`); the statements after the lock see what a sibling task's finish
+    // committed.
+    let of = ChangesOf::Task(claim.task_id);
+    let locked = lock_changes(tx, of).await?;
     let newer = if pending == 1 {
         pending_task(tx, claim.project_id, claim.target).await?
     } else {
@@ -402,29 +412,69 @@ async fn finish_in(
         state = TaskState::Superseded;
         pending = 0;
     }
-    let updated = sqlx::query(
-        "UPDATE tasks SET state = $1, pending = $2, next_run_at = $3, operation = $4, last_message = $5, report = $6,
+    const UPDATE: &str = "UPDATE tasks SET state = $1, pending = $2, next_run_at = $3, operation = $4, last_message = $5, report = $6,
                 finished_at = $7, lease_owner = '', lease_expires_at = 0
-         WHERE task_id = $8 AND attempts = $9 AND state = 'WORKING'",
-    )
-    .bind(state.as_str())
-    .bind(pending)
-    .bind(next_run_at)
-    .bind(operation.as_str())
-    .bind(message(&text))
-    .bind(report)
-    .bind(now)
-    .bind(claim.task_id)
-    .bind(claim.attempts)
-    .execute(&mut *tx)
-    .await?;
-    if updated.rows_affected() == 0 {
-        // Fencing: the claim no longer holds (nothing was written).
-        return Ok(false);
-    }
-    if let Some(newer) = newer {
-        supersede_links(tx, claim.task_id, newer).await?;
-    }
+         WHERE task_id = $8 AND attempts = $9 AND state = 'WORKING'";
+    let bind = |sql| {
+        sqlx::query(sql)
+            .bind(state.as_str())
+            .bind(pending)
+            .bind(next_run_at)
+            .bind(operation.as_str())
+            .bind(message(&text))
+            .bind(report.clone())
+            .bind(now)
+            .bind(claim.task_id)
+            .bind(claim.attempts)
+    };
+    // On PostgreSQL, when no newer task takes over the changes, the task is written and the
+    // states of its changes' tasks read in one statement (its own state from the update, the
+    // others' from the statement's snapshot, taken after the lock).
+    let states = match (&locked, newer) {
+        (Some(_), None) => {
+            let sql = format!(
+                "WITH done AS ({UPDATE} RETURNING state)
+                 SELECT CAST((SELECT COUNT(*) FROM done) AS BIGINT) AS updated, x.change_id, x.state
+                 FROM (SELECT 1 AS one) one LEFT JOIN (
+                     SELECT ct.change_id,
+                            CASE WHEN ct.task_id = $8 THEN (SELECT d.state FROM done d)
+                                 ELSE (SELECT t.state FROM tasks t WHERE t.task_id = ct.task_id) END AS state
+                     FROM change_tasks ct
+                     WHERE ct.change_id = ANY (ARRAY(SELECT l.change_id FROM change_tasks l WHERE l.task_id = $8))) x ON TRUE"
+            );
+            let rows = bind(&sql).fetch_all(&mut *tx).await?;
+            if rows
+                .first()
+                .map(|r| r.try_get::<i64, _>("updated"))
+                .transpose()?
+                != Some(1)
+            {
+                // Fencing: the claim no longer holds (nothing was written).
+                return Ok(false);
+            }
+            let mut states = TaskStates::new();
+            for row in &rows {
+                if let Some(change_id) = row.try_get::<Option<i64>, _>("change_id")? {
+                    states.entry(change_id).or_default().push(parse_col(
+                        row,
+                        "state",
+                        TaskState::parse,
+                    )?);
+                }
+            }
+            Some(states)
+        }
+        (_, newer) => {
+            if bind(UPDATE).execute(&mut *tx).await?.rows_affected() == 0 {
+                // Fencing: the claim no longer holds (nothing was written).
+                return Ok(false);
+            }
+            if let Some(newer) = newer {
+                supersede_links(tx, claim.task_id, newer).await?;
+            }
+            None
+        }
+    };
     // The claim read the count, and no other attempt of this (project, target) can have run
     // since (one runs at a time, and this one still held its claim above).
     if failures != claim.failures {
@@ -439,7 +489,10 @@ async fn finish_in(
         .execute(&mut *tx)
         .await?;
     }
-    recompute_statuses(tx, ChangesOf::Task(claim.task_id)).await?;
+    match (locked, states) {
+        (Some(locked), Some(states)) => write_statuses(tx, &locked, &states).await?,
+        _ => recompute_statuses(tx, of).await?,
+    };
     Ok(true)
 }
 
@@ -588,10 +641,14 @@ impl Store {
 
 /// Expired leases: the worker is gone (or late). Its task is retried now, or superseded when a
 /// newer task already waits. The late worker's result will be discarded by fencing.
-async fn reap_expired(tx: &mut AnyConnection, target: Target, now: i64, skip: &str) -> Result<()> {
-    let expired = sqlx::query(&format!(
-        "SELECT task_id, project_id, lease_owner FROM tasks WHERE target = $1 AND state = 'WORKING' AND lease_expires_at <= $2 LIMIT 20{skip}"
-    ))
+async fn reap_expired(tx: &mut AnyConnection, target: Target, now: i64) -> Result<()> {
+    // Not locked here: each task's changes are locked first, then the task is taken back only
+    // if it is still WORKING with its lease expired (another replica may have reaped it, or
+    // its worker finished, meanwhile). That is a finish's order too, so a late finish and this
+    // reap never wait on each other crosswise.
+    let expired = sqlx::query(
+        "SELECT task_id, project_id, lease_owner FROM tasks WHERE target = $1 AND state = 'WORKING' AND lease_expires_at <= $2 LIMIT 20",
+    )
     .bind(target.as_str())
     .bind(now)
     .fetch_all(&mut *tx)
@@ -600,15 +657,16 @@ async fn reap_expired(tx: &mut AnyConnection, target: Target, now: i64, skip: &s
         let task_id: i64 = row.try_get("task_id")?;
         let project_id: i64 = row.try_get("project_id")?;
         let owner: String = row.try_get("lease_owner")?;
+        lock_changes(tx, ChangesOf::Task(task_id)).await?;
         let newer = pending_task(tx, project_id, target).await?;
         let (state, pending) = if newer.is_some() {
             (TaskState::Superseded, 0)
         } else {
             (TaskState::Failed, 1)
         };
-        sqlx::query(
+        let reaped = sqlx::query(
             "UPDATE tasks SET state = $1, pending = $2, next_run_at = $3, lease_owner = '', lease_expires_at = 0, last_message = $4
-             WHERE task_id = $5",
+             WHERE task_id = $5 AND state = 'WORKING' AND lease_expires_at <= $3",
         )
         .bind(state.as_str())
         .bind(pending)
@@ -617,6 +675,9 @@ async fn reap_expired(tx: &mut AnyConnection, target: Target, now: i64, skip: &s
         .bind(task_id)
         .execute(&mut *tx)
         .await?;
+        if reaped.rows_affected() == 0 {
+            continue;
+        }
         if let Some(newer) = newer {
             supersede_links(tx, task_id, newer).await?;
         }
