@@ -137,10 +137,14 @@ impl Engine {
             .await?)
     }
 
-    /// Runs a claimed task: reads the desired state, calls the service, returns the result
-    /// (not yet recorded).
-    pub async fn execute(&self, claim: &TaskClaim) -> TaskResult {
-        match self.store.desired(claim.project_id).await {
+    /// Runs a claimed task: reads the desired state (unless it came with the claim), calls the
+    /// service, returns the result (not yet recorded).
+    pub async fn execute(&self, claim: &mut TaskClaim) -> TaskResult {
+        let desired = match claim.desired.take() {
+            Some(desired) => Ok(desired),
+            None => self.store.desired(claim.project_id).await,
+        };
+        match desired {
             Ok(Some(desired)) => {
                 self.peers
                     .run(claim.target, &desired, claim.change_id)
@@ -169,11 +173,11 @@ impl Engine {
 
     /// Claims, runs and records one task of `target`; `None` when nothing is due.
     pub async fn run_once(&self, target: Target) -> anyhow::Result<Option<Execution>> {
-        let Some(claim) = self.claim(target).await? else {
+        let Some(mut claim) = self.claim(target).await? else {
             return Ok(None);
         };
         let started = Instant::now();
-        let result = self.execute(&claim).await;
+        let result = self.execute(&mut claim).await;
         Ok(Some(
             self.finish(
                 Ran {
@@ -274,9 +278,9 @@ impl Engine {
         loop {
             let chain = !cancel.is_cancelled();
             let step = match (claimed.take(), ran.take()) {
-                (Some(claim), before) => {
+                (Some(mut claim), before) => {
                     let started = Instant::now();
-                    let (result, next) = tokio::join!(self.execute(&claim), async {
+                    let (result, next) = tokio::join!(self.execute(&mut claim), async {
                         match before {
                             Some(before) => self.finish(before, chain).await.map(|(_, next)| next),
                             None if chain => self.claim(target).await,

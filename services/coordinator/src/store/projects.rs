@@ -58,25 +58,30 @@ const ROWS_PER_STATEMENT: usize = 200;
 /// are returned so the caller can record effect changes for them.
 ///
 /// Members and datasets are compared with what is stored and only the differences written: a
-/// project read again with nothing changed but its name costs two statements.
+/// project read again with nothing changed but its name costs one statement on PostgreSQL and
+/// two on SQLite.
 pub(super) async fn store_truth(
     tx: &mut AnyConnection,
     truth: &ProjectTruth,
     directory: &str,
     now: i64,
 ) -> Result<Vec<i64>> {
-    sqlx::query(
-        "INSERT INTO projects (project_id, name, directory, deleted, updated_at, read_at) VALUES ($1, $2, $3, 0, $4, $5)
+    const UPSERT: &str = "INSERT INTO projects (project_id, name, directory, deleted, updated_at, read_at) VALUES ($1, $2, $3, 0, $4, $5)
          ON CONFLICT (project_id) DO UPDATE SET name = excluded.name, directory = excluded.directory, deleted = 0,
-             updated_at = excluded.updated_at, read_at = excluded.read_at",
-    )
-    .bind(truth.id)
-    .bind(&truth.name)
-    .bind(directory)
-    .bind(&truth.updated_at)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+             updated_at = excluded.updated_at, read_at = excluded.read_at";
+    // PostgreSQL writes the project row in the statement that reads what is stored (below);
+    // SQLite, which has no INSERT in WITH, writes it first.
+    let postgres = tx.backend_name() == "PostgreSQL";
+    if !postgres {
+        sqlx::query(UPSERT)
+            .bind(truth.id)
+            .bind(&truth.name)
+            .bind(directory)
+            .bind(&truth.updated_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+    }
 
     // SMRT Link's lists, one entry per key (the last wins, as row-by-row upserts would have it).
     let members: BTreeMap<&str, &MemberTruth> = truth
@@ -95,7 +100,12 @@ pub(super) async fn store_truth(
     // What is stored, and which other projects hold the first chunk of the datasets, in one
     // statement; further chunks (projects of hundreds of datasets) are asked after it.
     let first = chunks.next().unwrap_or(&[]);
-    let mut sql = String::from(
+    let mut sql = if postgres {
+        format!("WITH up AS ({UPSERT}) ")
+    } else {
+        String::new()
+    };
+    sql.push_str(
         "SELECT CAST(1 AS BIGINT) AS part, CAST(0 AS BIGINT) AS holder, login AS a, role AS b, '' AS c, '' AS d, CAST(0 AS BIGINT) AS n
            FROM project_members WHERE project_id = $1
          UNION ALL
@@ -106,10 +116,17 @@ pub(super) async fn store_truth(
         sql.push_str(&format!(
             " UNION ALL SELECT CAST(3 AS BIGINT), project_id, uuid, '', '', '', CAST(0 AS BIGINT)
                 FROM project_datasets WHERE project_id <> $1 AND uuid IN ({})",
-            placeholders(2, first.len())
+            placeholders(if postgres { 6 } else { 2 }, first.len())
         ));
     }
     let mut query = sqlx::query(&sql).bind(truth.id);
+    if postgres {
+        query = query
+            .bind(&truth.name)
+            .bind(directory)
+            .bind(&truth.updated_at)
+            .bind(now);
+    }
     for uuid in first {
         query = query.bind(*uuid);
     }
@@ -335,64 +352,77 @@ fn dataset_row(row: &sqlx::any::AnyRow) -> Result<DatasetTruth> {
     })
 }
 
+/// The rows a desired state is read from, for the project `id` (a placeholder or a column):
+/// the project row, then its datasets, then its members, told apart by `part`. Callers order
+/// them by `part, a`.
+pub(super) fn desired_parts(id: &str) -> String {
+    format!(
+        "SELECT CAST(0 AS BIGINT) AS part, directory AS a, '' AS b, '' AS c, '' AS d, deleted AS n
+           FROM projects WHERE project_id = {id}
+         UNION ALL
+         SELECT CAST(1 AS BIGINT), uuid, name, path, parent_uuid, num_children
+           FROM project_datasets WHERE project_id = {id}
+         UNION ALL
+         SELECT CAST(2 AS BIGINT), login, role, '', '', CAST(0 AS BIGINT)
+           FROM project_members WHERE project_id = {id}"
+    )
+}
+
+/// A desired state from the rows of [`desired_parts`] (rows whose `part` is NULL are skipped);
+/// `None` when the project was never read.
+pub(super) fn desired_of(project_id: i64, rows: &[sqlx::any::AnyRow]) -> Result<Option<Desired>> {
+    let mut project: Option<(String, bool)> = None;
+    let mut datasets = Vec::new();
+    let mut shared_logins = Vec::new();
+    for row in rows {
+        match row.try_get::<Option<i64>, _>("part")? {
+            None => {}
+            Some(0) => project = Some((row.try_get("a")?, row.try_get::<i64, _>("n")? == 1)),
+            Some(1) => {
+                let parent: String = row.try_get("d")?;
+                datasets.push(DatasetTruth {
+                    uuid: row.try_get("a")?,
+                    name: row.try_get("b")?,
+                    path: row.try_get("c")?,
+                    parent_uuid: (!parent.is_empty()).then_some(parent),
+                    num_children: u32::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0),
+                });
+            }
+            Some(_) => {
+                let member = MemberTruth {
+                    login: row.try_get("a")?,
+                    role: row.try_get("b")?,
+                };
+                if member.is_shared() {
+                    shared_logins.push(member.login);
+                }
+            }
+        }
+    }
+    let Some((directory, deleted)) = project else {
+        return Ok(None);
+    };
+    Ok(Some(Desired {
+        project_id,
+        deleted,
+        directory,
+        datasets,
+        shared_logins,
+    }))
+}
+
 impl Store {
     /// The desired state of a project as the tasks send it, or `None` if it was never read. One
     /// statement (a task reads it on every attempt): the project row, then its datasets, then its
     /// members, told apart by `part`.
     pub async fn desired(&self, project_id: i64) -> Result<Option<Desired>> {
         let mut conn = self.kept().await?;
-        let rows = sqlx::query(
-            "SELECT CAST(0 AS BIGINT) AS part, directory AS a, '' AS b, '' AS c, '' AS d, deleted AS n
-               FROM projects WHERE project_id = $1
-             UNION ALL
-             SELECT CAST(1 AS BIGINT), uuid, name, path, parent_uuid, num_children
-               FROM project_datasets WHERE project_id = $1
-             UNION ALL
-             SELECT CAST(2 AS BIGINT), login, role, '', '', CAST(0 AS BIGINT)
-               FROM project_members WHERE project_id = $1
-             ORDER BY part, a",
-        )
-        .bind(project_id)
-        .fetch_all(&mut **conn)
-        .await?;
+        let rows = sqlx::query(&format!("{} ORDER BY part, a", desired_parts("$1")))
+            .bind(project_id)
+            .fetch_all(&mut **conn)
+            .await?;
         conn.keep();
-        let mut project: Option<(String, bool)> = None;
-        let mut datasets = Vec::new();
-        let mut shared_logins = Vec::new();
-        for row in &rows {
-            match row.try_get::<i64, _>("part")? {
-                0 => project = Some((row.try_get("a")?, row.try_get::<i64, _>("n")? == 1)),
-                1 => {
-                    let parent: String = row.try_get("d")?;
-                    datasets.push(DatasetTruth {
-                        uuid: row.try_get("a")?,
-                        name: row.try_get("b")?,
-                        path: row.try_get("c")?,
-                        parent_uuid: (!parent.is_empty()).then_some(parent),
-                        num_children: u32::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0),
-                    });
-                }
-                _ => {
-                    let member = MemberTruth {
-                        login: row.try_get("a")?,
-                        role: row.try_get("b")?,
-                    };
-                    if member.is_shared() {
-                        shared_logins.push(member.login);
-                    }
-                }
-            }
-        }
-        let Some((directory, deleted)) = project else {
-            return Ok(None);
-        };
-        Ok(Some(Desired {
-            project_id,
-            deleted,
-            directory,
-            datasets,
-            shared_logins,
-        }))
+        desired_of(project_id, &rows)
     }
 
     /// One project with members, datasets and the latest task per target.

@@ -3,7 +3,9 @@
 use sqlx::{AnyConnection, Row as _};
 
 use super::changes::{ChangesOf, TaskStates, lock_changes, recompute_statuses, write_statuses};
+use super::projects::{desired_of, desired_parts};
 use super::{Result, Store, for_update, message, parse_col, rows_of, skip_locked};
+use crate::model::Desired;
 use crate::model::{Operation, Target, TaskState};
 
 /// A task claimed by a worker.
@@ -22,6 +24,10 @@ pub struct TaskClaim {
     /// Consecutive failed attempts of this (project, target) before this claim: the count the
     /// backoff grows from. Only this claim's finish writes it, so it is still current then.
     pub failures: i64,
+    /// The project's desired state when it was read with the claim (PostgreSQL; the inner
+    /// `None`: the project was never read from SMRT Link); `None` when it was not, and is read
+    /// when the task runs.
+    pub desired: Option<Option<Desired>>,
 }
 
 /// How an attempt ended.
@@ -137,9 +143,9 @@ impl Backoff {
 /// Makes sure a pending task exists for the project and each of `targets`, and links the change
 /// to them: a READY task is joined (coalescing); a FAILED task waiting for its retry is superseded
 /// by a new READY task that keeps its backoff; otherwise a new READY task runs now. The common
-/// case, no task pending, takes two statements for all targets: new tasks are inserted for every
-/// target at once, and only targets that already had a pending task (the insert stood back for
-/// them) are looked at further.
+/// case, no task pending, takes one statement for all targets on PostgreSQL and two on SQLite:
+/// new tasks are inserted (and linked) for every target at once, and only targets that already
+/// had a pending task (the insert stood back for them) are looked at further.
 pub(super) async fn ensure_tasks(
     tx: &mut AnyConnection,
     project_id: i64,
@@ -155,18 +161,36 @@ pub(super) async fn ensure_tasks(
         .map(|i| format!("($1, ${}, 'READY', 1, $2, $2, 'waiting to run')", i + 3))
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = format!(
+    let insert = format!(
         "INSERT INTO tasks (project_id, target, state, pending, next_run_at, created_at, last_message)
          VALUES {values} ON CONFLICT (project_id, target) WHERE pending = 1 DO NOTHING RETURNING task_id, target"
     );
+    // PostgreSQL links the new tasks to the change in the same statement (SQLite has no
+    // INSERT in WITH; it links them below, with any joined tasks).
+    let postgres = tx.backend_name() == "PostgreSQL";
+    let sql = if postgres {
+        format!(
+            "WITH made AS ({insert}),
+                  link AS (INSERT INTO change_tasks (change_id, task_id) SELECT ${}, task_id FROM made)
+             SELECT task_id, target FROM made",
+            targets.len() + 3
+        )
+    } else {
+        insert
+    };
     let mut insert = sqlx::query(&sql).bind(project_id).bind(now);
     for target in targets {
         insert = insert.bind(target.as_str());
     }
+    if postgres {
+        insert = insert.bind(change_id);
+    }
     let mut linked = Vec::with_capacity(targets.len());
     let mut made = Vec::with_capacity(targets.len());
     for row in insert.fetch_all(&mut *tx).await? {
-        linked.push(row.try_get::<i64, _>("task_id")?);
+        if !postgres {
+            linked.push(row.try_get::<i64, _>("task_id")?);
+        }
         made.push(parse_col(&row, "target", Target::parse)?);
     }
     let waiting: Vec<Target> = targets
@@ -312,7 +336,7 @@ async fn claim_in(
         reap_expired(tx, target, now).await?;
     }
     // Pick and take the oldest due task in one statement.
-    let row = sqlx::query(&format!(
+    let claim = format!(
         "UPDATE tasks SET state = 'WORKING', pending = 0, attempts = attempts + 1, lease_owner = $3, lease_expires_at = $4
          WHERE task_id = (
              SELECT t.task_id FROM tasks t
@@ -322,15 +346,33 @@ async fn claim_in(
          RETURNING task_id, project_id, attempts, finished_at,
                    CAST(COALESCE((SELECT MAX(ct.change_id) FROM change_tasks ct WHERE ct.task_id = tasks.task_id), 0) AS BIGINT) AS change_id,
                    CAST(COALESCE((SELECT s.failures FROM sync_state s WHERE s.project_id = tasks.project_id AND s.target = tasks.target), 0) AS BIGINT) AS failures"
-    ))
-    .bind(target.as_str())
-    .bind(now)
-    .bind(owner)
-    .bind(now + lease_ms)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
+    );
+    // PostgreSQL: the claimed project's desired state comes along in the same statement (a
+    // data-modifying CTE, then the rows `desired` reads, one per dataset and member beside
+    // the claim), which saves each task a round trip. SQLite, in process, reads it apart.
+    let postgres = tx.backend_name() == "PostgreSQL";
+    let sql = if postgres {
+        format!(
+            "WITH claimed AS ({claim})
+             SELECT claimed.*, x.part, x.a, x.b, x.c, x.d, x.n
+             FROM claimed LEFT JOIN LATERAL ({}) x ON TRUE ORDER BY x.part, x.a",
+            desired_parts("claimed.project_id")
+        )
+    } else {
+        claim
+    };
+    let rows = sqlx::query(&sql)
+        .bind(target.as_str())
+        .bind(now)
+        .bind(owner)
+        .bind(now + lease_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
     let task_id: i64 = row.try_get("task_id")?;
+    let project_id: i64 = row.try_get("project_id")?;
     // A task that never ran was READY, and its changes are IN_PROGRESS already (READY and
     // WORKING count alike). One that ran before failed and waits for its retry: its changes
     // said FAILED or PARTIAL and are IN_PROGRESS again now.
@@ -339,7 +381,12 @@ async fn claim_in(
     }
     Ok(Some(TaskClaim {
         task_id,
-        project_id: row.try_get("project_id")?,
+        project_id,
+        desired: if postgres {
+            Some(desired_of(project_id, &rows)?)
+        } else {
+            None
+        },
         target,
         attempts: row.try_get("attempts")?,
         change_id: row.try_get("change_id")?,

@@ -263,7 +263,7 @@ async fn expired_lease_is_reclaimed_and_the_late_result_discarded(backend: Backe
         TaskWake::new(),
     );
 
-    let claim_a = a
+    let mut claim_a = a
         .claim(Target::Staging)
         .await
         .unwrap()
@@ -283,7 +283,7 @@ async fn expired_lease_is_reclaimed_and_the_late_result_discarded(backend: Backe
     assert_eq!(run_b.claim.attempts, claim_a.attempts + 1);
     assert!(run_b.recorded);
     // a wakes up and reports: its late result is discarded by fencing.
-    let late = a.execute(&claim_a).await;
+    let late = a.execute(&mut claim_a).await;
     assert!(matches!(late, TaskResult::Ok { .. }));
     assert!(
         !a.record(&claim_a, late).await.unwrap(),
