@@ -137,6 +137,17 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A run that fails half-way kills its server rather than leaving it running (with the
+    /// descriptors it inherited, such as a lock the benchmark was started under).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Applies every request with `concurrency` calls in flight; returns the elapsed time.
 async fn pass(
     client: &StagingClient<PeerChannel>,
