@@ -162,52 +162,64 @@ async fn claim_read_in(
     now: i64,
     lease_ms: i64,
 ) -> Result<Option<ChangeClaim>> {
-    let skip = skip_locked(tx);
-    // Pick and take the oldest settled change in one statement. Settled changes and lapsed
-    // reads are looked up apart, each the first in order by its own index (`changes_settled`
-    // for the first), so a burst of settling changes is not read and sorted whole per claim.
-    let row = sqlx::query(&format!(
-        "UPDATE changes SET read_state = 'READING', read_owner = $2, read_lease_expires_at = $3,
+    let row = sqlx::query(&claim_read_sql(skip_locked(tx), "$1", "$2", "$3", ""))
+        .bind(now)
+        .bind(owner)
+        .bind(now + lease_ms)
+        .fetch_optional(&mut *tx)
+        .await?;
+    row.as_ref().map(change_claim).transpose()
+}
+
+/// The statement that claims the oldest settled change, with the given placeholders for now,
+/// the owner and the lease's expiry, and `also` added to the lookup of lapsed reads.
+///
+/// Settled changes and lapsed reads are looked up apart, each the first in order by its own
+/// index (`changes_settled` for the first), so a burst of settling changes is not read and
+/// sorted whole per claim.
+fn claim_read_sql(skip: &str, now: &str, owner: &str, expiry: &str, also: &str) -> String {
+    format!(
+        "UPDATE changes SET read_state = 'READING', read_owner = {owner}, read_lease_expires_at = {expiry},
                 read_attempts = read_attempts + 1
          WHERE change_id = (
              SELECT due.change_id FROM (
                  SELECT s.change_id, s.settle_until FROM (
                      SELECT c.change_id, c.settle_until FROM changes c
-                     WHERE c.read_state = 'SETTLING' AND c.settle_until <= $1
+                     WHERE c.read_state = 'SETTLING' AND c.settle_until <= {now}
                      ORDER BY c.settle_until, c.change_id LIMIT 1{skip}) s
                  UNION ALL
                  SELECT r.change_id, r.settle_until FROM (
                      SELECT c.change_id, c.settle_until FROM changes c
-                     WHERE c.read_state = 'READING' AND c.read_lease_expires_at <= $1
+                     WHERE c.read_state = 'READING' AND c.read_lease_expires_at <= {now}{also}
                      ORDER BY c.settle_until, c.change_id LIMIT 1{skip}) r) due
              ORDER BY due.settle_until, due.change_id LIMIT 1)
          RETURNING change_id, project_id, kind, reason, read_attempts"
-    ))
-    .bind(now)
-    .bind(owner)
-    .bind(now + lease_ms)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    Ok(Some(ChangeClaim {
-        change_id: row.try_get("change_id")?,
-        project_id: row.try_get("project_id")?,
-        kind: parse_col(&row, "kind", ChangeKind::parse)?,
-        reason: parse_col(&row, "reason", ChangeReason::parse)?,
-        read_attempts: row.try_get("read_attempts")?,
-    }))
+    )
 }
 
-/// Records what a reader found. The statement that marks the change read comes last and is
-/// fenced on the reader's owner and attempt: when the claim was lost it changes nothing, and
-/// `StoreError::Lost` rolls back everything before it.
+fn change_claim(row: &sqlx::any::AnyRow) -> Result<ChangeClaim> {
+    Ok(ChangeClaim {
+        change_id: row.try_get("change_id")?,
+        project_id: row.try_get("project_id")?,
+        kind: parse_col(row, "kind", ChangeKind::parse)?,
+        reason: parse_col(row, "reason", ChangeReason::parse)?,
+        read_attempts: row.try_get("read_attempts")?,
+    })
+}
+
+/// Records what a reader found, then, with `next_lease_ms`, claims the next settled change
+/// for the same owner. The statement that marks the change read comes last and is fenced on
+/// the reader's owner and attempt: when the claim was lost it changes nothing, and
+/// `StoreError::Lost` rolls back everything before it. On PostgreSQL the next claim is made in
+/// that same statement.
 async fn finish_read_in(
     tx: &mut AnyConnection,
     claim: &ChangeClaim,
     owner: &str,
     outcome: ReadOutcome,
     now: i64,
-) -> Result<()> {
+    next_lease_ms: Option<i64>,
+) -> Result<Option<ChangeClaim>> {
     // Tasks are linked to a change only here, so until now the change has none: its status
     // follows from the read alone, or is IN_PROGRESS when this read made or joined tasks (they
     // are READY: a pending task is READY or waits for its retry, and the latter is superseded
@@ -307,7 +319,10 @@ async fn finish_read_in(
             .execute(&mut *tx)
             .await?;
             if requeued.rows_affected() == 1 {
-                return Ok(());
+                return match next_lease_ms {
+                    Some(lease_ms) => claim_read_in(tx, owner, now, lease_ms).await,
+                    None => Ok(None),
+                };
             }
             // A newer change of the project settles and reads it again, or the claim was lost
             // (the fenced statement below tells).
@@ -330,23 +345,46 @@ async fn finish_read_in(
     } else {
         change_status(read_state, &[])
     };
-    let marked = sqlx::query(
-        "UPDATE changes SET read_state = $1, read_at = $2, message = $3, read_owner = '', status = $4
-         WHERE change_id = $5 AND read_state = 'READING' AND read_owner = $6 AND read_attempts = $7",
-    )
-    .bind(read_state.as_str())
-    .bind(now)
-    .bind(message(&text))
-    .bind(status.as_str())
-    .bind(claim.change_id)
-    .bind(owner)
-    .bind(claim.read_attempts)
-    .execute(&mut *tx)
-    .await?;
-    if marked.rows_affected() == 0 {
+    const MARK: &str = "UPDATE changes SET read_state = $1, read_at = $2, message = $3, read_owner = '', status = $4
+         WHERE change_id = $5 AND read_state = 'READING' AND read_owner = $6 AND read_attempts = $7";
+    let postgres = tx.backend_name() == "PostgreSQL";
+    let sql = match next_lease_ms {
+        Some(_) if postgres => format!(
+            "WITH marked AS ({MARK} RETURNING change_id), next AS ({})
+             SELECT CAST((SELECT COUNT(*) FROM marked) AS BIGINT) AS marked,
+                    next.change_id, next.project_id, next.kind, next.reason, next.read_attempts
+             FROM (SELECT 1 AS one) one LEFT JOIN next ON TRUE",
+            // Not this change, should its own lease have lapsed: one statement may not
+            // update a row twice.
+            claim_read_sql(skip_locked(tx), "$2", "$6", "$8", " AND c.change_id <> $5")
+        ),
+        _ => MARK.to_owned(),
+    };
+    let query = sqlx::query(&sql)
+        .bind(read_state.as_str())
+        .bind(now)
+        .bind(message(&text))
+        .bind(status.as_str())
+        .bind(claim.change_id)
+        .bind(owner)
+        .bind(claim.read_attempts);
+    if let (Some(lease_ms), true) = (next_lease_ms, postgres) {
+        let row = query.bind(now + lease_ms).fetch_one(&mut *tx).await?;
+        if row.try_get::<i64, _>("marked")? == 0 {
+            return Err(StoreError::Lost);
+        }
+        return match row.try_get::<Option<i64>, _>("change_id")? {
+            Some(_) => Ok(Some(change_claim(&row)?)),
+            None => Ok(None),
+        };
+    }
+    if query.execute(&mut *tx).await?.rows_affected() == 0 {
         return Err(StoreError::Lost);
     }
-    Ok(())
+    match next_lease_ms {
+        Some(lease_ms) => claim_read_in(tx, owner, now, lease_ms).await,
+        None => Ok(None),
+    }
 }
 
 impl Store {
@@ -434,11 +472,7 @@ impl Store {
             .write(|tx| {
                 let (claim, owner, outcome) = (claim.clone(), owner.clone(), outcome.clone());
                 Box::pin(async move {
-                    finish_read_in(tx, &claim, &owner, outcome, now).await?;
-                    match next_lease_ms {
-                        Some(lease_ms) => claim_read_in(tx, &owner, now, lease_ms).await,
-                        None => Ok(None),
-                    }
+                    finish_read_in(tx, &claim, &owner, outcome, now, next_lease_ms).await
                 })
             })
             .await;
