@@ -738,25 +738,34 @@ pub(super) async fn write_statuses(
     changes: &[LockedChange],
     states: &TaskStates,
 ) -> Result<Vec<i64>> {
-    let mut ids = Vec::with_capacity(changes.len());
-    for change in changes {
-        ids.push(change.change_id);
-        let status = change_status(
-            change.read_state,
-            states
-                .get(&change.change_id)
-                .map(Vec::as_slice)
-                .unwrap_or(&[]),
-        );
-        if change.status != status.as_str() {
-            sqlx::query("UPDATE changes SET status = $1 WHERE change_id = $2")
-                .bind(status.as_str())
-                .bind(change.change_id)
-                .execute(&mut *tx)
-                .await?;
-        }
+    for (change_id, status) in changed_statuses(changes, states) {
+        sqlx::query("UPDATE changes SET status = $1 WHERE change_id = $2")
+            .bind(status.as_str())
+            .bind(change_id)
+            .execute(&mut *tx)
+            .await?;
     }
-    Ok(ids)
+    Ok(changes.iter().map(|c| c.change_id).collect())
+}
+
+/// The statuses that differ from the stored ones, by change.
+pub(super) fn changed_statuses(
+    changes: &[LockedChange],
+    states: &TaskStates,
+) -> Vec<(i64, ChangeStatus)> {
+    changes
+        .iter()
+        .filter_map(|change| {
+            let status = change_status(
+                change.read_state,
+                states
+                    .get(&change.change_id)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+            );
+            (change.status != status.as_str()).then_some((change.change_id, status))
+        })
+        .collect()
 }
 
 /// A change's status: IN_PROGRESS until read and while any task waits or runs; then OK when

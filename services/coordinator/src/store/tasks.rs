@@ -2,11 +2,13 @@
 
 use sqlx::{AnyConnection, Row as _};
 
-use super::changes::{ChangesOf, TaskStates, lock_changes, recompute_statuses, write_statuses};
+use super::changes::{
+    ChangesOf, TaskStates, changed_statuses, lock_changes, recompute_statuses, write_statuses,
+};
 use super::projects::{desired_of, desired_parts};
 use super::{Result, Store, for_update, message, parse_col, rows_of, skip_locked};
 use crate::model::Desired;
-use crate::model::{Operation, Target, TaskState};
+use crate::model::{ChangeStatus, Operation, Target, TaskState};
 
 /// A task claimed by a worker.
 #[derive(Clone, Debug)]
@@ -322,7 +324,9 @@ async fn pending_task(
 }
 
 /// Takes the oldest due pending task of `target` whose (project, target) has no running task,
-/// with a lease until `now + lease_ms`, after reaping expired leases when `reap` is set.
+/// with a lease until `now + lease_ms`, after reaping expired leases when `reap` is set. On
+/// PostgreSQL the same statement writes `statuses` (a finish's, deferred to save it a round
+/// trip); elsewhere `statuses` must be empty.
 async fn claim_in(
     tx: &mut AnyConnection,
     target: Target,
@@ -330,6 +334,7 @@ async fn claim_in(
     now: i64,
     lease_ms: i64,
     reap: bool,
+    statuses: &[(i64, ChangeStatus)],
 ) -> Result<Option<TaskClaim>> {
     let skip = skip_locked(tx);
     if reap {
@@ -351,9 +356,28 @@ async fn claim_in(
     // data-modifying CTE, then the rows `desired` reads, one per dataset and member beside
     // the claim), which saves each task a round trip. SQLite, in process, reads it apart.
     let postgres = tx.backend_name() == "PostgreSQL";
+    // ($5, $6), ($7, $8), ...: change id and status.
+    let write_statuses = if statuses.is_empty() {
+        String::new()
+    } else {
+        let values = (0..statuses.len())
+            .map(|i| {
+                format!(
+                    "(CAST(${} AS BIGINT), CAST(${} AS TEXT))",
+                    5 + 2 * i,
+                    6 + 2 * i
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "statuses AS (UPDATE changes c SET status = v.status FROM (VALUES {values}) AS v (change_id, status)
+                          WHERE c.change_id = v.change_id), "
+        )
+    };
     let sql = if postgres {
         format!(
-            "WITH claimed AS ({claim})
+            "WITH {write_statuses}claimed AS ({claim})
              SELECT claimed.*, x.part, x.a, x.b, x.c, x.d, x.n
              FROM claimed LEFT JOIN LATERAL ({}) x ON TRUE ORDER BY x.part, x.a",
             desired_parts("claimed.project_id")
@@ -361,13 +385,15 @@ async fn claim_in(
     } else {
         claim
     };
-    let rows = sqlx::query(&sql)
+    let mut query = sqlx::query(&sql)
         .bind(target.as_str())
         .bind(now)
         .bind(owner)
-        .bind(now + lease_ms)
-        .fetch_all(&mut *tx)
-        .await?;
+        .bind(now + lease_ms);
+    for (change_id, status) in statuses {
+        query = query.bind(*change_id).bind(status.as_str());
+    }
+    let rows = query.fetch_all(&mut *tx).await?;
     let Some(row) = rows.first() else {
         return Ok(None);
     };
@@ -396,13 +422,18 @@ async fn claim_in(
 
 /// Records an attempt's result if the claim still holds (the task is WORKING with the same
 /// attempt number); false when it was discarded and nothing was written.
+///
+/// With `defer`, statuses that changed are not written but answered, for the claim that
+/// follows in the same transaction to write ([`claim_in`]); only PostgreSQL's usual path
+/// defers (elsewhere the list is empty and everything is written here).
 async fn finish_in(
     tx: &mut AnyConnection,
     claim: &TaskClaim,
     result: TaskResult,
     backoff: Backoff,
     now: i64,
-) -> Result<bool> {
+    defer: bool,
+) -> Result<(bool, Vec<(i64, ChangeStatus)>)> {
     let (operation, text, report, mut state, mut pending, next_run_at, failures) = match result {
         TaskResult::Ok {
             operation,
@@ -497,7 +528,7 @@ async fn finish_in(
                 != Some(1)
             {
                 // Fencing: the claim no longer holds (nothing was written).
-                return Ok(false);
+                return Ok((false, Vec::new()));
             }
             let mut states = TaskStates::new();
             for row in &rows {
@@ -514,7 +545,7 @@ async fn finish_in(
         (_, newer) => {
             if bind(UPDATE).execute(&mut *tx).await?.rows_affected() == 0 {
                 // Fencing: the claim no longer holds (nothing was written).
-                return Ok(false);
+                return Ok((false, Vec::new()));
             }
             if let Some(newer) = newer {
                 supersede_links(tx, claim.task_id, newer).await?;
@@ -537,10 +568,13 @@ async fn finish_in(
         .await?;
     }
     match (locked, states) {
+        (Some(locked), Some(states)) if defer => {
+            return Ok((true, changed_statuses(&locked, &states)));
+        }
         (Some(locked), Some(states)) => write_statuses(tx, &locked, &states).await?,
         _ => recompute_statuses(tx, of).await?,
     };
-    Ok(true)
+    Ok((true, Vec::new()))
 }
 
 /// What a worker asks for when it records a result: the next task to run, claimed in the same
@@ -591,7 +625,7 @@ impl Store {
         let owner = owner.to_owned();
         self.write(|tx| {
             let owner = owner.clone();
-            Box::pin(async move { claim_in(tx, target, &owner, now, lease_ms, expired).await })
+            Box::pin(async move { claim_in(tx, target, &owner, now, lease_ms, expired, &[]).await })
         })
         .await
     }
@@ -621,10 +655,16 @@ impl Store {
         self.write(|tx| {
             let (claim, result, next) = (claim.clone(), result.clone(), next.clone());
             Box::pin(async move {
-                let recorded = finish_in(tx, &claim, result, backoff, now).await?;
+                // On PostgreSQL the claim writes the finish's change statuses, unless it
+                // reaps first (a reap may write the same changes' statuses, later).
+                let defer =
+                    tx.backend_name() == "PostgreSQL" && next.as_ref().is_some_and(|n| !n.reap);
+                let (recorded, statuses) =
+                    finish_in(tx, &claim, result, backoff, now, defer).await?;
                 let claimed = match next {
                     Some(n) => {
-                        claim_in(tx, claim.target, &n.owner, now, n.lease_ms, n.reap).await?
+                        let (owner, lease_ms) = (&n.owner, n.lease_ms);
+                        claim_in(tx, claim.target, owner, now, lease_ms, n.reap, &statuses).await?
                     }
                     None => None,
                 };
