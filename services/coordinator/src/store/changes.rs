@@ -177,7 +177,13 @@ async fn claim_read_in(
 /// Settled changes and lapsed reads are looked up apart, each the first in order by its own
 /// index (`changes_settled` for the first), so a burst of settling changes is not read and
 /// sorted whole per claim.
-fn claim_read_sql(skip: &str, now: &str, owner: &str, expiry: &str, also: &str) -> String {
+pub(super) fn claim_read_sql(
+    skip: &str,
+    now: &str,
+    owner: &str,
+    expiry: &str,
+    also: &str,
+) -> String {
     format!(
         "UPDATE changes SET read_state = 'READING', read_owner = {owner}, read_lease_expires_at = {expiry},
                 read_attempts = read_attempts + 1
@@ -197,7 +203,7 @@ fn claim_read_sql(skip: &str, now: &str, owner: &str, expiry: &str, also: &str) 
     )
 }
 
-fn change_claim(row: &sqlx::any::AnyRow) -> Result<ChangeClaim> {
+pub(super) fn change_claim(row: &sqlx::any::AnyRow) -> Result<ChangeClaim> {
     Ok(ChangeClaim {
         change_id: row.try_get("change_id")?,
         project_id: row.try_get("project_id")?,
@@ -205,6 +211,28 @@ fn change_claim(row: &sqlx::any::AnyRow) -> Result<ChangeClaim> {
         reason: parse_col(row, "reason", ChangeReason::parse)?,
         read_attempts: row.try_get("read_attempts")?,
     })
+}
+
+/// What marks a change read: the fenced UPDATE at the end of [`finish_read_in`].
+pub(super) struct Mark<'a> {
+    pub(super) read_state: ReadState,
+    pub(super) text: &'a str,
+    pub(super) status: ChangeStatus,
+    pub(super) claim: &'a ChangeClaim,
+    pub(super) owner: &'a str,
+    pub(super) now: i64,
+}
+
+impl Mark<'_> {
+    /// The fenced UPDATE, with the given placeholders for the read state, now, the message,
+    /// the status, the change, the owner and the attempt.
+    pub(super) fn sql(p: [&str; 7]) -> String {
+        format!(
+            "UPDATE changes SET read_state = {}, read_at = {}, message = {}, read_owner = '', status = {}
+             WHERE change_id = {} AND read_state = 'READING' AND read_owner = {} AND read_attempts = {}",
+            p[0], p[1], p[2], p[3], p[4], p[5], p[6]
+        )
+    }
 }
 
 /// Records what a reader found, then, with `next_lease_ms`, claims the next settled change
@@ -224,7 +252,8 @@ async fn finish_read_in(
     // follows from the read alone, or is IN_PROGRESS when this read made or joined tasks (they
     // are READY: a pending task is READY or waits for its retry, and the latter is superseded
     // by a READY one). It need not be recomputed from the tables.
-    let (read_state, text, made_tasks) = match outcome {
+    // The project whose tasks this read makes or joins (for all targets).
+    let (read_state, text, tasks_for) = match outcome {
         ReadOutcome::Project {
             truth: Some(truth),
             directory,
@@ -241,7 +270,6 @@ async fn finish_read_in(
                 };
                 insert_change(tx, &effect, now).await?;
             }
-            tasks::ensure_tasks(tx, truth.id, &Target::ALL, claim.change_id, now).await?;
             let shared = truth.members.iter().filter(|m| m.is_shared()).count();
             let mut text = format!(
                 "read project {} {:?}: {} datasets, {} members ({} shared); directory {:?}",
@@ -257,16 +285,15 @@ async fn finish_read_in(
                     "; took datasets from projects {effects:?}, which are re-read"
                 ));
             }
-            (ReadState::Read, text, true)
+            (ReadState::Read, text, Some(truth.id))
         }
         ReadOutcome::Project { truth: None, .. } => {
             super::projects::mark_deleted(tx, claim.project_id, now).await?;
-            tasks::ensure_tasks(tx, claim.project_id, &Target::ALL, claim.change_id, now).await?;
             let text = format!(
                 "project {} is gone from SMRT Link: removing it from staging and access",
                 claim.project_id
             );
-            (ReadState::Read, text, true)
+            (ReadState::Read, text, Some(claim.project_id))
         }
         ReadOutcome::Discovered { new_ids, listed } => {
             for id in &new_ids {
@@ -285,7 +312,7 @@ async fn finish_read_in(
             } else {
                 format!("SMRT Link lists {listed} projects; new: {new_ids:?}")
             };
-            (ReadState::Read, text, false)
+            (ReadState::Read, text, None)
         }
         ReadOutcome::Jobs { jobs } => {
             let (new, projects) = super::projects::store_jobs(tx, &jobs, now).await?;
@@ -295,7 +322,7 @@ async fn finish_read_in(
                 new,
                 projects
             );
-            (ReadState::Read, text, false)
+            (ReadState::Read, text, None)
         }
         ReadOutcome::Failed {
             message: why,
@@ -329,7 +356,7 @@ async fn finish_read_in(
             let text = format!(
                 "reading SMRT Link failed: {why}; a newer change of the project reads it again"
             );
-            (ReadState::Failed, text, false)
+            (ReadState::Failed, text, None)
         }
         ReadOutcome::Failed {
             message: why,
@@ -337,20 +364,34 @@ async fn finish_read_in(
         } => (
             ReadState::Failed,
             format!("reading SMRT Link failed: {why}"),
-            false,
+            None,
         ),
     };
-    let status = if made_tasks {
+    let status = if tasks_for.is_some() {
         ChangeStatus::InProgress
     } else {
         change_status(read_state, &[])
     };
-    const MARK: &str = "UPDATE changes SET read_state = $1, read_at = $2, message = $3, read_owner = '', status = $4
-         WHERE change_id = $5 AND read_state = 'READING' AND read_owner = $6 AND read_attempts = $7";
     let postgres = tx.backend_name() == "PostgreSQL";
+    if let Some(project_id) = tasks_for {
+        if postgres {
+            let text = message(&text);
+            let mark = Mark {
+                read_state,
+                text: &text,
+                status,
+                claim,
+                owner,
+                now,
+            };
+            return tasks::ensure_tasks_and_mark(tx, project_id, &mark, next_lease_ms).await;
+        }
+        tasks::ensure_tasks(tx, project_id, &Target::ALL, claim.change_id, now).await?;
+    }
+    let mark = Mark::sql(["$1", "$2", "$3", "$4", "$5", "$6", "$7"]);
     let sql = match next_lease_ms {
         Some(_) if postgres => format!(
-            "WITH marked AS ({MARK} RETURNING change_id), next AS ({})
+            "WITH marked AS ({mark} RETURNING change_id), next AS ({})
              SELECT CAST((SELECT COUNT(*) FROM marked) AS BIGINT) AS marked,
                     next.change_id, next.project_id, next.kind, next.reason, next.read_attempts
              FROM (SELECT 1 AS one) one LEFT JOIN next ON TRUE",
@@ -358,7 +399,7 @@ async fn finish_read_in(
             // update a row twice.
             claim_read_sql(skip_locked(tx), "$2", "$6", "$8", " AND c.change_id <> $5")
         ),
-        _ => MARK.to_owned(),
+        _ => mark,
     };
     let query = sqlx::query(&sql)
         .bind(read_state.as_str())

@@ -2,8 +2,10 @@
 
 use sqlx::{AnyConnection, Row as _};
 
+use super::StoreError;
 use super::changes::{
-    ChangesOf, TaskStates, changed_statuses, lock_changes, recompute_statuses, write_statuses,
+    ChangeClaim, ChangesOf, Mark, TaskStates, change_claim, changed_statuses, claim_read_sql,
+    lock_changes, recompute_statuses, write_statuses,
 };
 use super::projects::{desired_of, desired_parts};
 use super::{Result, Store, for_update, message, parse_col, rows_of, skip_locked};
@@ -203,18 +205,116 @@ pub(super) async fn ensure_tasks(
     if !waiting.is_empty() {
         join_pending(tx, project_id, &waiting, now, &mut linked).await?;
     }
-    if !linked.is_empty() {
-        let sql = format!(
-            "INSERT INTO change_tasks (change_id, task_id) VALUES {} ON CONFLICT (change_id, task_id) DO NOTHING",
-            rows_of(linked.len(), 1)
-        );
-        let mut link = sqlx::query(&sql).bind(change_id);
-        for task_id in &linked {
-            link = link.bind(*task_id);
-        }
-        link.execute(&mut *tx).await?;
+    link_tasks(tx, change_id, &linked).await
+}
+
+/// Links a change to tasks (those already linked stay as they are).
+async fn link_tasks(tx: &mut AnyConnection, change_id: i64, task_ids: &[i64]) -> Result<()> {
+    if task_ids.is_empty() {
+        return Ok(());
     }
+    let sql = format!(
+        "INSERT INTO change_tasks (change_id, task_id) VALUES {} ON CONFLICT (change_id, task_id) DO NOTHING",
+        rows_of(task_ids.len(), 1)
+    );
+    let mut link = sqlx::query(&sql).bind(change_id);
+    for task_id in task_ids {
+        link = link.bind(*task_id);
+    }
+    link.execute(&mut *tx).await?;
     Ok(())
+}
+
+/// PostgreSQL: what [`ensure_tasks`] does for every target, then marks the read change as
+/// `mark` says and, with `next_lease_ms`, claims the next settled change, all in one statement
+/// in the common case (no task pending; one that is pending is joined after it). The change is
+/// the one `mark` fences on; `StoreError::Lost` when its claim was lost.
+pub(super) async fn ensure_tasks_and_mark(
+    tx: &mut AnyConnection,
+    project_id: i64,
+    mark: &Mark<'_>,
+    next_lease_ms: Option<i64>,
+) -> Result<Option<ChangeClaim>> {
+    // $1 project, $2 now, $3.. the targets, then the change, read state, message, status,
+    // owner, attempt and (when claiming) the next lease's expiry.
+    let n = Target::ALL.len();
+    let at = |k: usize| format!("${}", n + 3 + k);
+    let values = (0..n)
+        .map(|i| format!("($1, ${}, 'READY', 1, $2, $2, 'waiting to run')", i + 3))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let marked = Mark::sql([&at(1), "$2", &at(2), &at(3), &at(0), &at(4), &at(5)]);
+    let (next, next_columns) = match next_lease_ms {
+        Some(_) => (
+            format!(
+                ", next AS ({})",
+                claim_read_sql(
+                    skip_locked(tx),
+                    "$2",
+                    &at(4),
+                    &at(6),
+                    &format!(" AND c.change_id <> {}", at(0))
+                )
+            ),
+            "next.change_id, next.project_id, next.kind, next.reason, next.read_attempts",
+        ),
+        None => (String::new(), "CAST(NULL AS BIGINT) AS change_id"),
+    };
+    let made_columns = Target::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            format!(
+                "CAST((SELECT COUNT(*) FROM made WHERE target = ${}) AS BIGINT) AS made_{i}",
+                i + 3
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "WITH made AS (INSERT INTO tasks (project_id, target, state, pending, next_run_at, created_at, last_message)
+                       VALUES {values} ON CONFLICT (project_id, target) WHERE pending = 1 DO NOTHING RETURNING task_id, target),
+              link AS (INSERT INTO change_tasks (change_id, task_id) SELECT {change}, task_id FROM made),
+              marked AS ({marked} RETURNING change_id){next}
+         SELECT CAST((SELECT COUNT(*) FROM marked) AS BIGINT) AS marked, {made_columns}, {next_columns}
+         FROM (SELECT 1 AS one) one{join}",
+        change = at(0),
+        join = if next_lease_ms.is_some() { " LEFT JOIN next ON TRUE" } else { "" },
+    );
+    let mut query = sqlx::query(&sql).bind(project_id).bind(mark.now);
+    for target in Target::ALL {
+        query = query.bind(target.as_str());
+    }
+    query = query
+        .bind(mark.claim.change_id)
+        .bind(mark.read_state.as_str())
+        .bind(mark.text)
+        .bind(mark.status.as_str())
+        .bind(mark.owner)
+        .bind(mark.claim.read_attempts);
+    if let Some(lease_ms) = next_lease_ms {
+        query = query.bind(mark.now + lease_ms);
+    }
+    let row = query.fetch_one(&mut *tx).await?;
+    if row.try_get::<i64, _>("marked")? == 0 {
+        return Err(StoreError::Lost);
+    }
+    let mut waiting = Vec::new();
+    for (i, target) in Target::ALL.iter().enumerate() {
+        if row.try_get::<i64, _>(format!("made_{i}").as_str())? == 0 {
+            waiting.push(*target);
+        }
+    }
+    let next = match row.try_get::<Option<i64>, _>("change_id")? {
+        Some(_) => Some(change_claim(&row)?),
+        None => None,
+    };
+    if !waiting.is_empty() {
+        let mut linked = Vec::with_capacity(waiting.len());
+        join_pending(tx, project_id, &waiting, mark.now, &mut linked).await?;
+        link_tasks(tx, mark.claim.change_id, &linked).await?;
+    }
+    Ok(next)
 }
 
 /// For targets that have a pending task: a READY one is joined; one waiting for its retry is
