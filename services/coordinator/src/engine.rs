@@ -275,6 +275,8 @@ impl Engine {
         // Claimed and not run yet; run and not recorded yet.
         let mut claimed: Option<TaskClaim> = None;
         let mut ran: Option<Ran> = None;
+        // The last record claimed nothing (nothing was due then).
+        let mut drained = false;
         loop {
             let chain = !cancel.is_cancelled();
             let step = match (claimed.take(), ran.take()) {
@@ -294,12 +296,16 @@ impl Engine {
                     });
                     next.map(|next| claimed = next)
                 }
-                (None, Some(before)) => self
-                    .finish(before, chain)
-                    .await
-                    .map(|(_, next)| claimed = next),
+                (None, Some(before)) => self.finish(before, chain).await.map(|(_, next)| {
+                    // A record that claimed nothing found nothing due: straight to sleep.
+                    drained = next.is_none();
+                    claimed = next;
+                }),
                 (None, None) if !chain => break,
-                (None, None) => match self.claim(target).await {
+                (None, None) => match self
+                    .claim_unless(target, std::mem::take(&mut drained))
+                    .await
+                {
                     Ok(Some(claim)) => {
                         claimed = Some(claim);
                         Ok(())
@@ -330,6 +336,18 @@ impl Engine {
             }
         }
         tracing::debug!(%target, worker, "task worker stopped");
+    }
+
+    /// Claims one due task of `target`, unless `drained` says the last look found none.
+    async fn claim_unless(
+        &self,
+        target: Target,
+        drained: bool,
+    ) -> anyhow::Result<Option<TaskClaim>> {
+        if drained {
+            return Ok(None);
+        }
+        self.claim(target).await
     }
 
     /// Sleeps for `wait` or until woken; true when `cancel` fired.
