@@ -203,7 +203,15 @@ pub(super) fn claim_read_sql(
     )
 }
 
-pub(super) fn change_claim(row: &sqlx::any::AnyRow) -> Result<ChangeClaim> {
+/// The claim in a row whose claim columns are NULL when nothing was claimed (a `LEFT JOIN`).
+pub(super) fn next_change_claim(row: &sqlx::any::AnyRow) -> Result<Option<ChangeClaim>> {
+    match row.try_get::<Option<i64>, _>("change_id")? {
+        Some(_) => change_claim(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn change_claim(row: &sqlx::any::AnyRow) -> Result<ChangeClaim> {
     Ok(ChangeClaim {
         change_id: row.try_get("change_id")?,
         project_id: row.try_get("project_id")?,
@@ -414,10 +422,7 @@ async fn finish_read_in(
         if row.try_get::<i64, _>("marked")? == 0 {
             return Err(StoreError::Lost);
         }
-        return match row.try_get::<Option<i64>, _>("change_id")? {
-            Some(_) => Ok(Some(change_claim(&row)?)),
-            None => Ok(None),
-        };
+        return next_change_claim(&row);
     }
     if query.execute(&mut *tx).await?.rows_affected() == 0 {
         return Err(StoreError::Lost);

@@ -4,8 +4,8 @@ use sqlx::{AnyConnection, Row as _};
 
 use super::StoreError;
 use super::changes::{
-    ChangeClaim, ChangesOf, Mark, TaskStates, change_claim, changed_statuses, claim_read_sql,
-    lock_changes, recompute_statuses, write_statuses,
+    ChangeClaim, ChangesOf, Mark, TaskStates, changed_statuses, claim_read_sql, lock_changes,
+    next_change_claim, recompute_statuses, write_statuses,
 };
 use super::projects::{desired_of, desired_parts};
 use super::{Result, Store, for_update, message, parse_col, rows_of, skip_locked};
@@ -305,10 +305,7 @@ pub(super) async fn ensure_tasks_and_mark(
             waiting.push(*target);
         }
     }
-    let next = match row.try_get::<Option<i64>, _>("change_id")? {
-        Some(_) => Some(change_claim(&row)?),
-        None => None,
-    };
+    let next = next_change_claim(&row)?;
     if !waiting.is_empty() {
         let mut linked = Vec::with_capacity(waiting.len());
         join_pending(tx, project_id, &waiting, mark.now, &mut linked).await?;
