@@ -17,7 +17,9 @@ use smrtshare_tests::{Stack, StackOptions, world};
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
-/// NGINX in the foreground with its own prefix, killed on drop.
+/// NGINX in the foreground with its own prefix, killed on drop. It runs as one process
+/// (`master_process off`): with a master and a worker, killing the master left the worker
+/// running, still listening, after every test run.
 struct Nginx {
     child: Child,
     address: String,
@@ -74,7 +76,7 @@ fn start_nginx(dir: &Path, upstream: &str, intake: &str, secret_file: &Path) -> 
     let d = dir.display();
     let error_log = dir.join("error.log");
     let config = format!(
-        "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+        "master_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
          events {{ worker_connections 128; }}\n\
          http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
          fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n{server}\n}}\n"
