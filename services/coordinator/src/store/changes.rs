@@ -380,7 +380,7 @@ async fn finish_read_in(
     } else {
         change_status(read_state, &[])
     };
-    let postgres = tx.backend_name() == "PostgreSQL";
+    let postgres = super::is_postgres(tx);
     if let Some(project_id) = tasks_for {
         if postgres {
             let text = message(&text);
@@ -761,7 +761,7 @@ pub(super) async fn lock_changes(
     tx: &mut AnyConnection,
     of: ChangesOf,
 ) -> Result<Option<Vec<LockedChange>>> {
-    if tx.backend_name() != "PostgreSQL" {
+    if !super::is_postgres(tx) {
         return Ok(None);
     }
     let rows = sqlx::query(&format!(

@@ -532,10 +532,16 @@ fn retryable(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether `tx` talks to PostgreSQL (the store's statements differ from SQLite's only where
+/// PostgreSQL can do more in one statement, or must lock rows SQLite's one writer need not).
+pub(super) fn is_postgres(tx: &AnyConnection) -> bool {
+    tx.backend_name() == "PostgreSQL"
+}
+
 /// `FOR UPDATE SKIP LOCKED` on PostgreSQL; nothing on SQLite, where `BEGIN IMMEDIATE` already
 /// serialises writers.
 fn skip_locked(tx: &AnyConnection) -> &'static str {
-    if tx.backend_name() == "PostgreSQL" {
+    if is_postgres(tx) {
         " FOR UPDATE SKIP LOCKED"
     } else {
         ""
@@ -544,11 +550,7 @@ fn skip_locked(tx: &AnyConnection) -> &'static str {
 
 /// `FOR UPDATE` on PostgreSQL; nothing on SQLite (as [`skip_locked`]).
 fn for_update(tx: &AnyConnection) -> &'static str {
-    if tx.backend_name() == "PostgreSQL" {
-        " FOR UPDATE"
-    } else {
-        ""
-    }
+    if is_postgres(tx) { " FOR UPDATE" } else { "" }
 }
 
 /// `$from, $from+1, ...`: `n` placeholders.

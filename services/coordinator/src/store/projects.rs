@@ -71,7 +71,7 @@ pub(super) async fn store_truth(
              updated_at = excluded.updated_at, read_at = excluded.read_at";
     // PostgreSQL writes the project row in the statement that reads what is stored (below);
     // SQLite, which has no INSERT in WITH, writes it first.
-    let postgres = tx.backend_name() == "PostgreSQL";
+    let postgres = super::is_postgres(tx);
     if !postgres {
         sqlx::query(UPSERT)
             .bind(truth.id)

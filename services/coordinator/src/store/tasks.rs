@@ -171,7 +171,7 @@ pub(super) async fn ensure_tasks(
     );
     // PostgreSQL links the new tasks to the change in the same statement (SQLite has no
     // INSERT in WITH; it links them below, with any joined tasks).
-    let postgres = tx.backend_name() == "PostgreSQL";
+    let postgres = super::is_postgres(tx);
     let sql = if postgres {
         format!(
             "WITH made AS ({insert}),
@@ -452,7 +452,7 @@ async fn claim_in(
     // PostgreSQL: the claimed project's desired state comes along in the same statement (a
     // data-modifying CTE, then the rows `desired` reads, one per dataset and member beside
     // the claim), which saves each task a round trip. SQLite, in process, reads it apart.
-    let postgres = tx.backend_name() == "PostgreSQL";
+    let postgres = super::is_postgres(tx);
     // ($5, $6), ($7, $8), ...: change id and status.
     let write_statuses = if statuses.is_empty() {
         String::new()
@@ -754,8 +754,7 @@ impl Store {
             Box::pin(async move {
                 // On PostgreSQL the claim writes the finish's change statuses, unless it
                 // reaps first (a reap may write the same changes' statuses, later).
-                let defer =
-                    tx.backend_name() == "PostgreSQL" && next.as_ref().is_some_and(|n| !n.reap);
+                let defer = super::is_postgres(tx) && next.as_ref().is_some_and(|n| !n.reap);
                 let (recorded, statuses) =
                     finish_in(tx, &claim, result, backoff, now, defer).await?;
                 let claimed = match next {
