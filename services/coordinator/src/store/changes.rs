@@ -576,6 +576,34 @@ impl Store {
         .await
     }
 
+    /// The status the database's rule ([`status_sql`], by which the store writes statuses)
+    /// gives a change in `read_state` whose tasks are in `states`. For tests: it must agree
+    /// with [`change_status`] on both databases.
+    pub async fn status_by_rule(
+        &self,
+        read_state: ReadState,
+        states: &[crate::model::TaskState],
+    ) -> Result<ChangeStatus> {
+        let mut rows = vec![
+            "SELECT CAST(1 AS BIGINT) AS change_id, CAST('' AS TEXT) AS state WHERE 1 = 0"
+                .to_owned(),
+        ];
+        rows.extend(
+            (0..states.len())
+                .map(|i| format!("SELECT CAST(1 AS BIGINT), CAST(${} AS TEXT)", i + 2)),
+        );
+        let sql = format!(
+            "SELECT {} AS status FROM (SELECT CAST(1 AS BIGINT) AS change_id, CAST($1 AS TEXT) AS read_state) c",
+            status_sql("c", &rows.join(" UNION ALL "))
+        );
+        let mut query = sqlx::query(&sql).bind(read_state.as_str());
+        for state in states {
+            query = query.bind(state.as_str());
+        }
+        let row = query.fetch_one(&self.db.pool).await?;
+        parse_col(&row, "status", ChangeStatus::parse)
+    }
+
     /// One change.
     pub async fn get_change(&self, change_id: i64) -> Result<Option<ChangeRow>> {
         let row = sqlx::query(&format!(
@@ -670,148 +698,89 @@ impl ChangesOf {
     }
 }
 
-/// Recomputes the status of the given changes from their read state and their tasks, and
-/// returns their ids (ascending). A status that did not change is not written again.
+/// Recomputes the status of the given changes from their read state and their tasks, by the
+/// rule of [`status_sql`]. A status that did not change is not written again.
 ///
 /// On PostgreSQL the change rows are locked first ([`lock_changes`]), so two workers finishing
 /// the two tasks of one change at once cannot both compute from the other's stale state; under
-/// READ COMMITTED the statement after the lock sees what the other committed.
-pub(super) async fn recompute_statuses(tx: &mut AnyConnection, of: ChangesOf) -> Result<Vec<i64>> {
-    if let Some(locked) = lock_changes(tx, of).await? {
-        if locked.is_empty() {
-            return Ok(Vec::new());
-        }
-        let tasks = sqlx::query(&format!(
-            "SELECT ct.change_id, (SELECT t.state FROM tasks t WHERE t.task_id = ct.task_id) AS state
-             FROM change_tasks ct WHERE ct.change_id {}",
-            of.ids_pg()
-        ))
-        .bind(of.id())
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut states = TaskStates::new();
-        for t in &tasks {
-            states
-                .entry(t.try_get("change_id")?)
-                .or_default()
-                .push(parse_col(t, "state", crate::model::TaskState::parse)?);
-        }
-        return write_statuses(tx, &locked, &states).await;
-    }
-    // SQLite: the transaction holds the write lock, so one statement reads it all.
-    let filter = match of {
-        ChangesOf::Change(_) => "c.change_id = $1",
-        ChangesOf::Task(_) => {
-            "c.change_id IN (SELECT l.change_id FROM change_tasks l WHERE l.task_id = $1)"
+/// READ COMMITTED the statement after the lock sees what the other committed. (SQLite's
+/// transaction holds the write lock.)
+pub(super) async fn recompute_statuses(tx: &mut AnyConnection, of: ChangesOf) -> Result<()> {
+    lock_changes(tx, of).await?;
+    let ids = if super::is_postgres(tx) {
+        of.ids_pg()
+    } else {
+        match of {
+            ChangesOf::Change(_) => "= $1",
+            ChangesOf::Task(_) => {
+                "IN (SELECT l.change_id FROM change_tasks l WHERE l.task_id = $1)"
+            }
         }
     };
-    let joined = sqlx::query(&format!(
-        "SELECT c.change_id, c.read_state, c.status, t.state AS task_state FROM changes c
-         LEFT JOIN change_tasks ct ON ct.change_id = c.change_id
-         LEFT JOIN tasks t ON t.task_id = ct.task_id
-         WHERE {filter} ORDER BY c.change_id"
+    // The rule twice rather than a join with a subquery that computes it once: a join may be
+    // planned as a hash join over the whole table (see `ChangesOf::ids_pg`).
+    let status = status_sql("c", LINKED_STATES);
+    sqlx::query(&format!(
+        "UPDATE changes AS c SET status = {status} WHERE c.change_id {ids} AND c.status <> {status}"
     ))
     .bind(of.id())
-    .fetch_all(&mut *tx)
+    .execute(&mut *tx)
     .await?;
-    let mut changes = Vec::new();
-    let mut states = TaskStates::new();
-    for row in &joined {
-        let change_id: i64 = row.try_get("change_id")?;
-        if let Some(state) = row.try_get::<Option<String>, _>("task_state")? {
-            let state = crate::model::TaskState::parse(&state)
-                .ok_or_else(|| StoreError::Corrupt(format!("state = {state:?}")))?;
-            states.entry(change_id).or_default().push(state);
-        }
-        if changes
-            .last()
-            .is_none_or(|c: &LockedChange| c.change_id != change_id)
-        {
-            changes.push(LockedChange::of(row)?);
-        }
-    }
-    write_statuses(tx, &changes, &states).await
+    Ok(())
 }
 
-/// The states of the tasks linked to each change.
-pub(super) type TaskStates = std::collections::HashMap<i64, Vec<crate::model::TaskState>>;
+/// The rows (change_id, state) of the tasks linked to changes, for [`status_sql`]; filtered by
+/// change there, so each change's rows come by index.
+pub(super) const LINKED_STATES: &str = "SELECT ct.change_id, (SELECT t.state FROM tasks t WHERE t.task_id = ct.task_id) AS state FROM change_tasks ct";
 
-/// A change whose status is about to be recomputed, as read (and on PostgreSQL locked).
-#[derive(Debug)]
-pub(super) struct LockedChange {
-    change_id: i64,
-    read_state: ReadState,
-    status: String,
-}
-
-impl LockedChange {
-    fn of(row: &sqlx::any::AnyRow) -> Result<Self> {
-        Ok(Self {
-            change_id: row.try_get("change_id")?,
-            read_state: parse_col(row, "read_state", ReadState::parse)?,
-            status: row.try_get("status")?,
-        })
-    }
+/// SQL for the status of the change row `change` (an alias with `change_id` and `read_state`)
+/// from the rows (change_id, state) of `states`: the rule of [`change_status`], in SQL both
+/// databases run, so that a status is computed in the statement that writes it.
+pub(super) fn status_sql(change: &str, states: &str) -> String {
+    use crate::model::TaskState as T;
+    format!(
+        "CASE WHEN {change}.read_state IN ('{settling}', '{reading}') THEN '{in_progress}'
+              WHEN {change}.read_state = '{read_failed}' THEN '{failed}'
+              ELSE (SELECT CASE WHEN COUNT(CASE WHEN s.state IN ('{ready}', '{working}') THEN 1 END) > 0 THEN '{in_progress}'
+                                WHEN COUNT(CASE WHEN s.state = '{task_failed}' THEN 1 END) = 0 THEN '{ok}'
+                                WHEN COUNT(CASE WHEN s.state = '{task_ok}' THEN 1 END) = 0 THEN '{failed}'
+                                ELSE '{partial}' END
+                    FROM ({states}) s WHERE s.change_id = {change}.change_id) END",
+        settling = ReadState::Settling.as_str(),
+        reading = ReadState::Reading.as_str(),
+        read_failed = ReadState::Failed.as_str(),
+        in_progress = ChangeStatus::InProgress.as_str(),
+        failed = ChangeStatus::Failed.as_str(),
+        ok = ChangeStatus::Ok.as_str(),
+        partial = ChangeStatus::Partial.as_str(),
+        ready = T::Ready.as_str(),
+        working = T::Working.as_str(),
+        task_failed = T::Failed.as_str(),
+        task_ok = T::Ok.as_str(),
+    )
 }
 
 /// PostgreSQL: locks the given changes (`FOR NO KEY UPDATE`, in id order, so two lockers never
 /// wait on each other crosswise; it does not block the key-share locks that inserting their
-/// task links takes) and answers them; on SQLite, whose transaction holds the write lock, None.
-pub(super) async fn lock_changes(
-    tx: &mut AnyConnection,
-    of: ChangesOf,
-) -> Result<Option<Vec<LockedChange>>> {
+/// task links takes). Nothing on SQLite, whose transaction holds the write lock.
+pub(super) async fn lock_changes(tx: &mut AnyConnection, of: ChangesOf) -> Result<()> {
     if !super::is_postgres(tx) {
-        return Ok(None);
+        return Ok(());
     }
-    let rows = sqlx::query(&format!(
-        "SELECT c.change_id, c.read_state, c.status FROM changes c WHERE c.change_id {}
+    sqlx::query(&lock_changes_sql(of, "$1"))
+        .bind(of.id())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// The statement of [`lock_changes`], with `id` for the change's or task's id.
+pub(super) fn lock_changes_sql(of: ChangesOf, id: &str) -> String {
+    format!(
+        "SELECT c.change_id FROM changes c WHERE c.change_id {}
          ORDER BY c.change_id FOR NO KEY UPDATE OF c",
-        of.ids_pg()
-    ))
-    .bind(of.id())
-    .fetch_all(&mut *tx)
-    .await?;
-    rows.iter()
-        .map(LockedChange::of)
-        .collect::<Result<_>>()
-        .map(Some)
-}
-
-/// Writes each change's status where it differs from the stored one; answers the ids.
-pub(super) async fn write_statuses(
-    tx: &mut AnyConnection,
-    changes: &[LockedChange],
-    states: &TaskStates,
-) -> Result<Vec<i64>> {
-    for (change_id, status) in changed_statuses(changes, states) {
-        sqlx::query("UPDATE changes SET status = $1 WHERE change_id = $2")
-            .bind(status.as_str())
-            .bind(change_id)
-            .execute(&mut *tx)
-            .await?;
-    }
-    Ok(changes.iter().map(|c| c.change_id).collect())
-}
-
-/// The statuses that differ from the stored ones, by change.
-pub(super) fn changed_statuses(
-    changes: &[LockedChange],
-    states: &TaskStates,
-) -> Vec<(i64, ChangeStatus)> {
-    changes
-        .iter()
-        .filter_map(|change| {
-            let status = change_status(
-                change.read_state,
-                states
-                    .get(&change.change_id)
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]),
-            );
-            (change.status != status.as_str()).then_some((change.change_id, status))
-        })
-        .collect()
+        of.ids_pg().replace("$1", id)
+    )
 }
 
 /// A change's status: IN_PROGRESS until read and while any task waits or runs; then OK when

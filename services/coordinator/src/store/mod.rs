@@ -7,7 +7,7 @@ mod leases;
 mod projects;
 mod tasks;
 
-pub use changes::{ChangeClaim, ChangeRow, NewChange, ReadOutcome};
+pub use changes::{ChangeClaim, ChangeRow, NewChange, ReadOutcome, change_status};
 pub use projects::{ProjectRow, TargetStatusRow};
 pub use tasks::{Backoff, NextClaim, TaskClaim, TaskResult, TaskRow};
 
@@ -188,7 +188,18 @@ impl Store {
     /// group (or the 16th) commits for all; each returns once the group is committed. `BEGIN`
     /// and `COMMIT` were half of the time the writer was held under load. A body that fails
     /// rolls back the whole group, and the other members run their bodies again, alone.
-    async fn write<T, F>(&self, mut body: F) -> Result<T>
+    async fn write<T, F>(&self, body: F) -> Result<T>
+    where
+        F: for<'t> FnMut(&'t mut AnyConnection) -> futures::future::BoxFuture<'t, Result<T>> + Send,
+        T: Send,
+    {
+        self.write_with(None, body).await
+    }
+
+    /// [`Store::write`], with `begin` (PostgreSQL) as the statement that begins the
+    /// transaction: `BEGIN` followed by statements that take no parameters (row locks, say),
+    /// sent in the same round trip. SQLite ignores it.
+    async fn write_with<T, F>(&self, begin: Option<String>, mut body: F) -> Result<T>
     where
         F: for<'t> FnMut(&'t mut AnyConnection) -> futures::future::BoxFuture<'t, Result<T>> + Send,
         T: Send,
@@ -214,11 +225,25 @@ impl Store {
                 },
                 None => match self.kept().await {
                     Ok(mut conn) => {
-                        let outcome = match conn.begin().await {
-                            Ok(tx) => run(tx, &mut body).await,
-                            Err(error) => Err(error.into()),
+                        let outcome = match &begin {
+                            Some(sql) => match conn.begin_with(sql.clone()).await {
+                                Ok(tx) => run(tx, &mut body).await,
+                                Err(error) => Err(error.into()),
+                            },
+                            None => match conn.begin().await {
+                                Ok(tx) => run(tx, &mut body).await,
+                                Err(error) => Err(error.into()),
+                            },
                         };
-                        if !matches!(&outcome, Err(StoreError::Database(error)) if broken(error)) {
+                        let mut trusted =
+                            !matches!(&outcome, Err(StoreError::Database(error)) if broken(error));
+                        if trusted && begin.is_some() && outcome.is_err() {
+                            // A statement after a custom BEGIN that failed (a lock that met a
+                            // deadlock, say) leaves the transaction open, aborted, while sqlx
+                            // counts none: it is ended here, or the connection is not kept.
+                            trusted = simple(&mut conn, "ROLLBACK").await.is_ok();
+                        }
+                        if trusted {
                             conn.keep();
                         }
                         outcome

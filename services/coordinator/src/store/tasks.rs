@@ -4,13 +4,14 @@ use sqlx::{AnyConnection, Row as _};
 
 use super::StoreError;
 use super::changes::{
-    ChangeClaim, ChangesOf, Mark, TaskStates, changed_statuses, claim_read_sql, lock_changes,
-    next_change_claim, recompute_statuses, write_statuses,
+    ChangeClaim, ChangesOf, Mark, claim_read_sql, lock_changes, lock_changes_sql,
+    next_change_claim, recompute_statuses, status_sql,
 };
 use super::projects::{desired_of, desired_parts};
 use super::{Result, Store, for_update, message, parse_col, rows_of, skip_locked};
 use crate::model::Desired;
-use crate::model::{ChangeStatus, Operation, Target, TaskState};
+use crate::model::{Operation, Target, TaskState};
+use smrtshare_common::db::Backend;
 
 /// A task claimed by a worker.
 #[derive(Clone, Debug)]
@@ -420,10 +421,26 @@ async fn pending_task(
     Ok(row.map(|r| r.try_get("task_id")).transpose()?)
 }
 
+/// The statement that takes the oldest due pending task of a target whose (project, target) has
+/// no running task, with placeholders for the target, now, the owner and the lease's expiry;
+/// `running` narrows which WORKING tasks count as running (SQL appended to their condition).
+fn claim_sql(skip: &str, p: [&str; 4], running: &str) -> String {
+    let [target, now, owner, expires] = p;
+    format!(
+        "UPDATE tasks SET state = 'WORKING', pending = 0, attempts = attempts + 1, lease_owner = {owner}, lease_expires_at = {expires}
+         WHERE task_id = (
+             SELECT t.task_id FROM tasks t
+             WHERE t.target = {target} AND t.pending = 1 AND t.next_run_at <= {now}
+               AND NOT EXISTS (SELECT 1 FROM tasks w WHERE w.project_id = t.project_id AND w.target = t.target AND w.state = 'WORKING'{running})
+             ORDER BY t.next_run_at, t.task_id LIMIT 1{skip})
+         RETURNING task_id, project_id, attempts, finished_at,
+                   CAST(COALESCE((SELECT MAX(ct.change_id) FROM change_tasks ct WHERE ct.task_id = tasks.task_id), 0) AS BIGINT) AS change_id,
+                   CAST(COALESCE((SELECT s.failures FROM sync_state s WHERE s.project_id = tasks.project_id AND s.target = tasks.target), 0) AS BIGINT) AS failures"
+    )
+}
+
 /// Takes the oldest due pending task of `target` whose (project, target) has no running task,
-/// with a lease until `now + lease_ms`, after reaping expired leases when `reap` is set. On
-/// PostgreSQL the same statement writes `statuses` (a finish's, deferred to save it a round
-/// trip); elsewhere `statuses` must be empty.
+/// with a lease until `now + lease_ms`, after reaping expired leases when `reap` is set.
 async fn claim_in(
     tx: &mut AnyConnection,
     target: Target,
@@ -431,50 +448,20 @@ async fn claim_in(
     now: i64,
     lease_ms: i64,
     reap: bool,
-    statuses: &[(i64, ChangeStatus)],
 ) -> Result<Option<TaskClaim>> {
     let skip = skip_locked(tx);
     if reap {
         reap_expired(tx, target, now).await?;
     }
     // Pick and take the oldest due task in one statement.
-    let claim = format!(
-        "UPDATE tasks SET state = 'WORKING', pending = 0, attempts = attempts + 1, lease_owner = $3, lease_expires_at = $4
-         WHERE task_id = (
-             SELECT t.task_id FROM tasks t
-             WHERE t.target = $1 AND t.pending = 1 AND t.next_run_at <= $2
-               AND NOT EXISTS (SELECT 1 FROM tasks w WHERE w.project_id = t.project_id AND w.target = t.target AND w.state = 'WORKING')
-             ORDER BY t.next_run_at, t.task_id LIMIT 1{skip})
-         RETURNING task_id, project_id, attempts, finished_at,
-                   CAST(COALESCE((SELECT MAX(ct.change_id) FROM change_tasks ct WHERE ct.task_id = tasks.task_id), 0) AS BIGINT) AS change_id,
-                   CAST(COALESCE((SELECT s.failures FROM sync_state s WHERE s.project_id = tasks.project_id AND s.target = tasks.target), 0) AS BIGINT) AS failures"
-    );
+    let claim = claim_sql(skip, ["$1", "$2", "$3", "$4"], "");
     // PostgreSQL: the claimed project's desired state comes along in the same statement (a
     // data-modifying CTE, then the rows `desired` reads, one per dataset and member beside
     // the claim), which saves each task a round trip. SQLite, in process, reads it apart.
     let postgres = super::is_postgres(tx);
-    // ($5, $6), ($7, $8), ...: change id and status.
-    let write_statuses = if statuses.is_empty() {
-        String::new()
-    } else {
-        let values = (0..statuses.len())
-            .map(|i| {
-                format!(
-                    "(CAST(${} AS BIGINT), CAST(${} AS TEXT))",
-                    5 + 2 * i,
-                    6 + 2 * i
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!(
-            "statuses AS (UPDATE changes c SET status = v.status FROM (VALUES {values}) AS v (change_id, status)
-                          WHERE c.change_id = v.change_id), "
-        )
-    };
     let sql = if postgres {
         format!(
-            "WITH {write_statuses}claimed AS ({claim})
+            "WITH claimed AS ({claim})
              SELECT claimed.*, x.part, x.a, x.b, x.c, x.d, x.n
              FROM claimed LEFT JOIN LATERAL ({}) x ON TRUE ORDER BY x.part, x.a",
             desired_parts("claimed.project_id")
@@ -482,19 +469,30 @@ async fn claim_in(
     } else {
         claim
     };
-    let mut query = sqlx::query(&sql)
+    let rows = sqlx::query(&sql)
         .bind(target.as_str())
         .bind(now)
         .bind(owner)
-        .bind(now + lease_ms);
-    for (change_id, status) in statuses {
-        query = query.bind(*change_id).bind(status.as_str());
-    }
-    let rows = query.fetch_all(&mut *tx).await?;
+        .bind(now + lease_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+    claimed_task(tx, target, postgres, &rows).await
+}
+
+/// The task a claim statement took (its first row; with `desired`, its rows carry the
+/// project's desired state): `None` when the rows have no task.
+async fn claimed_task(
+    tx: &mut AnyConnection,
+    target: Target,
+    desired: bool,
+    rows: &[sqlx::any::AnyRow],
+) -> Result<Option<TaskClaim>> {
     let Some(row) = rows.first() else {
         return Ok(None);
     };
-    let task_id: i64 = row.try_get("task_id")?;
+    let Some(task_id) = row.try_get::<Option<i64>, _>("task_id")? else {
+        return Ok(None);
+    };
     let project_id: i64 = row.try_get("project_id")?;
     // A task that never ran was READY, and its changes are IN_PROGRESS already (READY and
     // WORKING count alike). One that ran before failed and waits for its retry: its changes
@@ -505,8 +503,8 @@ async fn claim_in(
     Ok(Some(TaskClaim {
         task_id,
         project_id,
-        desired: if postgres {
-            Some(desired_of(project_id, &rows)?)
+        desired: if desired {
+            Some(desired_of(project_id, rows)?)
         } else {
             None
         },
@@ -517,161 +515,251 @@ async fn claim_in(
     }))
 }
 
+/// What a result writes to its task.
+#[derive(Clone, Debug)]
+struct Outcome {
+    operation: Operation,
+    text: String,
+    report: Option<Vec<u8>>,
+    state: TaskState,
+    /// 1 when the task runs again (a retry).
+    pending: i64,
+    next_run_at: i64,
+    /// The (project, target)'s consecutive failures after this attempt.
+    failures: i64,
+}
+
+impl Outcome {
+    fn of(claim: &TaskClaim, result: TaskResult, backoff: Backoff, now: i64) -> Self {
+        match result {
+            TaskResult::Ok {
+                operation,
+                message,
+                report,
+            } => Self {
+                operation,
+                text: message,
+                report,
+                state: TaskState::Ok,
+                pending: 0,
+                next_run_at: 0,
+                failures: 0,
+            },
+            TaskResult::Permanent {
+                operation,
+                message,
+                report,
+            } => Self {
+                operation,
+                text: message,
+                report,
+                state: TaskState::Failed,
+                pending: 0,
+                next_run_at: 0,
+                failures: claim.failures + 1,
+            },
+            TaskResult::Retry {
+                operation,
+                message,
+                report,
+            } => {
+                let failures = claim.failures + 1;
+                let delay = backoff.delay(failures);
+                Self {
+                    operation,
+                    text: format!(
+                        "{message} (retry {failures} in {:.1}s)",
+                        delay as f64 / 1000.0
+                    ),
+                    report,
+                    state: TaskState::Failed,
+                    pending: 1,
+                    next_run_at: now + delay,
+                    failures,
+                }
+            }
+        }
+    }
+}
+
+/// The fenced write of a result to its task, `$1` to `$9`: state, pending, next run,
+/// operation, message, report, now, task id, attempt (bound by [`bind_outcome`]).
+const FINISH: &str = "UPDATE tasks SET state = $1, pending = $2, next_run_at = $3, operation = $4, last_message = $5, report = $6,
+            finished_at = $7, lease_owner = '', lease_expires_at = 0
+     WHERE task_id = $8 AND attempts = $9 AND state = 'WORKING'";
+
+fn bind_outcome<'q>(
+    sql: &'q str,
+    claim: &TaskClaim,
+    outcome: &'q Outcome,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(sql)
+        .bind(outcome.state.as_str())
+        .bind(outcome.pending)
+        .bind(outcome.next_run_at)
+        .bind(outcome.operation.as_str())
+        .bind(message(&outcome.text))
+        .bind(outcome.report.clone())
+        .bind(now)
+        .bind(claim.task_id)
+        .bind(claim.attempts)
+}
+
 /// Records an attempt's result if the claim still holds (the task is WORKING with the same
 /// attempt number); false when it was discarded and nothing was written.
-///
-/// With `defer`, statuses that changed are not written but answered, for the claim that
-/// follows in the same transaction to write ([`claim_in`]); only PostgreSQL's usual path
-/// defers (elsewhere the list is empty and everything is written here).
 async fn finish_in(
     tx: &mut AnyConnection,
     claim: &TaskClaim,
-    result: TaskResult,
-    backoff: Backoff,
+    mut outcome: Outcome,
     now: i64,
-    defer: bool,
-) -> Result<(bool, Vec<(i64, ChangeStatus)>)> {
-    let (operation, text, report, mut state, mut pending, next_run_at, failures) = match result {
-        TaskResult::Ok {
-            operation,
-            message,
-            report,
-        } => (operation, message, report, TaskState::Ok, 0, 0, 0),
-        TaskResult::Permanent {
-            operation,
-            message,
-            report,
-        } => (
-            operation,
-            message,
-            report,
-            TaskState::Failed,
-            0,
-            0,
-            claim.failures + 1,
-        ),
-        TaskResult::Retry {
-            operation,
-            message,
-            report,
-        } => {
-            let failures = claim.failures + 1;
-            let delay = backoff.delay(failures);
-            let text = format!(
-                "{message} (retry {failures} in {:.1}s)",
-                delay as f64 / 1000.0
-            );
-            (
-                operation,
-                text,
-                report,
-                TaskState::Failed,
-                1,
-                now + delay,
-                failures,
-            )
-        }
-    };
+) -> Result<bool> {
     // PostgreSQL: the task's changes are locked before anything is written (see
-    // `recompute_statuses`); the statements after the lock see what a sibling task's finish
-    // committed.
+    // `recompute_statuses`).
     let of = ChangesOf::Task(claim.task_id);
-    let locked = lock_changes(tx, of).await?;
-    let newer = if pending == 1 {
+    lock_changes(tx, of).await?;
+    let newer = if outcome.pending == 1 {
         pending_task(tx, claim.project_id, claim.target).await?
     } else {
         None
     };
     if newer.is_some() {
         // A newer task already waits with the latest state: it carries the retry.
-        state = TaskState::Superseded;
-        pending = 0;
+        outcome.state = TaskState::Superseded;
+        outcome.pending = 0;
     }
-    const UPDATE: &str = "UPDATE tasks SET state = $1, pending = $2, next_run_at = $3, operation = $4, last_message = $5, report = $6,
-                finished_at = $7, lease_owner = '', lease_expires_at = 0
-         WHERE task_id = $8 AND attempts = $9 AND state = 'WORKING'";
-    let bind = |sql| {
-        sqlx::query(sql)
-            .bind(state.as_str())
-            .bind(pending)
-            .bind(next_run_at)
-            .bind(operation.as_str())
-            .bind(message(&text))
-            .bind(report.clone())
-            .bind(now)
-            .bind(claim.task_id)
-            .bind(claim.attempts)
-    };
-    // On PostgreSQL, when no newer task takes over the changes, the task is written and the
-    // states of its changes' tasks read in one statement (its own state from the update, the
-    // others' from the statement's snapshot, taken after the lock).
-    let states = match (&locked, newer) {
-        (Some(_), None) => {
-            let sql = format!(
-                "WITH done AS ({UPDATE} RETURNING state)
-                 SELECT CAST((SELECT COUNT(*) FROM done) AS BIGINT) AS updated, x.change_id, x.state
-                 FROM (SELECT 1 AS one) one LEFT JOIN (
-                     SELECT ct.change_id,
-                            CASE WHEN ct.task_id = $8 THEN (SELECT d.state FROM done d)
-                                 ELSE (SELECT t.state FROM tasks t WHERE t.task_id = ct.task_id) END AS state
-                     FROM change_tasks ct
-                     WHERE ct.change_id = ANY (ARRAY(SELECT l.change_id FROM change_tasks l WHERE l.task_id = $8))) x ON TRUE"
-            );
-            let rows = bind(&sql).fetch_all(&mut *tx).await?;
-            if rows
-                .first()
-                .map(|r| r.try_get::<i64, _>("updated"))
-                .transpose()?
-                != Some(1)
-            {
-                // Fencing: the claim no longer holds (nothing was written).
-                return Ok((false, Vec::new()));
-            }
-            let mut states = TaskStates::new();
-            for row in &rows {
-                if let Some(change_id) = row.try_get::<Option<i64>, _>("change_id")? {
-                    states.entry(change_id).or_default().push(parse_col(
-                        row,
-                        "state",
-                        TaskState::parse,
-                    )?);
-                }
-            }
-            Some(states)
-        }
-        (_, newer) => {
-            if bind(UPDATE).execute(&mut *tx).await?.rows_affected() == 0 {
-                // Fencing: the claim no longer holds (nothing was written).
-                return Ok((false, Vec::new()));
-            }
-            if let Some(newer) = newer {
-                supersede_links(tx, claim.task_id, newer).await?;
-            }
-            None
-        }
-    };
+    if bind_outcome(FINISH, claim, &outcome, now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+        == 0
+    {
+        // Fencing: the claim no longer holds (nothing was written).
+        return Ok(false);
+    }
+    if let Some(newer) = newer {
+        supersede_links(tx, claim.task_id, newer).await?;
+    }
     // The claim read the count, and no other attempt of this (project, target) can have run
     // since (one runs at a time, and this one still held its claim above).
-    if failures != claim.failures {
-        sqlx::query(
-            "INSERT INTO sync_state (project_id, target, failures, last_task_id) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (project_id, target) DO UPDATE SET failures = excluded.failures, last_task_id = excluded.last_task_id",
-        )
+    if outcome.failures != claim.failures {
+        sqlx::query(&format!(
+            "INSERT INTO sync_state (project_id, target, failures, last_task_id) VALUES ($1, $2, $3, $4) {SYNC_CONFLICT}"
+        ))
         .bind(claim.project_id)
         .bind(claim.target.as_str())
-        .bind(failures)
+        .bind(outcome.failures)
         .bind(claim.task_id)
         .execute(&mut *tx)
         .await?;
     }
-    match (locked, states) {
-        (Some(locked), Some(states)) if defer => {
-            return Ok((true, changed_statuses(&locked, &states)));
-        }
-        (Some(locked), Some(states)) => write_statuses(tx, &locked, &states).await?,
-        _ => recompute_statuses(tx, of).await?,
+    recompute_statuses(tx, of).await?;
+    Ok(true)
+}
+
+const SYNC_CONFLICT: &str = "ON CONFLICT (project_id, target) DO UPDATE SET failures = excluded.failures, last_task_id = excluded.last_task_id";
+
+/// PostgreSQL's record of a result that does not run its task again (OK, or failed for good),
+/// with the next claim, in one statement: the task is written under fencing, the statuses of
+/// its changes computed from the states of their tasks and written, the (project, target)'s
+/// failure count written, and the next task claimed with its project's desired state.
+///
+/// The task's changes must be locked already, before this statement's snapshot is taken (the
+/// transaction's `BEGIN` does it: [`finish_begin`]), so that what a sibling task's finish
+/// committed is seen. Answers whether the result was recorded and the next claim.
+async fn finish_and_claim_pg(
+    tx: &mut AnyConnection,
+    claim: &TaskClaim,
+    outcome: &Outcome,
+    now: i64,
+    next: Option<&NextClaim>,
+) -> Result<(bool, Option<TaskClaim>)> {
+    debug_assert_eq!(outcome.pending, 0, "a retry is recorded by finish_in");
+    // The task's own state is the one written here (the statement's snapshot still has it
+    // WORKING); its siblings' are read.
+    let ids = "= ANY (ARRAY(SELECT l.change_id FROM change_tasks l WHERE l.task_id = $8))";
+    let status = status_sql("c", "SELECT change_id, state FROM states");
+    let sync = if outcome.failures == claim.failures {
+        String::new()
+    } else {
+        format!(
+            ", sync AS (INSERT INTO sync_state (project_id, target, failures, last_task_id)
+                        SELECT $10, $11, $12, d.task_id FROM done d {SYNC_CONFLICT})"
+        )
     };
-    Ok((true, Vec::new()))
+    // The next claim's placeholders follow the last of the rest.
+    let first = if sync.is_empty() { 10 } else { 13 };
+    let (claimed, columns, join) = match next {
+        Some(_) => {
+            let p = |k: usize| format!("${}", first + k);
+            // This task no longer runs once the statement is done, so a task of its
+            // (project, target) waiting behind it may be taken now; not if the fence failed.
+            let claim = claim_sql(
+                " FOR UPDATE SKIP LOCKED",
+                [&p(0), &p(1), &p(2), &p(3)],
+                " AND NOT (w.task_id = $8 AND EXISTS (SELECT 1 FROM done))",
+            );
+            (
+                format!(", claimed AS ({claim})"),
+                "claimed.task_id, claimed.project_id, claimed.attempts, claimed.finished_at, claimed.change_id, claimed.failures, \
+                 x.part, x.a, x.b, x.c, x.d, x.n",
+                format!(
+                    " LEFT JOIN claimed ON TRUE LEFT JOIN LATERAL ({}) x ON TRUE ORDER BY x.part, x.a",
+                    desired_parts("claimed.project_id")
+                ),
+            )
+        }
+        None => (
+            String::new(),
+            "CAST(NULL AS BIGINT) AS task_id",
+            String::new(),
+        ),
+    };
+    let sql = format!(
+        "WITH done AS ({FINISH} RETURNING task_id, state),
+              states AS (SELECT ct.change_id,
+                                CASE WHEN ct.task_id = $8 THEN (SELECT d.state FROM done d)
+                                     ELSE (SELECT t.state FROM tasks t WHERE t.task_id = ct.task_id) END AS state
+                         FROM change_tasks ct WHERE ct.change_id {ids}),
+              statuses AS (UPDATE changes AS c SET status = {status}
+                           WHERE c.change_id {ids} AND EXISTS (SELECT 1 FROM done) AND c.status <> {status}){sync}{claimed}
+         SELECT CAST((SELECT COUNT(*) FROM done) AS BIGINT) AS recorded, {columns}
+         FROM (SELECT 1 AS one) one{join}"
+    );
+    let mut query = bind_outcome(&sql, claim, outcome, now);
+    if !sync.is_empty() {
+        query = query
+            .bind(claim.project_id)
+            .bind(claim.target.as_str())
+            .bind(outcome.failures);
+    }
+    if let Some(next) = next {
+        query = query
+            .bind(claim.target.as_str())
+            .bind(now)
+            .bind(next.owner.as_str())
+            .bind(now + next.lease_ms);
+    }
+    let rows = query.fetch_all(&mut *tx).await?;
+    let recorded = match rows.first() {
+        Some(row) => row.try_get::<i64, _>("recorded")? == 1,
+        None => false,
+    };
+    let claimed = if next.is_some() {
+        claimed_task(tx, claim.target, true, &rows).await?
+    } else {
+        None
+    };
+    Ok((recorded, claimed))
+}
+
+/// PostgreSQL: the `BEGIN` of a transaction that records a result of task `task_id`, with the
+/// lock of the task's changes sent in the same round trip.
+fn finish_begin(task_id: i64) -> String {
+    format!(
+        "BEGIN; {}",
+        lock_changes_sql(ChangesOf::Task(task_id), &task_id.to_string())
+    )
 }
 
 /// What a worker asks for when it records a result: the next task to run, claimed in the same
@@ -722,7 +810,7 @@ impl Store {
         let owner = owner.to_owned();
         self.write(|tx| {
             let owner = owner.clone();
-            Box::pin(async move { claim_in(tx, target, &owner, now, lease_ms, expired, &[]).await })
+            Box::pin(async move { claim_in(tx, target, &owner, now, lease_ms, expired).await })
         })
         .await
     }
@@ -749,18 +837,30 @@ impl Store {
         next: Option<NextClaim>,
     ) -> Result<(bool, Option<TaskClaim>)> {
         let now = self.now();
+        // Computed once, so that a transaction run again keeps the same retry delay.
+        let outcome = Outcome::of(claim, result, backoff, now);
+        // PostgreSQL's usual case takes three round trips: BEGIN with the lock, one statement,
+        // COMMIT. A retry (it may be superseded) and a claim that reaps first take the long way.
+        if self.backend() == Backend::Postgres
+            && outcome.pending == 0
+            && next.as_ref().is_none_or(|n| !n.reap)
+        {
+            return self
+                .write_with(Some(finish_begin(claim.task_id)), |tx| {
+                    let (claim, outcome, next) = (claim.clone(), outcome.clone(), next.clone());
+                    Box::pin(async move {
+                        finish_and_claim_pg(tx, &claim, &outcome, now, next.as_ref()).await
+                    })
+                })
+                .await;
+        }
         self.write(|tx| {
-            let (claim, result, next) = (claim.clone(), result.clone(), next.clone());
+            let (claim, outcome, next) = (claim.clone(), outcome.clone(), next.clone());
             Box::pin(async move {
-                // On PostgreSQL the claim writes the finish's change statuses, unless it
-                // reaps first (a reap may write the same changes' statuses, later).
-                let defer = super::is_postgres(tx) && next.as_ref().is_some_and(|n| !n.reap);
-                let (recorded, statuses) =
-                    finish_in(tx, &claim, result, backoff, now, defer).await?;
+                let recorded = finish_in(tx, &claim, outcome, now).await?;
                 let claimed = match next {
                     Some(n) => {
-                        let (owner, lease_ms) = (&n.owner, n.lease_ms);
-                        claim_in(tx, claim.target, owner, now, lease_ms, n.reap, &statuses).await?
+                        claim_in(tx, claim.target, &n.owner, now, n.lease_ms, n.reap).await?
                     }
                     None => None,
                 };

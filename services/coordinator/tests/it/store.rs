@@ -15,6 +15,7 @@ use crate::harness::store;
 both_backends!(
     storing_truth_again_writes_exactly_the_new_state,
     listing_changes_applies_each_filter,
+    the_database_computes_statuses_by_the_documented_rule,
 );
 
 fn member(login: &str, role: &str) -> MemberTruth {
@@ -244,4 +245,44 @@ async fn listing_changes_applies_each_filter(backend: Backend) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// Statuses are computed in SQL, in the statement that writes them; the rule there must be
+/// `change_status`'s for every read state and every mix of up to three task states.
+async fn the_database_computes_statuses_by_the_documented_rule(backend: Backend) {
+    use smrtshare_coordinator::model::{ReadState, TaskState as T};
+    use smrtshare_coordinator::store::change_status;
+    let (store, _db) = store(backend, Clock::system()).await;
+    let all = [T::Ready, T::Working, T::Ok, T::Failed, T::Superseded];
+    // Every multiset of up to three states (order does not matter to the rule).
+    let mut mixes: Vec<Vec<T>> = vec![vec![]];
+    for a in 0..all.len() {
+        mixes.push(vec![all[a]]);
+        for b in a..all.len() {
+            mixes.push(vec![all[a], all[b]]);
+            for c in b..all.len() {
+                mixes.push(vec![all[a], all[b], all[c]]);
+            }
+        }
+    }
+    assert_eq!(mixes.len(), 56);
+    let mut seen = std::collections::BTreeSet::new();
+    for read_state in [
+        ReadState::Settling,
+        ReadState::Reading,
+        ReadState::Read,
+        ReadState::Failed,
+    ] {
+        for mix in &mixes {
+            let expected = change_status(read_state, mix);
+            let got = store
+                .status_by_rule(read_state, mix)
+                .await
+                .expect("evaluate the rule");
+            assert_eq!(got, expected, "{read_state:?} with tasks {mix:?}");
+            seen.insert(expected.as_str());
+        }
+    }
+    // The cases reach every status.
+    assert_eq!(seen.len(), 4, "{seen:?}");
 }
