@@ -618,7 +618,8 @@ impl Store {
     /// Changes caused by `change_id`.
     pub async fn effects_of(&self, change_id: i64) -> Result<Vec<i64>> {
         let rows =
-            sqlx::query("SELECT change_id FROM changes WHERE caused_by = $1 ORDER BY change_id")
+            // `caused_by <> 0` lets the index of changes that have a cause serve the look-up.
+            sqlx::query("SELECT change_id FROM changes WHERE caused_by = $1 AND caused_by <> 0 ORDER BY change_id")
                 .bind(change_id)
                 .fetch_all(&self.db.pool)
                 .await?;
