@@ -1035,7 +1035,7 @@ async fn floor_round(
     let n = ids.len() as f64;
     let prefix = format!("Floor{round}");
     stack.rename_all(ids, &prefix)?;
-    reset_counters(&stack);
+    reset_counters(stack);
     let started = Instant::now();
     let outcomes: Vec<anyhow::Result<()>> = futures::stream::iter(ids.iter().copied())
         .map(|id| {
@@ -1112,7 +1112,7 @@ async fn throughput_round(
     let n = ids.len() as f64;
     let prefix = format!("Renamed{round}");
     stack.rename_all(ids, &prefix)?;
-    reset_counters(&stack);
+    reset_counters(stack);
     let transactions_before = stack.transactions().await?;
     let baseline = stack.newest_change().await?;
     let first_sent = wall_ms();

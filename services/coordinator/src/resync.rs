@@ -280,28 +280,28 @@ impl Resync {
                     logins
                 },
             };
-            if let Some(staged) = &staged {
-                if let Some(reason) = staging_difference(&desired, staged.get(id)) {
-                    per_project.entry(*id).or_default().push(item(
-                        *id,
-                        Target::Staging,
-                        Operation::Apply,
-                        reason,
-                    ));
-                }
+            if let Some(staged) = &staged
+                && let Some(reason) = staging_difference(&desired, staged.get(id))
+            {
+                per_project.entry(*id).or_default().push(item(
+                    *id,
+                    Target::Staging,
+                    Operation::Apply,
+                    reason,
+                ));
             }
-            if let Some(rules) = &rules {
-                if let Some(reason) = access_difference(
+            if let Some(rules) = &rules
+                && let Some(reason) = access_difference(
                     &desired,
                     rules.get(id).map(Vec::as_slice).unwrap_or_default(),
-                ) {
-                    per_project.entry(*id).or_default().push(item(
-                        *id,
-                        Target::Access,
-                        Operation::Apply,
-                        reason,
-                    ));
-                }
+                )
+            {
+                per_project.entry(*id).or_default().push(item(
+                    *id,
+                    Target::Access,
+                    Operation::Apply,
+                    reason,
+                ));
             }
         }
         report.in_sync = truths.len() - per_project.len();
@@ -325,7 +325,8 @@ impl Resync {
             .filter(|id| {
                 !truths.contains_key(id)
                     && !unreadable.contains(id)
-                    && !(listed.contains(id) && !report.listing_complete)
+                    // Listed by a listing that failed half-way: it exists, though unread.
+                    && (report.listing_complete || !listed.contains(id))
             })
             .collect();
         if !candidates.is_empty() {

@@ -326,17 +326,17 @@ impl Coordinator for CoordinatorService {
                         }
                     }
                 }
-                if !sent_any && change.status != last_status {
-                    if tx
+                if !sent_any
+                    && change.status != last_status
+                    && tx
                         .send(Ok(pb::WatchChangeResponse {
                             change: Some(change.clone()),
                             task: None,
                         }))
                         .await
                         .is_err()
-                    {
-                        return;
-                    }
+                {
+                    return;
                 }
                 last_status = change.status;
                 if is_final(&change) {
