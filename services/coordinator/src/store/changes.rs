@@ -732,7 +732,7 @@ pub(super) async fn recompute_statuses(tx: &mut AnyConnection, of: ChangesOf) ->
 
 /// The rows (change_id, state) of the tasks linked to changes, for [`status_sql`]; filtered by
 /// change there, so each change's rows come by index.
-pub(super) const LINKED_STATES: &str = "SELECT ct.change_id, (SELECT t.state FROM tasks t WHERE t.task_id = ct.task_id) AS state FROM change_tasks ct";
+const LINKED_STATES: &str = "SELECT ct.change_id, (SELECT t.state FROM tasks t WHERE t.task_id = ct.task_id) AS state FROM change_tasks ct";
 
 /// SQL for the status of the change row `change` (an alias with `change_id` and `read_state`)
 /// from the rows (change_id, state) of `states`: the rule of [`change_status`], in SQL both

@@ -225,19 +225,18 @@ impl Store {
                 },
                 None => match self.kept().await {
                     Ok(mut conn) => {
-                        let outcome = match &begin {
-                            Some(sql) => match conn.begin_with(sql.clone()).await {
-                                Ok(tx) => run(tx, &mut body).await,
-                                Err(error) => Err(error.into()),
-                            },
-                            None => match conn.begin().await {
-                                Ok(tx) => run(tx, &mut body).await,
-                                Err(error) => Err(error.into()),
-                            },
+                        let statement = begin.clone().unwrap_or_else(|| "BEGIN".to_owned());
+                        let mut begun = true;
+                        let outcome = match conn.begin_with(statement).await {
+                            Ok(tx) => run(tx, &mut body).await,
+                            Err(error) => {
+                                begun = false;
+                                Err(error.into())
+                            }
                         };
                         let mut trusted =
                             !matches!(&outcome, Err(StoreError::Database(error)) if broken(error));
-                        if trusted && begin.is_some() && outcome.is_err() {
+                        if trusted && !begun && begin.is_some() {
                             // A statement after a custom BEGIN that failed (a lock that met a
                             // deadlock, say) leaves the transaction open, aborted, while sqlx
                             // counts none: it is ended here, or the connection is not kept.
