@@ -52,6 +52,8 @@ pub struct Store {
     /// [`Store::kept`]), and the permits that bound how many are out at once.
     kept: std::sync::Arc<std::sync::Mutex<Vec<PoolConnection<Any>>>>,
     kept_permits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// PostgreSQL: task results waiting to be recorded together (see [`tasks::Recorder`]).
+    recorder: std::sync::Arc<tasks::Recorder>,
 }
 
 /// A connection from [`Store::kept`]. [`Kept::keep`] puts it back for the next use; dropped
@@ -121,6 +123,7 @@ impl Store {
             writer,
             kept: std::sync::Arc::default(),
             kept_permits: std::sync::Arc::new(tokio::sync::Semaphore::new(keep)),
+            recorder: std::sync::Arc::default(),
         })
     }
 
@@ -601,5 +604,11 @@ fn parse_col<T>(row: &AnyRow, column: &str, parse: fn(&str) -> Option<T>) -> Res
 
 /// Cuts a message for storage.
 fn message(text: &str) -> String {
-    crate::model::truncate(text, MAX_MESSAGE)
+    // PostgreSQL's text holds no NUL; recording a failure must not fail on one a service sent.
+    let text = if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{fffd}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
+    crate::model::truncate(&text, MAX_MESSAGE)
 }

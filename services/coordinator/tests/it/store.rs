@@ -16,6 +16,7 @@ both_backends!(
     storing_truth_again_writes_exactly_the_new_state,
     listing_changes_applies_each_filter,
     the_database_computes_statuses_by_the_documented_rule,
+    results_recorded_at_once_are_fenced_and_claim_for_each_worker,
 );
 
 fn member(login: &str, role: &str) -> MemberTruth {
@@ -285,4 +286,156 @@ async fn the_database_computes_statuses_by_the_documented_rule(backend: Backend)
     }
     // The cases reach every status.
     assert_eq!(seen.len(), 4, "{seen:?}");
+}
+
+/// Results that arrive together (on PostgreSQL they are recorded in one transaction): each is
+/// fenced on its own, the statuses of changes whose tasks are recorded side by side come out
+/// right, and the next claims are shared among the workers that asked, one task each.
+async fn results_recorded_at_once_are_fenced_and_claim_for_each_worker(backend: Backend) {
+    use smrtshare_coordinator::model::{Operation, Target, TaskState};
+    use smrtshare_coordinator::store::{Backoff, NextClaim, TaskResult};
+    let (store, _db) = store(backend, Clock::system()).await;
+    let both = [Target::Staging, Target::Access];
+    let mut changes = std::collections::BTreeMap::new();
+    for id in 2..=9 {
+        store
+            .store_project_truth(
+                &truth(id, vec![member("ann", "CAN_VIEW")], vec![]),
+                &format!("{id}-dir"),
+            )
+            .await
+            .unwrap();
+    }
+    for id in 2..=7 {
+        let change = store
+            .record_read_change(id, ChangeReason::Manual, &both, "test")
+            .await
+            .unwrap();
+        changes.insert(id, change);
+    }
+    let lease_ms = 60_000;
+    let mut claims = Vec::new();
+    for target in both {
+        while let Some(claim) = store.claim_task(target, "w", lease_ms).await.unwrap() {
+            claims.push(claim);
+        }
+    }
+    assert_eq!(claims.len(), 12);
+    // Work that the records claim: one more change each for projects 8 and 9.
+    let waiting: Vec<i64> = vec![
+        store
+            .record_read_change(8, ChangeReason::Manual, &both, "test")
+            .await
+            .unwrap(),
+        store
+            .record_read_change(9, ChangeReason::Manual, &both, "test")
+            .await
+            .unwrap(),
+    ];
+    // Project 3's access task fails for good; project 4's staging claim is stale (its lease was
+    // lost: the attempt it holds is not the task's), and so is a second report of project 5's
+    // staging task, from an attempt before the one that holds it, sent beside the current one.
+    let mut reports: Vec<(smrtshare_coordinator::store::TaskClaim, bool)> =
+        claims.iter().map(|claim| (claim.clone(), false)).collect();
+    let five = claims
+        .iter()
+        .find(|c| c.project_id == 5 && c.target == Target::Staging)
+        .unwrap();
+    reports.push((five.clone(), true));
+    let results = reports.into_iter().map(|(claim, earlier)| {
+        let mut claim = claim.clone();
+        if earlier {
+            claim.attempts -= 1;
+        }
+        let result = if claim.project_id == 3 && claim.target == Target::Access {
+            TaskResult::Permanent {
+                operation: Operation::Apply,
+                message: "refused".into(),
+                report: None,
+            }
+        } else {
+            TaskResult::Ok {
+                operation: Operation::Apply,
+                message: "done".into(),
+                report: Some(vec![0, 1, 0xfe, 0xff]),
+            }
+        };
+        if claim.project_id == 4 && claim.target == Target::Staging {
+            claim.attempts += 1;
+        }
+        let store = store.clone();
+        async move {
+            let next = NextClaim {
+                owner: "w".into(),
+                lease_ms,
+                reap: false,
+            };
+            let backoff = Backoff {
+                base_ms: 100,
+                cap_ms: 1000,
+            };
+            let answer = store
+                .finish_and_claim(&claim, result, backoff, Some(next))
+                .await
+                .unwrap();
+            (claim, answer)
+        }
+    });
+    let answers = futures::future::join_all(results).await;
+    let mut next_ids = std::collections::BTreeSet::new();
+    for (claim, (recorded, next)) in &answers {
+        let stale = (claim.project_id == 4 && claim.target == Target::Staging)
+            || (claim.project_id == 5 && claim.target == Target::Staging && claim.attempts == 0);
+        assert_eq!(
+            *recorded, !stale,
+            "task of project {} {}",
+            claim.project_id, claim.target
+        );
+        if let Some(next) = next {
+            assert_eq!(
+                next.target, claim.target,
+                "a worker gets a task of its own target"
+            );
+            assert!([8, 9].contains(&next.project_id), "{next:?}");
+            assert!(
+                next_ids.insert(next.task_id),
+                "task {} claimed twice",
+                next.task_id
+            );
+            if let Some(desired) = next.desired.clone().flatten() {
+                assert_eq!(desired.project_id, next.project_id);
+                assert_eq!(desired.directory, format!("{}-dir", next.project_id));
+                assert_eq!(desired.shared_logins, vec!["ann".to_owned()]);
+            }
+        }
+    }
+    assert_eq!(next_ids.len(), 4, "each waiting task went to one worker");
+    for (id, change) in &changes {
+        let expected = match id {
+            3 => ChangeStatus::Partial,
+            4 => ChangeStatus::InProgress,
+            _ => ChangeStatus::Ok,
+        };
+        let row = store.get_change(*change).await.unwrap().unwrap();
+        assert_eq!(row.status, expected, "change of project {id}");
+        for task in store.tasks_of_change(*change).await.unwrap() {
+            let expected = match (id, task.target) {
+                (3, Target::Access) => TaskState::Failed,
+                (4, Target::Staging) => TaskState::Working,
+                _ => TaskState::Ok,
+            };
+            assert_eq!(task.state, expected, "project {id} {}", task.target);
+            if expected == TaskState::Ok {
+                assert_eq!(task.report.as_deref(), Some(&[0, 1, 0xfe, 0xff][..]));
+                assert_eq!(task.last_message, "done");
+            }
+        }
+    }
+    for change in waiting {
+        let row = store.get_change(change).await.unwrap().unwrap();
+        assert_eq!(row.status, ChangeStatus::InProgress);
+        for task in store.tasks_of_change(change).await.unwrap() {
+            assert_eq!(task.state, TaskState::Working, "claimed by the records");
+        }
+    }
 }
