@@ -350,7 +350,8 @@ async fn results_recorded_at_once_are_fenced_and_claim_for_each_worker(backend: 
         let result = if claim.project_id == 3 && claim.target == Target::Access {
             TaskResult::Permanent {
                 operation: Operation::Apply,
-                message: "refused".into(),
+                // PostgreSQL's text holds no NUL: it is stored as U+FFFD.
+                message: "refused\0by the service".into(),
                 report: None,
             }
         } else {
@@ -425,6 +426,9 @@ async fn results_recorded_at_once_are_fenced_and_claim_for_each_worker(backend: 
                 _ => TaskState::Ok,
             };
             assert_eq!(task.state, expected, "project {id} {}", task.target);
+            if expected == TaskState::Failed {
+                assert_eq!(task.last_message, "refused\u{fffd}by the service");
+            }
             if expected == TaskState::Ok {
                 assert_eq!(task.report.as_deref(), Some(&[0, 1, 0xfe, 0xff][..]));
                 assert_eq!(task.last_message, "done");
