@@ -4,8 +4,8 @@ use sqlx::{AnyConnection, Row as _};
 
 use super::StoreError;
 use super::changes::{
-    ChangeClaim, ChangesOf, Mark, claim_read_sql, lock_changes, next_change_claim,
-    recompute_statuses, status_sql,
+    ChangeClaim, ChangesOf, Mark, claim_read_sql, lock_changes, lock_changes_sql,
+    next_change_claim, recompute_statuses, status_sql,
 };
 use super::projects::{desired_of, desired_parts};
 use super::{Result, Store, for_update, message, parse_col, rows_of, skip_locked};
@@ -852,10 +852,10 @@ fn finish_begin(task_ids: &[i64]) -> String {
         .map(i64::to_string)
         .collect::<Vec<_>>()
         .join(", ");
+    // The lock is written for one task's changes; the id put in it is every task's.
     format!(
-        "BEGIN; SELECT c.change_id FROM changes c
-         WHERE c.change_id = ANY (ARRAY(SELECT l.change_id FROM change_tasks l WHERE l.task_id IN ({ids})))
-         ORDER BY c.change_id FOR NO KEY UPDATE OF c"
+        "BEGIN; {}",
+        lock_changes_sql(ChangesOf::Task(0), &format!("ANY (ARRAY[{ids}])"))
     )
 }
 
