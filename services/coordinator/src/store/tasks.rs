@@ -1091,14 +1091,10 @@ impl Store {
                         let _ = waiting.reply.send(answer);
                     }
                 }
+                // A batch of one: its error goes back as it came.
                 Err(error) => {
-                    for waiting in batch {
-                        let _ =
-                            waiting
-                                .reply
-                                .send(Err(StoreError::Database(sqlx::Error::Protocol(
-                                    error.to_string(),
-                                ))));
+                    if let Some(waiting) = batch.into_iter().next() {
+                        let _ = waiting.reply.send(Err(error));
                     }
                 }
             }
