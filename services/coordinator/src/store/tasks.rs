@@ -933,15 +933,22 @@ impl Recorder {
             state.running -= 1;
             return None;
         };
-        let key = |w: &Waiting| w.next.as_ref().map(|n| (n.owner.clone(), n.lease_ms));
+        // The owner and lease the batch claims for (the first that asks sets them).
+        let mut claimer = first.next.as_ref().map(|n| (n.owner.clone(), n.lease_ms));
         let mut batch = vec![first];
         let mut kept = std::collections::VecDeque::new();
         while let Some(waiting) = state.queue.pop_front() {
             let fits = batch.len() < MOST_RECORDED
-                && (waiting.next.is_none()
-                    || batch
-                        .iter()
-                        .all(|b| b.next.is_none() || key(b) == key(&waiting)));
+                && match (&waiting.next, &claimer) {
+                    (None, _) => true,
+                    (Some(n), Some((owner, lease_ms))) => {
+                        n.owner == *owner && n.lease_ms == *lease_ms
+                    }
+                    (Some(n), None) => {
+                        claimer = Some((n.owner.clone(), n.lease_ms));
+                        true
+                    }
+                };
             if fits {
                 batch.push(waiting);
             } else {
