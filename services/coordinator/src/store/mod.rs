@@ -2,6 +2,7 @@
 //! PostgreSQL. Every multi-statement write runs in one short transaction (on SQLite, writers that
 //! queue share one: see `Store::write`); none is held across an RPC.
 
+mod batch;
 mod changes;
 mod leases;
 mod projects;
@@ -52,7 +53,7 @@ pub struct Store {
     /// [`Store::kept`]), and the permits that bound how many are out at once.
     kept: std::sync::Arc<std::sync::Mutex<Vec<PoolConnection<Any>>>>,
     kept_permits: std::sync::Arc<tokio::sync::Semaphore>,
-    /// PostgreSQL: task results waiting to be recorded together (see [`tasks::Recorder`]).
+    /// PostgreSQL: task results waiting to be recorded together (see [`Store::finish_and_claim`]).
     recorder: std::sync::Arc<tasks::Recorder>,
 }
 
@@ -123,7 +124,10 @@ impl Store {
             writer,
             kept: std::sync::Arc::default(),
             kept_permits: std::sync::Arc::new(tokio::sync::Semaphore::new(keep)),
-            recorder: std::sync::Arc::default(),
+            recorder: std::sync::Arc::new(tasks::Recorder::new(
+                "task results",
+                tasks::MOST_RECORDED,
+            )),
         })
     }
 

@@ -859,104 +859,33 @@ fn finish_begin(task_ids: &[i64]) -> String {
     )
 }
 
-/// A result waiting to be recorded (PostgreSQL; see [`Recorder`]).
-struct Waiting {
+/// A result waiting to be recorded with others (PostgreSQL; see [`Store::finish_and_claim`]).
+pub(super) struct Waiting {
     claim: TaskClaim,
     outcome: Outcome,
     /// When the result was had (the task's `finished_at`).
     now: i64,
     next: Option<NextClaim>,
-    reply: tokio::sync::oneshot::Sender<Result<(bool, Option<TaskClaim>)>>,
 }
+
+/// Task results waiting to be recorded together, and what each is answered: whether it was
+/// recorded, and the task claimed for its worker.
+pub(super) type Recorder = super::batch::Batcher<Waiting, (bool, Option<TaskClaim>)>;
 
 /// Most results one transaction records.
-const MOST_RECORDED: usize = 16;
-/// Most transactions recording results at once. One: results that arrive while it runs wait
-/// for the next, which records them all, so the busier the workers the more each transaction
-/// records. Two at once (tried) split the same results into transactions of 1.4 on average in
-/// the benchmark, each dearer than a single record; one gave 2 to 3 and cut the database's CPU
-/// per change by about a third.
-const MOST_RECORDERS: usize = 1;
+pub(super) const MOST_RECORDED: usize = 16;
 
-/// PostgreSQL: results that wait to be recorded, and how many recorders run. A worker's result
-/// is queued; when fewer than [`MOST_RECORDERS`] recorders run, a new one is started, and each
-/// takes what has queued meanwhile (up to [`MOST_RECORDED`]) into one transaction: one lock of
-/// every change concerned, one statement that records every result and claims the next tasks
-/// for every worker that wants one, one commit. Under load a transaction finds several results
-/// waiting; alone, a result is recorded at once, as before. The statements, commit and flush
-/// of the log of a transaction per result were most of the database's work per task.
-#[derive(Default)]
-pub(super) struct Recorder {
-    state: std::sync::Mutex<RecorderState>,
-}
-
-#[derive(Default)]
-struct RecorderState {
-    queue: std::collections::VecDeque<Waiting>,
-    running: usize,
-}
-
-impl std::fmt::Debug for Recorder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.lock();
-        f.debug_struct("Recorder")
-            .field("waiting", &state.queue.len())
-            .field("running", &state.running)
-            .finish()
-    }
-}
-
-impl Recorder {
-    fn lock(&self) -> std::sync::MutexGuard<'_, RecorderState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Queues a result; true when the caller is to start a recorder.
-    fn queue(&self, waiting: Waiting) -> bool {
-        let mut state = self.lock();
-        state.queue.push_back(waiting);
-        let start = state.running < MOST_RECORDERS;
-        if start {
-            state.running += 1;
+/// Which results may be recorded in one batch: those that claim nothing, and those that claim
+/// for the owner and lease of the first that does (one statement claims for one owner).
+fn same_claimer() -> impl FnMut(&Waiting) -> bool {
+    let mut claimer: Option<(String, i64)> = None;
+    move |waiting| match (&waiting.next, &claimer) {
+        (None, _) => true,
+        (Some(n), Some((owner, lease_ms))) => n.owner == *owner && n.lease_ms == *lease_ms,
+        (Some(n), None) => {
+            claimer = Some((n.owner.clone(), n.lease_ms));
+            true
         }
-        start
-    }
-
-    /// The next results to record together (those of the first one's owner and lease, as one
-    /// statement claims for one owner); `None`, and this recorder counted as stopped, when none
-    /// waits.
-    fn take(&self) -> Option<Vec<Waiting>> {
-        let mut state = self.lock();
-        let Some(first) = state.queue.pop_front() else {
-            state.running -= 1;
-            return None;
-        };
-        // The owner and lease the batch claims for (the first that asks sets them).
-        let mut claimer = first.next.as_ref().map(|n| (n.owner.clone(), n.lease_ms));
-        let mut batch = vec![first];
-        let mut kept = std::collections::VecDeque::new();
-        while let Some(waiting) = state.queue.pop_front() {
-            let fits = batch.len() < MOST_RECORDED
-                && match (&waiting.next, &claimer) {
-                    (None, _) => true,
-                    (Some(n), Some((owner, lease_ms))) => {
-                        n.owner == *owner && n.lease_ms == *lease_ms
-                    }
-                    (Some(n), None) => {
-                        claimer = Some((n.owner.clone(), n.lease_ms));
-                        true
-                    }
-                };
-            if fits {
-                batch.push(waiting);
-            } else {
-                kept.push_back(waiting);
-            }
-        }
-        state.queue = kept;
-        Some(batch)
     }
 }
 
@@ -1037,30 +966,38 @@ impl Store {
         let now = self.now();
         // Computed once, so that a transaction run again keeps the same retry delay.
         let outcome = Outcome::of(claim, result, backoff, now);
-        // PostgreSQL's usual case is recorded with others that wait at the same time, in one
-        // transaction of three round trips (see `Recorder`). A retry (it may be superseded) and
-        // a claim that reaps first take the long way, alone.
+        // PostgreSQL's usual case is recorded with others that wait at the same time (see
+        // `batch`), in one transaction of three round trips: one lock of every change concerned,
+        // one statement that records every result and claims the next tasks for every worker
+        // that wants one, one commit. The statements, commit and flush of the log of a
+        // transaction per result were most of the database's work per task. A retry (it may be
+        // superseded) and a claim that reaps first take the long way, alone.
         if self.backend() == Backend::Postgres
             && outcome.pending == 0
             && next.as_ref().is_none_or(|n| !n.reap)
         {
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            let lead = self.recorder.queue(Waiting {
+            let waiting = Waiting {
                 claim: claim.clone(),
                 outcome,
                 now,
                 next,
-                reply,
-            });
-            if lead {
-                let store = self.clone();
-                tokio::spawn(async move { store.record_waiting().await });
-            }
-            return answer.await.unwrap_or_else(|_| {
-                Err(StoreError::Database(sqlx::Error::Protocol(
-                    "the task recorder stopped before recording the result".to_owned(),
-                )))
-            });
+            };
+            return self
+                .recorder
+                .submit(waiting, || {
+                    let store = self.clone();
+                    tokio::spawn(async move {
+                        let writer = store.clone();
+                        store
+                            .recorder
+                            .drain(same_claimer, move |batch| {
+                                let store = writer.clone();
+                                Box::pin(async move { store.record_together(batch).await })
+                            })
+                            .await;
+                    });
+                })
+                .await;
         }
         self.write(|tx| {
             let (claim, outcome, next) = (claim.clone(), outcome.clone(), next.clone());
@@ -1076,36 +1013,6 @@ impl Store {
             })
         })
         .await
-    }
-
-    /// A recorder: records what waits, a transaction at a time, until nothing does.
-    async fn record_waiting(&self) {
-        while let Some(batch) = self.recorder.take() {
-            match self.record_together(&batch).await {
-                Ok(answers) => {
-                    for (waiting, answer) in batch.into_iter().zip(answers) {
-                        let _ = waiting.reply.send(Ok(answer));
-                    }
-                }
-                // Each alone, so that one result the database refuses does not cost the others
-                // theirs.
-                Err(_) if batch.len() > 1 => {
-                    for waiting in batch {
-                        let answer = self
-                            .record_together(std::slice::from_ref(&waiting))
-                            .await
-                            .map(|mut answers| answers.remove(0));
-                        let _ = waiting.reply.send(answer);
-                    }
-                }
-                // A batch of one: its error goes back as it came.
-                Err(error) => {
-                    if let Some(waiting) = batch.into_iter().next() {
-                        let _ = waiting.reply.send(Err(error));
-                    }
-                }
-            }
-        }
     }
 
     /// Records `batch` in one transaction: per result, whether it was recorded and the task
