@@ -9,12 +9,13 @@
 //! results: 1.4 per transaction against 2 to 3) and gained nothing.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
-use super::{Result, StoreError};
+use super::{Result, Store, StoreError};
 
 type Reply<A> = oneshot::Sender<Result<A>>;
 
@@ -25,6 +26,8 @@ pub(super) struct Batcher<T, A> {
     most: usize,
     /// What the writes are, for errors and `Debug`.
     what: &'static str,
+    /// Batches written, and the writes they carried.
+    written: [AtomicU64; 2],
 }
 
 struct State<T, A> {
@@ -53,7 +56,22 @@ impl<T, A> Batcher<T, A> {
             }),
             most: most.max(1),
             what,
+            written: [AtomicU64::new(0), AtomicU64::new(0)],
         }
+    }
+
+    /// Batches written so far, and the writes they carried (a batch written again a write at a
+    /// time after it failed counts as the batches of one that succeeded).
+    pub(super) fn written(&self) -> (u64, u64) {
+        (
+            self.written[0].load(Ordering::Relaxed),
+            self.written[1].load(Ordering::Relaxed),
+        )
+    }
+
+    fn count(&self, writes: usize) {
+        self.written[0].fetch_add(1, Ordering::Relaxed);
+        self.written[1].fetch_add(writes as u64, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T, A>> {
@@ -122,6 +140,7 @@ impl<T, A> Batcher<T, A> {
             let (items, replies): (Vec<T>, Vec<Reply<A>>) = batch.into_iter().unzip();
             match write(&items).await {
                 Ok(answers) if answers.len() == items.len() => {
+                    self.count(items.len());
                     for (reply, answer) in replies.into_iter().zip(answers) {
                         let _ = reply.send(Ok(answer));
                     }
@@ -140,6 +159,7 @@ impl<T, A> Batcher<T, A> {
                 Err(_) if items.len() > 1 => {
                     for (item, reply) in items.iter().zip(replies) {
                         let answer = write(std::slice::from_ref(item)).await.and_then(|mut a| {
+                            self.count(1);
                             a.pop().ok_or_else(|| {
                                 StoreError::Corrupt(format!(
                                     "one of {} was not answered",
@@ -158,6 +178,39 @@ impl<T, A> Batcher<T, A> {
             }
         }
         std::mem::forget(guard);
+    }
+}
+
+/// How a batch of `T` is written: an answer per write, in order.
+pub(super) type WriteBatch<T, A> = for<'a> fn(Store, &'a [T]) -> BoxFuture<'a, Result<Vec<A>>>;
+
+impl Store {
+    /// Queues `item` on the batcher `of` picks and waits for its answer; when no writer runs, a
+    /// task is started that writes batches with `write`, admitting to each what `fits_for`'s
+    /// test admits.
+    pub(super) async fn batched<T, A, F>(
+        &self,
+        of: fn(&Store) -> &Batcher<T, A>,
+        item: T,
+        fits_for: fn() -> F,
+        write: WriteBatch<T, A>,
+    ) -> Result<A>
+    where
+        T: Send + Sync + 'static,
+        A: Send + 'static,
+        F: FnMut(&T) -> bool + Send + 'static,
+    {
+        of(self)
+            .submit(item, || {
+                let store = self.clone();
+                tokio::spawn(async move {
+                    let writer = store.clone();
+                    of(&store)
+                        .drain(fits_for, move |batch| write(writer.clone(), batch))
+                        .await;
+                });
+            })
+            .await
     }
 }
 
@@ -254,5 +307,7 @@ mod tests {
             ]
         );
         assert!(!batcher.lock().running);
+        // The failed batch is not counted; its writes written alone that succeeded are.
+        assert_eq!(batcher.written(), (6, 9));
     }
 }

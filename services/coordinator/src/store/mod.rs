@@ -55,6 +55,8 @@ pub struct Store {
     kept_permits: std::sync::Arc<tokio::sync::Semaphore>,
     /// PostgreSQL: task results waiting to be recorded together (see [`Store::finish_and_claim`]).
     recorder: std::sync::Arc<tasks::Recorder>,
+    /// PostgreSQL: changes waiting to be recorded together (see [`Store::record_change`]).
+    intake: std::sync::Arc<changes::Intake>,
 }
 
 /// A connection from [`Store::kept`]. [`Kept::keep`] puts it back for the next use; dropped
@@ -128,7 +130,19 @@ impl Store {
                 "task results",
                 tasks::MOST_RECORDED,
             )),
+            intake: std::sync::Arc::new(changes::Intake::new("changes", changes::MOST_INTAKEN)),
         })
+    }
+
+    /// PostgreSQL: how many writes were made together so far, per kind (`changes` recorded by
+    /// the intake, `task results`): batches written and the writes they carried. Zero on
+    /// SQLite, whose writers share transactions another way (see [`Store::write`]).
+    pub fn batched_writes(&self) -> [(&'static str, u64, u64); 2] {
+        let (changes, tasks) = (self.intake.written(), self.recorder.written());
+        [
+            ("changes", changes.0, changes.1),
+            ("task results", tasks.0, tasks.1),
+        ]
     }
 
     /// The clock every row time comes from.

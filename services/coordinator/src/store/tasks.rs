@@ -983,20 +983,12 @@ impl Store {
                 next,
             };
             return self
-                .recorder
-                .submit(waiting, || {
-                    let store = self.clone();
-                    tokio::spawn(async move {
-                        let writer = store.clone();
-                        store
-                            .recorder
-                            .drain(same_claimer, move |batch| {
-                                let store = writer.clone();
-                                Box::pin(async move { store.record_together(batch).await })
-                            })
-                            .await;
-                    });
-                })
+                .batched(
+                    |store| &store.recorder,
+                    waiting,
+                    same_claimer,
+                    |store, batch| Box::pin(async move { store.record_together(batch).await }),
+                )
                 .await;
         }
         self.write(|tx| {

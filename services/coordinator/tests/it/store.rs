@@ -17,6 +17,7 @@ both_backends!(
     listing_changes_applies_each_filter,
     the_database_computes_statuses_by_the_documented_rule,
     results_recorded_at_once_are_fenced_and_claim_for_each_worker,
+    changes_that_come_together_merge_as_they_would_one_at_a_time,
 );
 
 fn member(login: &str, role: &str) -> MemberTruth {
@@ -442,4 +443,132 @@ async fn results_recorded_at_once_are_fenced_and_claim_for_each_worker(backend: 
             assert_eq!(task.state, TaskState::Working, "claimed by the records");
         }
     }
+}
+
+/// Changes recorded at the same time (on PostgreSQL, in one statement while an earlier one is
+/// held up): of several for one project and kind the first is inserted and the rest merge into
+/// it, a change of a project that already settles merges into that one, kinds stay apart, and
+/// the request stored is the inserted change's own (with NUL replaced).
+async fn changes_that_come_together_merge_as_they_would_one_at_a_time(backend: Backend) {
+    use sqlx::Connection as _;
+    let (store, db) = store(backend, Clock::system()).await;
+    let change = |project_id: i64, kind: ChangeKind, request: String| NewChange {
+        project_id,
+        reason: ChangeReason::Mirror,
+        kind,
+        request,
+        caused_by: 0,
+        settle_until: i64::MAX,
+    };
+    let (settling, merged) = store
+        .record_change(change(2, ChangeKind::ProjectChanged, "PUT 2 first".into()))
+        .await
+        .unwrap();
+    assert!(!merged);
+
+    // PostgreSQL: inserts into `changes` wait for this lock, so the first change below is held
+    // up in its statement and the rest queue behind it, to be recorded together.
+    let mut holder = None;
+    if backend == Backend::Postgres {
+        let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+        sqlx::raw_sql("BEGIN; LOCK TABLE changes IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        holder = Some(conn);
+    }
+    let send = |new: NewChange| {
+        let store = store.clone();
+        let request = new.request.clone();
+        tokio::spawn(async move { (request, store.record_change(new).await.unwrap()) })
+    };
+    let held = send(change(9, ChangeKind::ProjectChanged, "PUT 9".into()));
+    if let Some(conn) = holder.as_mut() {
+        let mut tries = 0;
+        loop {
+            let row = sqlx::query(
+                "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+            if sqlx::Row::try_get::<i64, _>(&row, "n").unwrap() > 0 {
+                break;
+            }
+            tries += 1;
+            assert!(tries < 500, "the first change never waited for the lock");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    let mut sent = Vec::new();
+    for (k, (project_id, kind)) in [
+        (3, ChangeKind::ProjectChanged),
+        (2, ChangeKind::ProjectChanged),
+        (4, ChangeKind::ProjectChanged),
+        (3, ChangeKind::ProjectChanged),
+        (3, ChangeKind::ProjectDeleted),
+        (0, ChangeKind::ProjectsCreated),
+        (4, ChangeKind::ProjectChanged),
+        (3, ChangeKind::ProjectChanged),
+        (0, ChangeKind::ProjectsCreated),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        sent.push((
+            project_id,
+            kind,
+            send(change(project_id, kind, format!("#{k}\0 of {project_id}"))),
+        ));
+    }
+    // Time for every one to queue (the answers below do not depend on it).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    if let Some(mut conn) = holder {
+        sqlx::raw_sql("COMMIT").execute(&mut conn).await.unwrap();
+    }
+    let (_, (nine, merged)) = held.await.unwrap();
+    assert!(!merged);
+
+    let mut groups: std::collections::BTreeMap<(i64, &str), Vec<(String, i64, bool)>> =
+        std::collections::BTreeMap::new();
+    for (project_id, kind, answer) in sent {
+        let (request, (id, merged)) = answer.await.unwrap();
+        groups
+            .entry((project_id, kind.as_str()))
+            .or_default()
+            .push((request, id, merged));
+    }
+    assert_eq!(groups.len(), 5);
+    for ((project_id, kind), answers) in &groups {
+        let ids: std::collections::BTreeSet<i64> = answers.iter().map(|a| a.1).collect();
+        assert_eq!(ids.len(), 1, "{project_id} {kind}: {answers:?}");
+        let id = answers[0].1;
+        let inserted: Vec<&String> = answers.iter().filter(|a| !a.2).map(|a| &a.0).collect();
+        let stored = store.get_change(id).await.unwrap().unwrap();
+        assert_eq!(stored.project_id, *project_id);
+        assert_eq!(stored.kind.as_str(), *kind);
+        if *project_id == 2 {
+            // Merged into the change that already settled.
+            assert_eq!(id, settling);
+            assert!(inserted.is_empty(), "{answers:?}");
+            assert_eq!(stored.request, "PUT 2 first");
+        } else {
+            assert_eq!(inserted.len(), 1, "{project_id} {kind}: {answers:?}");
+            assert_eq!(stored.request, inserted[0].replace('\0', "\u{fffd}"));
+            assert_ne!(id, settling);
+            assert_ne!(id, nine);
+        }
+    }
+    // One settling change per project and kind, no more.
+    let all = store.list_changes(0, None, 0, 100).await.unwrap();
+    assert_eq!(all.len(), 6, "{all:?}");
+    // PostgreSQL recorded the first change, the held one, then the nine that queued behind it
+    // in one statement (not written again one at a time).
+    let expected = match backend {
+        Backend::Postgres => (3, 11),
+        Backend::Sqlite => (0, 0),
+    };
+    let [changes, _] = store.batched_writes();
+    assert_eq!((changes.1, changes.2), expected);
 }
