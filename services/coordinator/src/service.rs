@@ -247,20 +247,26 @@ impl Coordinator for CoordinatorService {
             .list_changes(r.project_id, status, before, limit)
             .await
             .map_err(Error::from)?;
-        let mut changes = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let tasks = self
-                .store
-                .tasks_of_change(row.change_id)
-                .await
-                .map_err(Error::from)?;
-            let effects = self
-                .store
-                .effects_of(row.change_id)
-                .await
-                .map_err(Error::from)?;
-            changes.push(convert::change(row, &tasks, effects, false));
-        }
+        // Tasks and effects of the whole page in two statements, not two per change.
+        let ids: Vec<i64> = rows.iter().map(|row| row.change_id).collect();
+        let mut tasks = self
+            .store
+            .tasks_of_changes(&ids)
+            .await
+            .map_err(Error::from)?;
+        let mut effects = self
+            .store
+            .effects_of_changes(&ids)
+            .await
+            .map_err(Error::from)?;
+        let changes = rows
+            .iter()
+            .map(|row| {
+                let tasks = tasks.remove(&row.change_id).unwrap_or_default();
+                let effects = effects.remove(&row.change_id).unwrap_or_default();
+                convert::change(row, &tasks, effects, false)
+            })
+            .collect();
         let next_page_token = match rows.last() {
             Some(last) if i64::try_from(rows.len()).unwrap_or(0) == limit => {
                 format!("after:{}", last.change_id)

@@ -1050,6 +1050,34 @@ impl Store {
             .collect())
     }
 
+    /// The tasks linked to each of `change_ids` (a page of a listing), oldest first, in one
+    /// statement per 500 changes; a change with none is absent.
+    pub async fn tasks_of_changes(
+        &self,
+        change_ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, Vec<TaskRow>>> {
+        let mut found: std::collections::HashMap<i64, Vec<TaskRow>> =
+            std::collections::HashMap::new();
+        for chunk in change_ids.chunks(500) {
+            let sql = format!(
+                "SELECT ct.change_id AS linked_to, {TASK_COLUMNS} FROM tasks t JOIN change_tasks ct ON ct.task_id = t.task_id
+                 WHERE ct.change_id IN ({}) ORDER BY ct.change_id, t.task_id",
+                super::placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&self.db.pool).await? {
+                found
+                    .entry(row.try_get("linked_to")?)
+                    .or_default()
+                    .push(task_row(&row)?);
+            }
+        }
+        Ok(found)
+    }
+
     /// The tasks linked to a change, oldest first.
     pub async fn tasks_of_change(&self, change_id: i64) -> Result<Vec<TaskRow>> {
         let rows = sqlx::query(&format!(

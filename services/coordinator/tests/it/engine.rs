@@ -419,6 +419,44 @@ async fn moved_renamed_and_deleted_projects_reach_both_targets(backend: Backend)
             .all(|t| t.operation == pb::Operation::Apply as i32),
         "{change:#?}"
     );
+
+    // The listing, which reads the tasks and effects of a whole page at once, tells each change
+    // as GetChange does (but for the services' reports, which only GetChange carries).
+    let mut listed = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_changes(pb::ListChangesRequest {
+                page_size: 3,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        listed.extend(page.changes);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert!(listed.iter().any(|c| !c.effects.is_empty()), "{listed:#?}");
+    assert!(listed.iter().all(|c| !c.tasks.is_empty()), "{listed:#?}");
+    for change in &listed {
+        let mut got = client
+            .get_change(pb::GetChangeRequest {
+                change_id: change.change_id,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .change
+            .unwrap();
+        for task in &mut got.tasks {
+            task.report = None;
+        }
+        assert_eq!(change, &got);
+    }
     running.stop().await;
 }
 
