@@ -723,24 +723,13 @@ impl Store {
         &self,
         change_ids: &[i64],
     ) -> Result<std::collections::HashMap<i64, Vec<i64>>> {
-        let mut found: std::collections::HashMap<i64, Vec<i64>> = std::collections::HashMap::new();
-        for chunk in change_ids.chunks(500) {
-            let sql = format!(
-                "SELECT caused_by, change_id FROM changes WHERE caused_by IN ({}) AND caused_by <> 0 ORDER BY change_id",
-                super::placeholders(1, chunk.len())
-            );
-            let mut query = sqlx::query(&sql);
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            for row in query.fetch_all(&self.db.pool).await? {
-                found
-                    .entry(row.try_get("caused_by")?)
-                    .or_default()
-                    .push(row.try_get("change_id")?);
-            }
-        }
-        Ok(found)
+        self.grouped(
+            change_ids,
+            |ids| format!("SELECT caused_by, change_id FROM changes WHERE caused_by IN ({ids}) AND caused_by <> 0 ORDER BY change_id"),
+            "caused_by",
+            |row| Ok(row.try_get("change_id")?),
+        )
+        .await
     }
 
     /// Changes caused by `change_id`.

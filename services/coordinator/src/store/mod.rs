@@ -302,6 +302,33 @@ impl Store {
         outcome
     }
 
+    /// Rows of `sql` for a page of ids, grouped by the id in column `by`: `sql` gets the
+    /// placeholders of up to 500 ids at a time (one statement per 500), `value` reads a row.
+    /// An id with no rows is absent.
+    async fn grouped<T>(
+        &self,
+        ids: &[i64],
+        sql: impl Fn(&str) -> String,
+        by: &str,
+        value: fn(&AnyRow) -> Result<T>,
+    ) -> Result<std::collections::HashMap<i64, Vec<T>>> {
+        let mut found: std::collections::HashMap<i64, Vec<T>> = std::collections::HashMap::new();
+        for chunk in ids.chunks(500) {
+            let sql = sql(&placeholders(1, chunk.len()));
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&self.db.pool).await? {
+                found
+                    .entry(row.try_get(by)?)
+                    .or_default()
+                    .push(value(&row)?);
+            }
+        }
+        Ok(found)
+    }
+
     /// One turn of SQLite's writer: joins the open group transaction (or begins one), runs
     /// `body`, then commits, or leaves the transaction open for the writer queued next. With
     /// `alone`, an open group is committed first and `body` gets a transaction of its own.

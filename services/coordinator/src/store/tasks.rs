@@ -1056,26 +1056,16 @@ impl Store {
         &self,
         change_ids: &[i64],
     ) -> Result<std::collections::HashMap<i64, Vec<TaskRow>>> {
-        let mut found: std::collections::HashMap<i64, Vec<TaskRow>> =
-            std::collections::HashMap::new();
-        for chunk in change_ids.chunks(500) {
-            let sql = format!(
+        self.grouped(
+            change_ids,
+            |ids| format!(
                 "SELECT ct.change_id AS linked_to, {TASK_COLUMNS} FROM tasks t JOIN change_tasks ct ON ct.task_id = t.task_id
-                 WHERE ct.change_id IN ({}) ORDER BY ct.change_id, t.task_id",
-                super::placeholders(1, chunk.len())
-            );
-            let mut query = sqlx::query(&sql);
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            for row in query.fetch_all(&self.db.pool).await? {
-                found
-                    .entry(row.try_get("linked_to")?)
-                    .or_default()
-                    .push(task_row(&row)?);
-            }
-        }
-        Ok(found)
+                 WHERE ct.change_id IN ({ids}) ORDER BY ct.change_id, t.task_id"
+            ),
+            "linked_to",
+            task_row,
+        )
+        .await
     }
 
     /// The tasks linked to a change, oldest first.
