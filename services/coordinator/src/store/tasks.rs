@@ -537,21 +537,16 @@ struct Outcome {
 
 impl Outcome {
     fn of(claim: &TaskClaim, result: TaskResult, backoff: Backoff, now: i64) -> Self {
+        let ok = matches!(result, TaskResult::Ok { .. });
         match result {
+            // Final either way: OK resets the (project, target)'s failures, a permanent
+            // failure counts one more.
             TaskResult::Ok {
                 operation,
                 message,
                 report,
-            } => Self {
-                operation,
-                text: message,
-                report,
-                state: TaskState::Ok,
-                pending: 0,
-                next_run_at: 0,
-                failures: 0,
-            },
-            TaskResult::Permanent {
+            }
+            | TaskResult::Permanent {
                 operation,
                 message,
                 report,
@@ -559,10 +554,10 @@ impl Outcome {
                 operation,
                 text: message,
                 report,
-                state: TaskState::Failed,
+                state: if ok { TaskState::Ok } else { TaskState::Failed },
                 pending: 0,
                 next_run_at: 0,
-                failures: claim.failures + 1,
+                failures: if ok { 0 } else { claim.failures + 1 },
             },
             TaskResult::Retry {
                 operation,
