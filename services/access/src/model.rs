@@ -154,6 +154,16 @@ impl OutcomeKind {
     }
 }
 
+/// Globus error codes that the same request, sent again, meets again: the collection is full,
+/// the path or request is invalid, or the client may not do it.
+const PERMANENT_CODES: &[&str] = &[
+    "LimitExceeded",
+    "InvalidPath",
+    "BadRequest",
+    "PermissionDenied",
+    "EndpointNotFound",
+];
+
 /// The outcome for one member.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberOutcome {
@@ -172,6 +182,20 @@ pub struct MemberOutcome {
 }
 
 impl MemberOutcome {
+    /// True for a failure that no retry of the same request cures: the login maps to no
+    /// identity, or Globus refused with a code it will answer again (see `PERMANENT_CODES`).
+    /// The coordinator ends its task on such failures instead of retrying on a timer.
+    pub fn is_permanent(&self) -> bool {
+        match self.kind {
+            OutcomeKind::UnknownIdentity => true,
+            OutcomeKind::Failed => self
+                .globus_code
+                .as_deref()
+                .is_some_and(|code| PERMANENT_CODES.contains(&code)),
+            _ => false,
+        }
+    }
+
     /// An outcome for a login with nothing else known.
     pub fn new(login: &str, kind: OutcomeKind) -> Self {
         Self {
@@ -291,6 +315,17 @@ mod tests {
             Error::InvalidArgument { field, .. } => field,
             other => panic!("not invalid-argument: {other}"),
         }
+    }
+
+    #[test]
+    fn lasting_failures_are_told_from_passing_ones() {
+        assert!(MemberOutcome::new("a", OutcomeKind::UnknownIdentity).is_permanent());
+        let failed = |code: &str| MemberOutcome::new("a", OutcomeKind::Failed).failed(code, "x");
+        assert!(failed("LimitExceeded").is_permanent());
+        assert!(failed("InvalidPath").is_permanent());
+        assert!(!failed("ServiceUnavailable").is_permanent());
+        assert!(!failed("").is_permanent());
+        assert!(!MemberOutcome::new("a", OutcomeKind::Granted).is_permanent());
     }
 
     #[test]

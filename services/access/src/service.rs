@@ -65,7 +65,9 @@ pub fn rule_to_wire(row: &RuleRow) -> pb::Rule {
 }
 
 fn outcome_to_wire(outcome: MemberOutcome) -> pb::MemberOutcome {
+    let permanent = outcome.is_permanent();
     pb::MemberOutcome {
+        permanent,
         login: outcome.login,
         outcome: match outcome.kind {
             OutcomeKind::Granted => pb::MemberOutcomeKind::Granted,

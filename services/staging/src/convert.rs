@@ -131,6 +131,9 @@ fn action(a: Action) -> pb::Action {
         dataset_uuid: a.dataset.map(|u| u.to_string()).unwrap_or_default(),
         outcome: outcome as i32,
         error,
+        // Staging does not yet tell transient failures from lasting ones: every failure may be
+        // retried.
+        permanent: false,
     }
 }
 
@@ -159,6 +162,8 @@ pub fn apply_response(report: ApplyReport) -> pb::ApplyProjectResponse {
                     state: state as i32,
                     file_count: d.file_count,
                     error,
+                    // As for actions: not yet told apart, so retried.
+                    permanent: false,
                 }
             })
             .collect(),
