@@ -67,7 +67,9 @@ pub struct StandInConfig {
     pub rule_limit: usize,
     /// The stand-in's own rate limit; `None` for none.
     pub rate_limit: Option<RateLimit>,
-    /// Seed of every random choice (faults, ids).
+    /// Seed of the random choices a test may want repeated (faults, tokens, request ids). Rule
+    /// ids are not drawn from it: they are random UUIDs from the operating system, as Globus
+    /// hands out, so a restarted stand-in never repeats an id it gave before.
     pub seed: u64,
     /// Where "now" comes from.
     pub clock: Clock,
@@ -130,6 +132,7 @@ impl StandInConfig {
             endpoints,
             rule_limit: self.rule_limit,
             token_lifetime: self.token_lifetime,
+            next_rule_ids: Default::default(),
         };
         let shared = Shared::new(
             world,
@@ -178,7 +181,7 @@ impl StandInHandle {
     pub fn add_foreign_rule(&self, endpoint: &str, rule: NewRule) -> Result<String, ApiError> {
         let now = self.shared.now();
         self.shared
-            .with_world(|world, rng| world.create_rule(endpoint, rule, Maker::Person, now, rng))
+            .with_world(|world, _| world.create_rule(endpoint, rule, Maker::Person, now))
     }
 
     /// Adds a rule granted through a role (listed with `id: null`, not counted in the limit).
@@ -190,15 +193,11 @@ impl StandInHandle {
     ) -> Result<(), ApiError> {
         let now = self.shared.now();
         model::validate_new_rule(&rule, now)?;
-        self.shared.with_world(|world, rng| {
+        self.shared.with_world(|world, _| {
             let rules = world.rules_mut(endpoint, now)?;
             rules.push(Rule {
                 id: None,
-                role_id: Some(
-                    uuid::Builder::from_random_bytes(rand::Rng::random(rng))
-                        .into_uuid()
-                        .to_string(),
-                ),
+                role_id: Some(uuid::Uuid::new_v4().to_string()),
                 role_type: Some(role_type.to_owned()),
                 principal_type: rule.principal_type,
                 principal: rule.principal,
@@ -256,6 +255,14 @@ impl StandInHandle {
     /// Sets or removes the stand-in's own rate limit.
     pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
         self.shared.set_rate_limit(limit);
+    }
+
+    /// The next rules made get these ids, in order, before random ones again: a Globus that
+    /// hands out an id it gave before (as this stand-in once did after every restart).
+    pub fn repeat_rule_ids(&self, ids: &[&str]) {
+        self.shared.with_world(|world, _| {
+            world.next_rule_ids = ids.iter().map(|id| (*id).to_owned()).collect();
+        });
     }
 
     /// Changes the rules-per-collection limit.

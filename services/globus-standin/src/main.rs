@@ -72,7 +72,8 @@ struct Args {
     #[arg(long, env = "SMRTSHARE_STANDIN_RATE_BURST", default_value_t = 20)]
     rate_burst: u32,
 
-    /// Seed of every random choice.
+    /// Seed of the fault draws, tokens and request ids (rule ids are random UUIDs, never
+    /// repeated, also across restarts).
     #[arg(long, env = "SMRTSHARE_STANDIN_SEED", default_value_t = 1)]
     seed: u64,
 

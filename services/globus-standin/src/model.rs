@@ -1,7 +1,7 @@
 //! What the stand-in remembers: confidential clients, identities, tokens, collections and their
 //! access rules, with Globus' validations. Plain data behind one mutex; no I/O here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash as _, Hasher as _};
 use std::time::Duration;
 
@@ -194,6 +194,8 @@ pub(crate) struct World {
     pub endpoints: BTreeMap<String, Vec<Rule>>,
     pub rule_limit: usize,
     pub token_lifetime: Duration,
+    /// Ids the next rules made get, before random ones (a test hook: a Globus that repeats ids).
+    pub next_rule_ids: VecDeque<String>,
 }
 
 impl World {
@@ -277,7 +279,6 @@ impl World {
         new: NewRule,
         made_by: Maker,
         now: DateTime<Utc>,
-        rng: &mut StdRng,
     ) -> Result<String, ApiError> {
         // Through the API, an identity principal must be an identity Globus knows; rules added
         // on the test side (a person at the web interface) may name anyone.
@@ -316,9 +317,13 @@ impl World {
                 format!("Too many access rules on this collection (at most {limit})"),
             ));
         }
-        let id = uuid::Builder::from_random_bytes(rng.random())
-            .into_uuid()
-            .to_string();
+        // Random (version 4) ids from the operating system, as Globus hands out: never the same
+        // twice, also not after a restart.
+        let id = self
+            .next_rule_ids
+            .pop_front()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let rules = self.rules_mut(endpoint, now)?;
         rules.push(Rule {
             id: Some(id.clone()),
             role_id: None,

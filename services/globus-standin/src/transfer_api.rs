@@ -195,14 +195,8 @@ pub(crate) async fn create(
             permissions: required("permissions")?,
             expiration_date: expiration_field(&map)?,
         };
-        shared.with_world(|world, rng| {
-            world.create_rule(
-                &endpoint,
-                new,
-                Maker::Client(call.client_id.clone()),
-                now,
-                rng,
-            )
+        shared.with_world(|world, _| {
+            world.create_rule(&endpoint, new, Maker::Client(call.client_id.clone()), now)
         })
     })();
     match made {

@@ -2,6 +2,8 @@
 //! identities, access rules with Globus' validations, faults, its rate limit, and the binary's
 //! admin API.
 
+mod rule_ids;
+
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
