@@ -182,6 +182,37 @@ impl Process {
         }
     }
 
+    /// SIGTERM (what Ctrl-C on `scripts/stack` sends), then waits up to `limit` for a clean
+    /// exit; fails when the process had to be killed or exited with an error.
+    pub async fn terminate(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .context("running kill -TERM")?;
+        anyhow::ensure!(sent.success(), "kill -TERM {} failed", child.id());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                anyhow::ensure!(
+                    status.success(),
+                    "{} exited with {status} after SIGTERM; log tail:\n{}",
+                    self.name,
+                    self.log_tail(20)
+                );
+                return Ok(());
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{} did not stop within {limit:?} of SIGTERM", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Starts it again with the same arguments, appending to the same log.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();

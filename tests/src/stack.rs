@@ -412,6 +412,15 @@ impl Stack {
         Ok(())
     }
 
+    /// Stops every process as Ctrl-C on `scripts/stack` does (SIGTERM, the coordinator first,
+    /// the stand-ins last) and waits for each to exit cleanly. The state directory stays.
+    pub async fn stop_all(&mut self) -> anyhow::Result<()> {
+        for (_, process) in self.processes.iter_mut().rev() {
+            process.terminate(Duration::from_secs(20)).await?;
+        }
+        Ok(())
+    }
+
     /// Fails when a process has exited.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
         for (_, process) in &mut self.processes {

@@ -328,35 +328,92 @@ impl Registry {
         .map(|_| ())
     }
 
-    /// Records the rule Globus made (or one adopted) for a pending row.
+    /// Records the rule Globus made (or one adopted) for a pending row. Answers the row that
+    /// held the same rule id before, if any (see [`Self::claim_access_id`]).
     pub async fn activate(
         &self,
         id: i64,
         access_id: &str,
         expires_at: Option<i64>,
-    ) -> Result<(), sqlx::Error> {
-        self.execute(
-            "UPDATE access_rules SET state = 'active', access_id = $3, expires_at = $4, \
-             last_error = NULL, updated_at = $2 WHERE id = $1",
-            id,
-            |q| q.bind(access_id).bind(expires_at),
-        )
-        .await
+    ) -> Result<Option<RuleRow>, sqlx::Error> {
+        self.claim_access_id(id, access_id, RowState::Active, expires_at)
+            .await
     }
 
-    /// Records that a rule smrtshare did not create gives the member access.
+    /// Records that a rule smrtshare did not create gives the member access. Answers the row
+    /// that held the same rule id before, if any.
     pub async fn mark_external(
         &self,
         id: i64,
         access_id: &str,
         expires_at: Option<i64>,
-    ) -> Result<(), sqlx::Error> {
-        self.execute(
-            "UPDATE access_rules SET state = 'external', access_id = $3, expires_at = $4, \
-             last_error = NULL, updated_at = $2 WHERE id = $1",
-            id,
-            |q| q.bind(access_id).bind(expires_at),
-        )
+    ) -> Result<Option<RuleRow>, sqlx::Error> {
+        self.claim_access_id(id, access_id, RowState::External, expires_at)
+            .await
+    }
+
+    /// Gives row `id` the Globus rule `access_id` in `state`, in one transaction. Globus never
+    /// names two rules with one id, so another row still holding this id holds a stale record:
+    /// its rule is gone (a Globus that was reset, as a restarted stand-in is). That row gets a
+    /// fresh intent (state `pending`, no id), so the next apply or verify creates its rule again,
+    /// and is answered for logging. A row that was being deleted is forgotten instead.
+    pub async fn claim_access_id(
+        &self,
+        id: i64,
+        access_id: &str,
+        state: RowState,
+        expires_at: Option<i64>,
+    ) -> Result<Option<RuleRow>, sqlx::Error> {
+        let now = self.clock.now_millis();
+        let select =
+            format!("SELECT {COLUMNS} FROM access_rules WHERE access_id = $1 AND id <> $2");
+        retry_conflicts(CONFLICT_ATTEMPTS, || async {
+            let mut tx = self.db.pool.begin().await?;
+            let displaced = match sqlx::query(&select)
+                .bind(access_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+            {
+                Some(row) => Some(decode(&row)?),
+                None => None,
+            };
+            match &displaced {
+                Some(stale) if stale.state == RowState::Deleting => {
+                    sqlx::query("DELETE FROM access_rules WHERE id = $1")
+                        .bind(stale.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Some(stale) => {
+                    sqlx::query(
+                        "UPDATE access_rules SET state = 'pending', access_id = NULL, \
+                         intent_at = $2, updated_at = $2, last_error = $3 WHERE id = $1",
+                    )
+                    .bind(stale.id)
+                    .bind(now)
+                    .bind(format!(
+                        "globus now names another rule {access_id}: this rule is gone and is made again"
+                    ))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {}
+            }
+            sqlx::query(
+                "UPDATE access_rules SET state = $3, access_id = $4, expires_at = $5, \
+                 last_error = NULL, updated_at = $2 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(state.as_str())
+            .bind(access_id)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(displaced)
+        })
         .await
     }
 

@@ -139,6 +139,21 @@ pub(crate) fn find_rule<'a>(
     })
 }
 
+/// Logs a registry row whose rule id Globus now uses for another rule (see
+/// [`Registry::claim_access_id`]).
+fn note_displaced(displaced: Option<RuleRow>, access_id: &str) {
+    if let Some(stale) = displaced {
+        tracing::warn!(
+            project_id = stale.project_id,
+            login = %stale.login,
+            path = %stale.path,
+            access_id,
+            "globus gave a new rule an id smrtshare had recorded for another rule, which must be \
+             gone (was globus reset?); that rule will be made again"
+        );
+    }
+}
+
 /// Everything the operations share.
 #[derive(Debug)]
 pub struct Core {
@@ -283,9 +298,11 @@ impl Core {
             .await
         {
             Ok(access_id) => {
-                self.registry
+                let displaced = self
+                    .registry
                     .activate(row.id, &access_id, row.expires_at)
                     .await?;
+                note_displaced(displaced, &access_id);
                 tracing::info!(project_id = row.project_id, login = %row.login, path = %row.path, access_id, "globus rule created");
                 Ok(Ok(Held::Created(RuleRow {
                     access_id: Some(access_id),
@@ -350,9 +367,11 @@ impl Core {
         let access_id = rule.id.clone().unwrap_or_default();
         let expires_at = rule.expiration_date.map(|e| e.timestamp_millis());
         if self.adoptable(rule, row) {
-            self.registry
+            let displaced = self
+                .registry
                 .activate(row.id, &access_id, expires_at)
                 .await?;
+            note_displaced(displaced, &access_id);
             tracing::info!(project_id = row.project_id, login = %row.login, access_id, "adopted a globus rule matching an open intent");
             Ok(Held::Adopted(RuleRow {
                 access_id: Some(access_id),
@@ -361,9 +380,11 @@ impl Core {
                 ..row.clone()
             }))
         } else {
-            self.registry
+            let displaced = self
+                .registry
                 .mark_external(row.id, &access_id, expires_at)
                 .await?;
+            note_displaced(displaced, &access_id);
             tracing::info!(project_id = row.project_id, login = %row.login, access_id, "the member's access comes from a rule smrtshare did not create; leaving it alone");
             Ok(Held::External(RuleRow {
                 access_id: Some(access_id),

@@ -37,7 +37,8 @@ impl Core {
             for row in self.registry.project_rows(project_id).await? {
                 checked += 1;
                 if row.state != RowState::External
-                    && let Some(id) = &row.access_id
+                    && let Some(rule) = listed_rule(&row, &by_id)
+                    && let Some(id) = &rule.id
                 {
                     ours.insert(id.clone());
                 }
@@ -76,10 +77,7 @@ impl Core {
         dry_run: bool,
         ours: &mut HashSet<String>,
     ) -> Result<Option<Repair>, Error> {
-        let listed = row
-            .access_id
-            .as_deref()
-            .and_then(|id| by_id.get(id).copied());
+        let listed = listed_rule(row, by_id);
         let now = self.clock.now_millis();
         let plan = |kind: RepairKind| Repair {
             kind,
@@ -189,6 +187,15 @@ impl Core {
         let row = self.reread(row.id).await?;
         Ok(self.create(&row).await?.map(|held| held.row().clone()))
     }
+}
+
+/// The listed rule with the row's id, when it is the row's rule (same principal and path). A
+/// rule with that id for someone else means the row's rule is gone and Globus reused its id.
+fn listed_rule<'a>(row: &RuleRow, by_id: &HashMap<&str, &'a AccessRule>) -> Option<&'a AccessRule> {
+    row.access_id
+        .as_deref()
+        .and_then(|id| by_id.get(id).copied())
+        .filter(|rule| rule.principal == row.identity_id && rule.path == row.path)
 }
 
 /// A repair from a step's result; rules smrtshare now holds join `ours`.

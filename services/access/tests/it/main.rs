@@ -30,5 +30,6 @@ mod crash;
 mod expiry;
 mod faults;
 mod limits;
+mod reset;
 mod support;
 mod verify;
