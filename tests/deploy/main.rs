@@ -7,6 +7,9 @@
 //!   setting of that binary (read from its `--help`), and the examples' values parse (the binary
 //!   gets past argument parsing and stops only at the missing secret files).
 //! - The systemd units start the binaries they are named after with the matching environment file.
+//! - Staging gets the collection root and every source root through ONE mount (hard links cannot
+//!   cross mounts): the systemd unit lists their common parent once in `ReadWritePaths=` and no
+//!   path below it, and the Kubernetes Deployment mounts one volume holding both trees.
 //!
 //! Needs the binaries built (`cargo build --workspace --bins`, which the test command does).
 
@@ -330,4 +333,152 @@ fn systemd_units_and_environment_examples_match_the_binaries() {
             "{bin} stopped for another reason than the missing files:\n{stderr}"
         );
     }
+}
+
+/// The one path, among `mounts` (paths that each become a mount of their own), through which every
+/// tree is reached; an error when a tree is reached through none, or when another mount lies
+/// between it and a tree or inside a tree (it would split them: EXDEV on every link).
+fn one_mount_for(trees: &[String], mounts: &[String]) -> Result<String, String> {
+    let under = |path: &str, parent: &str| {
+        let parent = parent.trim_end_matches('/');
+        path == parent || path.starts_with(&format!("{parent}/"))
+    };
+    let related: Vec<&String> = mounts
+        .iter()
+        .filter(|m| trees.iter().any(|t| under(t, m) || under(m, t)))
+        .collect();
+    match related.as_slice() {
+        [one] if trees.iter().all(|t| under(t, one)) => Ok((*one).clone()),
+        [] => Err(format!("no mount holds {trees:?}")),
+        many => Err(format!(
+            "{trees:?} are reached through several mounts {many:?}; hard links cannot cross them"
+        )),
+    }
+}
+
+/// The staging trees an environment gives: the root and every source root.
+fn staging_trees(get: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut trees = vec![get("SMRTSHARE_STAGING_ROOT").expect("SMRTSHARE_STAGING_ROOT is set")];
+    trees.extend(
+        get("SMRTSHARE_STAGING_SOURCE_ROOTS")
+            .expect("SMRTSHARE_STAGING_SOURCE_ROOTS is set")
+            .split(',')
+            .map(str::to_owned),
+    );
+    trees
+}
+
+/// Paths a systemd unit turns into mounts of their own, with whether a missing one is tolerated
+/// (the `-` prefix), and which of them are writable.
+fn unit_mounts(unit: &str) -> Vec<(String, bool, bool)> {
+    let mut out = Vec::new();
+    for line in unit.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let writable = key == "ReadWritePaths";
+        if ![
+            "ReadWritePaths",
+            "ReadOnlyPaths",
+            "InaccessiblePaths",
+            "ExecPaths",
+            "NoExecPaths",
+            "BindPaths",
+            "BindReadOnlyPaths",
+            "TemporaryFileSystem",
+        ]
+        .contains(&key)
+        {
+            continue;
+        }
+        for entry in value.split_whitespace() {
+            let tolerant = entry.starts_with('-');
+            let entry = entry.trim_start_matches(['-', '+']);
+            // BindPaths=SRC:DEST, TemporaryFileSystem=PATH:OPTIONS: the mount is at the first
+            // path for the latter, the second for the former.
+            let path = match key {
+                "BindPaths" | "BindReadOnlyPaths" => entry.split(':').nth(1).unwrap_or(entry),
+                _ => entry.split(':').next().unwrap_or(entry),
+            };
+            out.push((path.to_owned(), tolerant, writable));
+        }
+    }
+    out
+}
+
+#[test]
+fn staging_reaches_both_trees_through_one_mount() {
+    // systemd: the environment example's trees, through the unit's one writable common parent.
+    let dir = workspace().join("deploy/systemd");
+    let example: BTreeMap<String, String> = env_file(&dir.join("staging.env.example"))
+        .into_iter()
+        .collect();
+    let trees = staging_trees(|k| example.get(k).cloned());
+    let unit = std::fs::read_to_string(dir.join("smrtshare-staging.service")).unwrap();
+    let mounts = unit_mounts(&unit);
+    let paths: Vec<String> = mounts.iter().map(|(p, _, _)| p.clone()).collect();
+    let parent = one_mount_for(&trees, &paths)
+        .unwrap_or_else(|e| panic!("smrtshare-staging.service with staging.env.example: {e}"));
+    assert!(
+        mounts.iter().any(|(p, _, w)| *p == parent && *w),
+        "smrtshare-staging.service: {parent} holds the collection but is not in ReadWritePaths="
+    );
+    for (path, tolerant, _) in &mounts {
+        assert!(
+            tolerant,
+            "smrtshare-staging.service: {path} without '-' fails the unit (226/NAMESPACE) when missing"
+        );
+    }
+    // The check refuses the layout that broke: the collection and the data as two mounts.
+    let split = "ReadWritePaths=/var/lib/smrtshare /srv/globus/collection\nReadOnlyPaths=/srv/smrtlink/data\n";
+    let split: Vec<String> = unit_mounts(split).into_iter().map(|(p, _, _)| p).collect();
+    assert!(one_mount_for(&trees, &split).is_err());
+
+    // Kubernetes: the staging container's trees, through one volume mount.
+    let docs = documents(&workspace().join("deploy/kubernetes"));
+    let (_, staging) = docs
+        .iter()
+        .find(|(_, d)| {
+            d["kind"].as_str() == Some("Deployment")
+                && d["metadata"]["name"].as_str() == Some("smrtshare-staging")
+        })
+        .expect("a smrtshare-staging Deployment");
+    let pod = &staging["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let env = container["env"].as_vec().unwrap();
+    let trees = staging_trees(|k| {
+        env.iter()
+            .find(|e| e["name"].as_str() == Some(k))
+            .and_then(|e| e["value"].as_str().map(str::to_owned))
+    });
+    let mounts: Vec<(String, String)> = container["volumeMounts"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["mountPath"].as_str().unwrap().to_owned(),
+                m["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let paths: Vec<String> = mounts.iter().map(|(p, _)| p.clone()).collect();
+    let parent = one_mount_for(&trees, &paths)
+        .unwrap_or_else(|e| panic!("staging.yaml: smrtshare-staging: {e}"));
+    let volume = &mounts.iter().find(|(p, _)| *p == parent).unwrap().1;
+    let volume = pod["volumes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"].as_str() == Some(volume))
+        .unwrap();
+    assert!(
+        volume["hostPath"]["path"].as_str().is_some(),
+        "staging.yaml: the trees' volume is not one host directory"
+    );
+    let split = vec![
+        "/srv/smrtlink/data".to_owned(),
+        "/srv/globus/collection".to_owned(),
+    ];
+    assert!(one_mount_for(&trees, &split).is_err());
 }

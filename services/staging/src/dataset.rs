@@ -22,7 +22,8 @@ use uuid::Uuid;
 use crate::fs::{self, Meta, Ops, Tree, describe};
 use crate::marker::Marker;
 use crate::model::{ActionKind, EntryRecord, FileRecord, join};
-use crate::report::{Act, Report};
+use crate::mounts;
+use crate::report::{Act, Failure, Report};
 use crate::resolve::{Layout, Source, Want};
 
 /// Entries of a dataset directory, as recorded.
@@ -62,14 +63,24 @@ fn kind_name(kind: FileType) -> &'static str {
 
 /// Links `source` as `name` in `dir` and checks that the new link is the very file that was
 /// checked (a source swapped for a symlink or another file in between is unlinked again).
-/// Returns what the new link is.
+/// Returns what the new link is; a link refused with `EXDEV` says which mounts are apart.
 pub fn link_checked(
     ops: &Ops<'_>,
     source: &Source,
     dir: BorrowedFd<'_>,
     name: &str,
-) -> fs::Result<Meta> {
-    ops.link(source.dir.fd.as_fd(), &source.name, dir, name)?;
+) -> Result<Meta, Failure> {
+    if let Err(errno) = ops.link(source.dir.fd.as_fd(), &source.name, dir, name) {
+        let detail = match (
+            errno,
+            mounts::place(source.dir.fd.as_fd()),
+            mounts::place(dir),
+        ) {
+            (Errno::XDEV, Ok(from), Ok(to)) => mounts::apart(from, to),
+            _ => None,
+        };
+        return Err(Failure { errno, detail });
+    }
     match fs::lstat_at(dir, name) {
         Ok(meta)
             if meta.kind == FileType::RegularFile && meta.same_file(source.dev, source.ino) =>
@@ -78,7 +89,7 @@ pub fn link_checked(
         }
         _ => {
             let _ = ops.unlink(dir, name);
-            Err(Errno::STALE)
+            Err(Errno::STALE.into())
         }
     }
 }
@@ -524,7 +535,7 @@ fn carry_out(
                 .inspect_err(|_| {
                     let _ = ops.unlink(tree.work(), &work_name);
                 })?;
-            Ok(meta)
+            Ok::<_, Failure>(meta)
         })?;
         entries.insert(path.clone(), file_record(source, linked_size(meta, source)));
     }

@@ -20,6 +20,9 @@ pub enum Error {
     /// The service is still starting (sweeping the work area, checking its records).
     #[error("{0}")]
     Starting(String),
+    /// Start-up refused to serve: the configured trees cannot work together (health NOT_SERVING).
+    #[error("staging refuses to serve: {0}")]
+    Refused(String),
     /// The staging root could not be read.
     #[error("staging root: {0}")]
     Filesystem(String),
@@ -39,6 +42,7 @@ impl From<Error> for Status {
             Error::Conflict(m) => Status::failed_precondition(m),
             Error::Timeout(m) => Status::deadline_exceeded(m),
             Error::Starting(m) => Status::unavailable(m),
+            Error::Refused(m) => Status::unavailable(format!("staging refuses to serve: {m}")),
             Error::Filesystem(m) => {
                 tracing::error!(error = m, "staging root unreadable");
                 Status::unavailable(format!("staging root: {m}"))

@@ -21,6 +21,7 @@ pub mod locks;
 pub mod marker;
 pub mod metrics;
 pub mod model;
+pub mod mounts;
 pub mod names;
 pub mod probe;
 pub mod rebuild;
@@ -74,12 +75,29 @@ pub async fn run_with(
             .max_decoding_message_size(max)
             .max_encoding_message_size(max),
     );
-    server
-        .serve(listener, start(config, namer, handle), shutdown)
-        .await
+    let ready = async move {
+        match start(config, namer, handle.clone()).await {
+            Err(error) => match error.downcast::<mounts::Refused>() {
+                Ok(refused) => {
+                    // Not a passing fault: health stays NOT_SERVING and every call answers with
+                    // the reason until the layout is fixed and staging restarted.
+                    tracing::error!(
+                        reason = %refused,
+                        "staging refuses to serve: health stays NOT_SERVING until the configuration is fixed"
+                    );
+                    handle.refuse(refused.0);
+                    std::future::pending().await
+                }
+                Err(error) => Err(error),
+            },
+            ok => ok,
+        }
+    };
+    server.serve(listener, ready, shutdown).await
 }
 
-/// Start-up, before health turns SERVING: open and lock the root, check extended attributes,
+/// Start-up, before health turns SERVING: open and lock the root, check extended attributes and
+/// the layout (one mount for every tree, no tree inside another: [`mounts::Refused`] otherwise),
 /// sweep the work area, open the records and rebuild what the tree holds that they miss.
 async fn start(config: Config, namer: Namer, handle: Handle) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
@@ -89,8 +107,9 @@ async fn start(config: Config, namer: Namer, handle: Handle) -> anyhow::Result<(
         config.dir_mode,
     );
     let (tree, roots, kept) = tokio::task::spawn_blocking(move || {
-        let tree = fs::Tree::open(&root, dir_mode)?;
         let roots = SourceRoots::open(&source_roots)?;
+        mounts::check_layout(&root, roots.handles())?;
+        let tree = fs::Tree::open(&root, dir_mode)?;
         let kept = rebuild::sweep(&fs::Ops::new(&tree));
         Ok::<_, anyhow::Error>((tree, roots, kept))
     })
@@ -101,13 +120,6 @@ async fn start(config: Config, namer: Namer, handle: Handle) -> anyhow::Result<(
             path,
             "kept in the work area: it may be someone's data (a single-link file or a symlink); move it by hand"
         );
-    }
-    for root in roots.paths() {
-        if let Ok(meta) = fs::lstat_path(&root.to_string_lossy())
-            && meta.dev != tree.dev()
-        {
-            tracing::warn!(source_root = %root.display(), staging_root = %config.root.display(), "source root is on another filesystem than the staging root: its files cannot be hard-linked (EXDEV)");
-        }
     }
     let records = records::Records::open(&config.database).await?;
     let inner = Arc::new(Inner {

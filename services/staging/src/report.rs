@@ -8,6 +8,25 @@ use uuid::Uuid;
 use crate::fs::{Ops, describe};
 use crate::model::{Action, ActionKind, Outcome};
 
+/// Why a call failed: its errno and, when the caller found out more, the detail (for a link
+/// refused with `EXDEV`: which mounts the source and the directory are on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The errno.
+    pub errno: Errno,
+    /// What the caller found out about it.
+    pub detail: Option<String>,
+}
+
+impl From<Errno> for Failure {
+    fn from(errno: Errno) -> Self {
+        Self {
+            errno,
+            detail: None,
+        }
+    }
+}
+
 /// An action about to be taken.
 #[derive(Clone, Debug)]
 pub struct Act {
@@ -59,13 +78,17 @@ impl Act {
         }
     }
 
-    fn explain(&self, e: Errno) -> String {
+    fn explain(&self, failure: Failure) -> String {
         let path = &self.path;
-        match (self.kind, e) {
+        match (self.kind, failure.errno) {
             (ActionKind::LinkFile, Errno::XDEV) => format!(
-                "{path}: the source {} is on another filesystem than the staging root; hard links cannot cross \
-                 filesystems and smrtshare never copies (EXDEV)",
-                self.source
+                "{path}: the source {} and the dataset directory are {}: hard links cannot cross \
+                 filesystems or mounts and smrtshare never copies (EXDEV)",
+                self.source,
+                failure
+                    .detail
+                    .as_deref()
+                    .unwrap_or("on different filesystems or mounts")
             ),
             (ActionKind::LinkFile, Errno::PERM) => format!(
                 "{path}: the kernel refused to hard-link {} (EPERM): with fs.protected_hardlinks the staging \
@@ -126,10 +149,10 @@ impl<'o, 't> Report<'o, 't> {
 
     /// Takes an action: in a dry run records it as planned and returns `Ok(None)`; otherwise
     /// calls `f`, records the outcome and returns its value or the explained failure.
-    pub fn act<T>(
+    pub fn act<T, E: Into<Failure>>(
         &mut self,
         act: Act,
-        f: impl FnOnce(&Ops<'t>) -> crate::fs::Result<T>,
+        f: impl FnOnce(&Ops<'t>) -> Result<T, E>,
     ) -> Result<Option<T>, String> {
         if self.dry {
             self.actions.push(act.into_action(Outcome::Planned));
@@ -141,7 +164,7 @@ impl<'o, 't> Report<'o, 't> {
                 Ok(Some(value))
             }
             Err(e) => {
-                let why = act.explain(e);
+                let why = act.explain(e.into());
                 self.actions
                     .push(act.into_action(Outcome::Failed(why.clone())));
                 Err(why)

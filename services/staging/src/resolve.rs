@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use rustix::fd::{AsFd, OwnedFd};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::FileType;
 use rustix::io::Errno;
 use uuid::Uuid;
@@ -61,6 +61,11 @@ impl SourceRoots {
     /// The canonical roots.
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
         self.roots.iter().map(|(p, _)| p.as_path())
+    }
+
+    /// The canonical roots with their opened handles.
+    pub fn handles(&self) -> impl Iterator<Item = (&Path, BorrowedFd<'_>)> {
+        self.roots.iter().map(|(p, fd)| (p.as_path(), fd.as_fd()))
     }
 
     fn list(&self) -> String {

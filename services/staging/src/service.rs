@@ -180,6 +180,7 @@ impl Inner {
 #[derive(Clone, Debug, Default)]
 pub struct Handle {
     state: Arc<OnceLock<Arc<Inner>>>,
+    refused: Arc<OnceLock<String>>,
     metrics: crate::metrics::Metrics,
 }
 
@@ -187,6 +188,11 @@ impl Handle {
     /// A handle whose service is not started yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Start-up refused to serve (the layout is wrong): every call answers with `reason`.
+    pub(crate) fn refuse(&self, reason: String) {
+        let _ = self.refused.set(reason);
     }
 
     pub(crate) fn set(&self, inner: Arc<Inner>) {
@@ -224,6 +230,9 @@ impl Handle {
     }
 
     fn inner(&self) -> Result<Arc<Inner>, Error> {
+        if let Some(reason) = self.refused.get() {
+            return Err(Error::Refused(reason.clone()));
+        }
         self.state.get().cloned().ok_or_else(|| {
             Error::Starting(
                 "staging is starting (sweeping the work area, checking its records); retry".into(),

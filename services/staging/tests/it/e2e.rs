@@ -1,17 +1,16 @@
 //! The real `smrtshare-staging` binary, driven with grpcurl as an operator would.
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
 
 use crate::harness::assert_linked;
+use crate::process::{BIN, Spawned};
 
-const BIN: &str = env!("CARGO_BIN_EXE_smrtshare-staging");
 const TOKEN: &str = "e2e-secret-token";
 
 struct Server {
-    child: Child,
+    spawned: Spawned,
     address: String,
     metrics: String,
 }
@@ -35,16 +34,10 @@ fn scrape(address: &str) -> String {
     answer
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(root: &Path, src: &Path, state: &Path, token_file: &Path) -> Server {
     let metrics = free_address();
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
         .args(["--metrics-listen", &metrics])
         .arg("--root")
@@ -54,41 +47,12 @@ fn start(root: &Path, src: &Path, state: &Path, token_file: &Path) -> Server {
         .arg("--database")
         .arg(state.join("staging.sqlite3"))
         .arg("--auth-token-file")
-        .arg(token_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start smrtshare-staging");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent_address = false;
-        let mut sent_ready = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if !sent_address && event["message"] == "grpc server listening" {
-                sent_address = true;
-                let _ = tx.send(event["address"].as_str().unwrap_or_default().to_owned());
-            }
-            if !sent_ready && event["message"] == "ready: health reports SERVING" {
-                sent_ready = true;
-                let _ = tx.send("ready".into());
-            }
-        }
-    });
-    let address = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the server logs its address");
-    assert_eq!(
-        rx.recv_timeout(Duration::from_secs(30))
-            .expect("the server becomes ready"),
-        "ready"
-    );
+        .arg(token_file);
+    let mut spawned = Spawned::start(command);
+    spawned.wait_for("ready: health reports SERVING");
     Server {
-        child,
-        address,
+        address: spawned.address.clone(),
+        spawned,
         metrics,
     }
 }
@@ -298,9 +262,6 @@ fn the_binary_answers_grpcurl() {
     );
 
     // SIGTERM drains and exits cleanly.
-    let mut server = server;
-    let pid = rustix::process::Pid::from_child(&server.child);
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let status = server.child.wait().unwrap();
+    let status = server.spawned.terminate();
     assert!(status.success(), "{status}");
 }

@@ -194,13 +194,34 @@ async fn start(
             let _ = stopped.await;
         },
     ));
+    let client = client(&url);
+    wait_ready(&url).await;
+    (handle, client, url, stop, serving)
+}
+
+/// A client of the server at `url`, sending [`TOKEN`].
+pub fn client(url: &str) -> StagingClient<PeerChannel> {
     let options = PeerOptions {
         token: Some(Secret::new(TOKEN)),
         ..PeerOptions::default()
     };
-    let client = StagingClient::new(peer_channel(&url, &options).expect("channel"));
-    wait_ready(&url).await;
-    (handle, client, url, stop, serving)
+    StagingClient::new(peer_channel(url, &options).expect("channel"))
+}
+
+/// What health says about `service` ("" for the server as a whole).
+pub async fn health(url: &str, service: &str) -> i32 {
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect_lazy();
+    HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner()
+        .status
 }
 
 /// Waits until health reports SERVING (start-up done).

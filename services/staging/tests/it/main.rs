@@ -9,5 +9,7 @@ mod fixtures;
 mod grpc;
 mod harness;
 mod hostile;
+mod mounts;
+mod process;
 mod sourcecache;
 mod tree;
