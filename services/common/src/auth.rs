@@ -66,6 +66,20 @@ const OPEN_PREFIXES: &[&str] = &[
     "/grpc.reflection.v1alpha.ServerReflection/",
 ];
 
+/// The credentials of an `Authorization` value in the Bearer scheme: the scheme name in any
+/// case (RFC 7235: `bearer`, `Bearer`, `BEARER`), one or more spaces, then the token. `None`
+/// for another scheme or an empty token.
+pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let start = rest.iter().position(|b| *b != b' ')?;
+    let token = rest[start..].trim_ascii_end();
+    (!token.is_empty()).then_some(token)
+}
+
 /// Tower layer that refuses RPCs without the right bearer token as `UNAUTHENTICATED`.
 #[derive(Clone, Debug)]
 pub struct AuthLayer {
@@ -76,9 +90,7 @@ impl AuthLayer {
     /// A layer for the given policy.
     pub fn new(auth: &ServerAuth) -> Self {
         let expected = match auth {
-            ServerAuth::Token(secret) => Some(Arc::from(
-                format!("Bearer {}", secret.expose()).into_bytes(),
-            )),
+            ServerAuth::Token(secret) => Some(Arc::from(secret.expose().as_bytes())),
             ServerAuth::Disabled => None,
         };
         Self { expected }
@@ -115,7 +127,10 @@ impl<S> AuthService<S> {
         let Some(value) = req.headers().get(http::header::AUTHORIZATION) else {
             return Err("missing bearer token");
         };
-        if bool::from(value.as_bytes().ct_eq(expected)) {
+        let Some(token) = bearer_token(value.as_bytes()) else {
+            return Err("the authorization header is not `Bearer <token>`");
+        };
+        if bool::from(token.ct_eq(expected)) {
             Ok(())
         } else {
             Err("invalid bearer token")
@@ -211,4 +226,29 @@ pub fn change_id(metadata: &MetadataMap) -> Option<i64> {
         .get(smrtshare_api::CHANGE_ID_METADATA)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in [
+            "Bearer t0k",
+            "bearer t0k",
+            "BEARER t0k",
+            "bEaReR   t0k ",
+            "Bearer  t0k",
+        ] {
+            assert_eq!(
+                bearer_token(value.as_bytes()),
+                Some(&b"t0k"[..]),
+                "{value:?}"
+            );
+        }
+        for value in ["Basic t0k", "Bearer", "Bearer ", "Bearert0k", "", "t0k"] {
+            assert_eq!(bearer_token(value.as_bytes()), None, "{value:?}");
+        }
+    }
 }

@@ -137,6 +137,22 @@ async fn health_follows_readiness_and_the_token_guards_every_other_rpc() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
+    // The scheme is case-insensitive (RFC 7235): `bearer` and `BEARER` pass like `Bearer`.
+    for scheme in ["bearer", "BEARER"] {
+        let mut request = tonic::Request::new(pb::GetProjectRequest {
+            project_id: 2,
+            verify: false,
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("{scheme} {}", token.expose()).parse().unwrap(),
+        );
+        let err = StagingClient::new(bare.clone())
+            .get_project(request)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{scheme}: {err:?}");
+    }
     let good = peer_channel(
         &url,
         &PeerOptions {

@@ -20,9 +20,10 @@ pub const MAX_USERNAMES: usize = 100;
 /// `client_id:secret` from an HTTP Basic header.
 pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .ok()?;
@@ -31,13 +32,12 @@ pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)>
     Some((id.to_owned(), secret.to_owned()))
 }
 
-/// The token of an HTTP Bearer header.
+/// The token of an HTTP Bearer header (the scheme in any case, as RFC 7235 has it).
 pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(|t| t.trim().to_owned())
+    let value = headers.get(header::AUTHORIZATION)?;
+    smrtshare_common::auth::bearer_token(value.as_bytes())
+        .and_then(|token| std::str::from_utf8(token).ok())
+        .map(str::to_owned)
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
