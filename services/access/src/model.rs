@@ -1,6 +1,8 @@
 //! Domain types of the API: validated requests and the reports the core answers with. Wire types
 //! become these once, at the handler (see [`crate::service`]); the core never sees raw fields.
 
+use std::collections::HashMap;
+
 use crate::error::Error;
 use crate::registry::RuleRow;
 
@@ -11,6 +13,22 @@ pub const MAX_LOGIN_BYTES: usize = 256;
 /// Longest path, in bytes.
 pub const MAX_PATH_BYTES: usize = 4096;
 
+/// Characters of a value repeated in an error or outcome message at most.
+pub const ECHO_CHARS: usize = 80;
+/// The directory under the collection root that is staging's own (work area, records): never
+/// granted.
+pub const PRIVATE_DIR: &str = ".smrtshare";
+
+/// A value as messages repeat it: quoted, and cut to [`ECHO_CHARS`] characters with its full
+/// size named, so a huge field never comes back whole.
+pub fn echo(value: &str) -> String {
+    if value.chars().count() <= ECHO_CHARS {
+        return format!("{value:?}");
+    }
+    let head: String = value.chars().take(ECHO_CHARS).collect();
+    format!("{head:?}… ({} bytes)", value.len())
+}
+
 /// The desired access to one project directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApplyRequest {
@@ -18,24 +36,33 @@ pub struct ApplyRequest {
     pub project_id: i64,
     /// Globus path, `/…/`.
     pub path: String,
-    /// Member logins, unique, in request order.
+    /// Member logins in request order (a login that is not valid is kept cut to
+    /// [`MAX_LOGIN_BYTES`], for its outcome).
     pub logins: Vec<String>,
+    /// Why a login is not valid, by index into `logins`: such a login gets a failed outcome of
+    /// its own; the rest of the project is applied.
+    pub invalid: HashMap<usize, String>,
     /// Plan only.
     pub dry_run: bool,
 }
 
 impl ApplyRequest {
-    /// Checks every field; the error names the first bad one.
+    /// Checks every field; the error names the first bad one. Bad logins are not errors: they
+    /// are kept for per-member outcomes (see [`Self::invalid`]).
     pub fn new(
         project_id: i64,
         path: String,
         logins: Vec<String>,
         dry_run: bool,
     ) -> Result<Self, Error> {
+        let project_id = project_id_field(project_id)?;
+        let path = path_field(path)?;
+        let (logins, invalid) = logins_field(logins)?;
         Ok(Self {
-            project_id: project_id_field(project_id)?,
-            path: path_field(path)?,
-            logins: logins_field(logins)?,
+            project_id,
+            path,
+            logins,
+            invalid,
             dry_run,
         })
     }
@@ -57,9 +84,10 @@ pub fn project_id_field(project_id: i64) -> Result<i64, Error> {
 }
 
 /// A project directory as a Globus path: `/`-delimited at both ends, not the root, no empty,
-/// `.` or `..` segments, no control characters (NUL included).
+/// `.` or `..` segments, no control characters (NUL included), not under staging's private
+/// directory `/.smrtshare/`.
 pub fn path_field(path: String) -> Result<String, Error> {
-    let bad = |reason: &str| Error::invalid("path", format!("{:?} {reason}", path));
+    let bad = |reason: &str| Error::invalid("path", format!("{} {reason}", echo(&path)));
     if path.len() > MAX_PATH_BYTES {
         return Err(bad(&format!("is longer than {MAX_PATH_BYTES} bytes")));
     }
@@ -82,50 +110,71 @@ pub fn path_field(path: String) -> Result<String, Error> {
     if inner.split('/').any(|s| s == ".") {
         return Err(bad("holds a \".\" segment"));
     }
+    if inner
+        .split('/')
+        .next()
+        .is_some_and(|first| first.eq_ignore_ascii_case(PRIVATE_DIR))
+    {
+        return Err(bad(&format!(
+            "lies under /{PRIVATE_DIR}/, staging's private area, which is never shared"
+        )));
+    }
     Ok(path)
 }
 
-/// Member logins: at most [`MAX_LOGINS`], none empty or duplicated, no whitespace at the ends,
-/// no commas or control characters (a comma would split a Globus username list).
-pub fn logins_field(logins: Vec<String>) -> Result<Vec<String>, Error> {
+/// Member logins: at most [`MAX_LOGINS`] (more is an error of the request). Each login must be
+/// non-empty, at most [`MAX_LOGIN_BYTES`], without whitespace at the ends, commas or control
+/// characters (a comma would split a Globus username list); one that is not is answered with
+/// the reason, by index, and kept cut to [`MAX_LOGIN_BYTES`].
+pub fn logins_field(logins: Vec<String>) -> Result<(Vec<String>, HashMap<usize, String>), Error> {
     if logins.len() > MAX_LOGINS {
         return Err(Error::invalid(
             "logins",
             format!("{} logins; at most {MAX_LOGINS}", logins.len()),
         ));
     }
-    let mut seen = std::collections::HashMap::new();
-    for (index, login) in logins.iter().enumerate() {
-        let field = format!("logins[{index}]");
-        if login.is_empty() {
-            return Err(Error::invalid(field, "empty login"));
-        }
-        if login.trim() != login {
-            return Err(Error::invalid(
-                field,
-                format!("{login:?} has whitespace at an end"),
-            ));
-        }
-        if login.len() > MAX_LOGIN_BYTES {
-            return Err(Error::invalid(
-                field,
-                format!("longer than {MAX_LOGIN_BYTES} bytes"),
-            ));
-        }
-        if login.chars().any(|c| c.is_control() || c == ',') {
-            return Err(Error::invalid(
-                field,
-                format!("{login:?} holds a comma or a control character"),
-            ));
-        }
-        if let Some(first) = seen.insert(login.as_str(), index) {
-            return Err(Error::invalid(
-                field,
-                format!("{login:?} duplicates logins[{first}]"),
-            ));
-        }
+    let mut invalid = HashMap::new();
+    let logins = logins
+        .into_iter()
+        .enumerate()
+        .map(|(index, login)| match login_problem(&login) {
+            None => login,
+            Some(reason) => {
+                invalid.insert(index, format!("logins[{index}] {} {reason}", echo(&login)));
+                cut(login, MAX_LOGIN_BYTES)
+            }
+        })
+        .collect();
+    Ok((logins, invalid))
+}
+
+/// What is wrong with a login, if anything.
+fn login_problem(login: &str) -> Option<String> {
+    if login.is_empty() {
+        return Some("is empty".to_owned());
     }
-    Ok(logins)
+    if login.len() > MAX_LOGIN_BYTES {
+        return Some(format!("is longer than {MAX_LOGIN_BYTES} bytes"));
+    }
+    if login.trim() != login {
+        return Some("has whitespace at an end".to_owned());
+    }
+    if login.chars().any(|c| c.is_control() || c == ',') {
+        return Some("holds a comma or a control character".to_owned());
+    }
+    None
+}
+
+/// `text` cut to at most `bytes` bytes, on a character boundary.
+fn cut(mut text: String, bytes: usize) -> String {
+    if text.len() > bytes {
+        let mut end = bytes;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// What became of one member's access.
@@ -162,7 +211,14 @@ const PERMANENT_CODES: &[&str] = &[
     "BadRequest",
     "PermissionDenied",
     "EndpointNotFound",
+    INVALID_LOGIN,
+    HELD_BY_ANOTHER_PROJECT,
 ];
+
+/// The code of a login that is not valid (empty, too long, a comma...).
+pub const INVALID_LOGIN: &str = "InvalidLogin";
+/// The code of a member whose identity already holds the path through another project.
+pub const HELD_BY_ANOTHER_PROJECT: &str = "HeldByAnotherProject";
 
 /// The outcome for one member.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -349,24 +405,30 @@ mod tests {
             );
         }
         assert!(path_field("/Project 2: Tomato/".into()).is_ok());
+        let huge = format!("/{}", "p".repeat(10 << 20));
+        let message = path_field(huge).expect_err("no end slash").to_string();
+        assert!(message.len() < 300, "{} bytes echoed", message.len());
         assert!(path_field("/Movie..x/".into()).is_ok());
+        for bad in ["/.smrtshare/", "/.smrtshare/work/", "/.SMRTSHARE/x/"] {
+            let error = path_field(bad.into()).expect_err(bad);
+            assert!(error.to_string().contains("private"), "{error}");
+        }
+        assert!(path_field("/Project 2/.smrtshare/".into()).is_ok());
         let logins = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let long = "x".repeat(MAX_LOGIN_BYTES + 1);
+        let (kept, invalid) =
+            logins_field(logins(&["a", "", " b", "c,d", &long, "a"])).expect("per login");
+        assert_eq!(kept.len(), 6);
         assert_eq!(
-            field_of(logins_field(logins(&["a", ""])).expect_err("refused")),
-            "logins[1]"
+            invalid
+                .keys()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>(),
+            [1, 2, 3, 4].into()
         );
-        assert_eq!(
-            field_of(logins_field(logins(&["a", "b", "a"])).expect_err("refused")),
-            "logins[2]"
-        );
-        assert_eq!(
-            field_of(logins_field(logins(&[" a"])).expect_err("refused")),
-            "logins[0]"
-        );
-        assert_eq!(
-            field_of(logins_field(logins(&["a,b"])).expect_err("refused")),
-            "logins[0]"
-        );
+        assert!(invalid[&4].contains("longer than"), "{}", invalid[&4]);
+        assert!(invalid[&4].len() < 200, "{}", invalid[&4]);
+        assert_eq!(kept[4].len(), MAX_LOGIN_BYTES);
         let many: Vec<String> = (0..=MAX_LOGINS).map(|i| format!("u{i}")).collect();
         assert_eq!(field_of(logins_field(many).expect_err("refused")), "logins");
         assert!(logins_field(logins(&["alice", "bob@lab.org"])).is_ok());

@@ -67,10 +67,14 @@ impl TokenCache {
     }
 }
 
+/// The longest token lifetime believed (Globus issues 48 hours); a longer or absurd
+/// `expires_in` is cut to this, so the renewal time is always representable.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
+
 #[derive(Deserialize)]
 struct TokenAnswer {
     access_token: String,
-    expires_in: u64,
+    expires_in: f64,
     #[serde(default)]
     scope: String,
 }
@@ -119,8 +123,14 @@ impl Globus {
                     answer.scope
                 )));
             }
+            if !answer.expires_in.is_finite() || answer.expires_in < 0.0 {
+                return Err(GlobusError::Protocol(
+                    "token answer: expires_in is not a number of seconds".to_owned(),
+                ));
+            }
             let token = Secret::new(answer.access_token);
-            let lifetime = Duration::from_secs(answer.expires_in);
+            let lifetime =
+                Duration::from_secs_f64(answer.expires_in.min(MAX_TOKEN_LIFETIME.as_secs_f64()));
             tracing::info!(expires_in = ?lifetime, "fetched a globus transfer token");
             self.token.store(token.clone(), lifetime);
             Ok(token)

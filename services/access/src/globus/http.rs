@@ -186,7 +186,10 @@ fn answer_error(
         // OAuth errors: {error, error_description}.
         let error = text("error").unwrap_or_else(|| format!("HTTP {status}"));
         let description = text("error_description").unwrap_or_default();
-        return GlobusError::Credentials(format!("{error}: {description}"));
+        return GlobusError::Credentials(bounded(
+            &format!("{error}: {description}"),
+            MAX_MESSAGE_CHARS,
+        ));
     }
     // Transfer errors: {code, message, request_id, resource}; Auth API errors:
     // {errors: [{code, detail}]}.
@@ -211,15 +214,28 @@ fn answer_error(
     let code = match (call, status) {
         // Auth API 401s mean the client credentials were refused.
         (Call::Identities, 401) => {
-            return GlobusError::Credentials(message);
+            return GlobusError::Credentials(bounded(&message, MAX_MESSAGE_CHARS));
         }
-        _ => ApiCode::parse(status, code.as_deref()),
+        _ => ApiCode::parse(status, code.map(|c| bounded(&c, 100)).as_deref()),
     };
     GlobusError::Api {
         status,
         code,
-        message,
-        request_id: text("request_id").unwrap_or_default(),
+        message: bounded(&message, MAX_MESSAGE_CHARS),
+        request_id: bounded(&text("request_id").unwrap_or_default(), 64),
         retry_after,
     }
+}
+
+/// Characters of a Globus error message kept (it reaches outcomes, logs and the registry).
+const MAX_MESSAGE_CHARS: usize = 500;
+
+/// `text` cut to `chars` characters, marked when cut.
+fn bounded(text: &str, chars: usize) -> String {
+    if text.chars().count() <= chars {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(chars).collect();
+    out.push('…');
+    out
 }

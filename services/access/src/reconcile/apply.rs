@@ -11,7 +11,9 @@ use futures::StreamExt as _;
 
 use super::{Core, Held, LazyList, READ_ONLY};
 use crate::error::Error;
-use crate::model::{ApplyReport, ApplyRequest, MemberOutcome, OutcomeKind};
+use crate::model::{
+    ApplyReport, ApplyRequest, HELD_BY_ANOTHER_PROJECT, INVALID_LOGIN, MemberOutcome, OutcomeKind,
+};
 use crate::registry::{Inserted, NewIntent, RowState, RuleRow};
 
 /// One wanted Globus username (one or more logins mapping to it).
@@ -46,6 +48,13 @@ impl Core {
         let mut members: Vec<Member> = Vec::new();
         let mut by_key: HashMap<String, usize> = HashMap::new();
         for (index, login) in request.logins.iter().enumerate() {
+            if let Some(reason) = request.invalid.get(&index) {
+                outcomes[index] = Some(
+                    MemberOutcome::new(login, OutcomeKind::Failed)
+                        .failed(INVALID_LOGIN, reason.clone()),
+                );
+                continue;
+            }
             let Some(username) = mapping.username(login) else {
                 outcomes[index] = Some(
                     MemberOutcome::new(login, OutcomeKind::UnknownIdentity)
@@ -125,10 +134,12 @@ impl Core {
                 shared.login.clone_from(&request.logins[index]);
                 if outcome.kind.is_done() {
                     shared.kind = OutcomeKind::AlreadyGranted;
-                    shared.message = format!(
-                        "same Globus identity as login {:?}: one rule serves both",
-                        request.logins[member.first]
-                    );
+                    let first = &request.logins[member.first];
+                    shared.message = if *first == request.logins[index] {
+                        format!("listed twice (as logins[{}])", member.first)
+                    } else {
+                        format!("same Globus identity as login {first:?}: one rule serves both")
+                    };
                 }
                 outcomes[index] = Some(shared);
             }
@@ -315,7 +326,7 @@ impl Core {
         match self.registry.insert_intent(&intent).await? {
             Inserted::Row(row) => Ok(held_outcome(self.create(&row).await?, base)),
             Inserted::HeldBy(holder) => Ok(base.failed(
-                "HeldByAnotherProject",
+                HELD_BY_ANOTHER_PROJECT,
                 format!(
                     "project {} already holds this identity's rule on {} (login {:?})",
                     holder.project_id, holder.path, holder.login

@@ -495,13 +495,7 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
         let message = refused(2, path, ok.clone()).await;
         assert!(message.starts_with("path:"), "{path:?}: {message}");
     }
-    let message = refused(2, "/P/", vec!["alice".into(), String::new()]).await;
-    assert!(message.starts_with("logins[1]:"), "{message}");
-    let message = refused(2, "/P/", vec!["alice".into(), "bob".into(), "alice".into()]).await;
-    assert!(
-        message.starts_with("logins[2]:") && message.contains("logins[0]"),
-        "{message}"
-    );
+    // A bad login is a member's outcome, not an error (see holes.rs); too many logins is.
     let message = refused(2, "/P/", (0..1001).map(|i| format!("u{i}")).collect()).await;
     assert!(message.starts_with("logins:"), "{message}");
     let status = h

@@ -29,6 +29,7 @@ mod binaries;
 mod crash;
 mod expiry;
 mod faults;
+mod holes;
 mod limits;
 mod reset;
 mod support;
