@@ -114,7 +114,9 @@ struct GlobusArgs {
 /// How rules are kept.
 #[derive(Debug, clap::Args)]
 struct RuleArgs {
-    /// Days after which a rule expires at Globus (renewed while the member stays); 0: never.
+    /// Days after which a rule expires at Globus (renewed while the member stays); at least 1.
+    /// The exact expiry is how a rule found after a crash is proven smrtshare's, so rules
+    /// always expire (3650 for "practically never").
     #[arg(long, env = "SMRTSHARE_ACCESS_RULE_EXPIRY_DAYS", default_value_t = 90)]
     rule_expiry_days: u32,
     /// Rules expiring within this are renewed.
@@ -235,9 +237,14 @@ impl Args {
             max_retry_after: g.globus_max_retry_after,
         };
         let r = &self.rules;
+        anyhow::ensure!(
+            r.rule_expiry_days >= 1,
+            "--rule-expiry-days must be at least 1: the exact expiry smrtshare asks for is how a \
+             rule found after a crash is proven its own (without it, a rule a person made could \
+             be adopted and later deleted); use a long expiry such as 3650 days instead of 0"
+        );
         let policy = RulePolicy {
-            expiry: (r.rule_expiry_days > 0)
-                .then(|| Duration::from_secs(u64::from(r.rule_expiry_days) * 86_400)),
+            expiry: Duration::from_secs(u64::from(r.rule_expiry_days) * 86_400),
             renew_before: r.renew_before,
             renewal_interval: r.renewal_interval.max(Duration::from_secs(1)),
             renewal_first_delay: Duration::from_secs(60),
@@ -245,18 +252,16 @@ impl Args {
             limit_cooloff: r.limit_cooloff,
             member_concurrency: r.member_concurrency.max(1),
         };
-        if let Some(expiry) = policy.expiry {
-            anyhow::ensure!(
-                policy.renew_before < expiry,
-                "--renew-before ({:?}) must be shorter than the rule expiry ({} days)",
-                policy.renew_before,
-                r.rule_expiry_days
-            );
-            anyhow::ensure!(
-                policy.renewal_interval < policy.renew_before,
-                "--renewal-interval must be shorter than --renew-before, or rules lapse between passes"
-            );
-        }
+        anyhow::ensure!(
+            policy.renew_before < policy.expiry,
+            "--renew-before ({:?}) must be shorter than the rule expiry ({} days)",
+            policy.renew_before,
+            r.rule_expiry_days
+        );
+        anyhow::ensure!(
+            policy.renewal_interval < policy.renew_before,
+            "--renewal-interval must be shorter than --renew-before, or rules lapse between passes"
+        );
         Ok(Config {
             server: self.server.options()?,
             database_url: self
@@ -273,5 +278,35 @@ impl Args {
             metrics_listen: self.metrics_listen,
             clock: Clock::System,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn parse(extra: &[&str]) -> anyhow::Result<Config> {
+        let mut args = vec![
+            "smrtshare-access",
+            "--no-auth",
+            "--globus-client-id",
+            "c",
+            "--globus-client-secret",
+            "s",
+            "--globus-collection-id",
+            "5a6e1e52-0c0f-4c4b-9d57-2a3c1f0e7b11",
+        ];
+        args.extend_from_slice(extra);
+        Args::try_parse_from(args)?.config()
+    }
+
+    #[test]
+    fn rules_always_expire() {
+        let error = parse(&["--rule-expiry-days", "0"]).expect_err("refused");
+        assert!(error.to_string().contains("at least 1"), "{error}");
+        let config = parse(&["--rule-expiry-days", "3650"]).expect("accepted");
+        assert_eq!(config.policy.expiry, Duration::from_secs(3650 * 86_400));
     }
 }

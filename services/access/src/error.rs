@@ -50,7 +50,9 @@ impl From<GlobusError> for Error {
             GlobusError::Credentials(_) => Self::GlobusCredentials(error),
             GlobusError::Connection(_) => Self::GlobusUnavailable(error),
             GlobusError::Api { .. } if error.is_unavailable() => Self::GlobusUnavailable(error),
-            GlobusError::Api { .. } | GlobusError::Protocol(_) => Self::GlobusRefused(error),
+            GlobusError::Api { .. }
+            | GlobusError::Protocol(_)
+            | GlobusError::AfterLostAnswer { .. } => Self::GlobusRefused(error),
         }
     }
 }

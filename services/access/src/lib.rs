@@ -56,6 +56,11 @@ impl Access {
     /// Opens the registry (running migrations), builds the Globus client and starts the
     /// renewal task. Nothing is sent to Globus yet.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !config.policy.expiry.is_zero(),
+            "rules must expire: the exact expiry is how smrtshare proves a rule found after a \
+             crash is its own"
+        );
         let metrics = Metrics::new();
         let registry = Registry::open(
             &config.database_url,

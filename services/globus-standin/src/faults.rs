@@ -103,6 +103,15 @@ pub enum Fault {
     DropAnswer,
     /// Expires every token, then processes the request (Transfer calls answer 401).
     ExpireTokens,
+    /// Answers with this Globus error without processing the request: a refusal that could
+    /// happen for reasons outside the test (the limit reached by someone else, a permission
+    /// taken away), e.g. on the retry of a request whose first answer was lost.
+    Refuse {
+        /// HTTP status (4xx).
+        status: u16,
+        /// Globus error code (`LimitExceeded`, `PermissionDenied`, ...).
+        code: String,
+    },
 }
 
 /// A fault with a weight in a mix.

@@ -179,6 +179,10 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
                 return drop_connection(kill).await;
             }
             Fault::DropAnswer => drop_answer = true,
+            Fault::Refuse { status, code } => {
+                let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST);
+                return failed(status, code, "Refused (injected)");
+            }
             Fault::ExpireTokens => {
                 let now = shared.now();
                 shared.with_world(|world, _| world.expire_tokens(now));

@@ -108,6 +108,16 @@ pub enum GlobusError {
     /// Globus Auth refused the client id and secret (or the scope).
     #[error("globus auth refused the client credentials: {0}")]
     Credentials(String),
+    /// A retried call whose last attempt was refused, after an earlier attempt whose answer was
+    /// lost: that attempt may have been applied (a rule made, then `LimitExceeded` on the retry),
+    /// so the refusal does not prove that nothing happened.
+    #[error("{last} (an earlier attempt may have been applied; its answer was lost: {earlier})")]
+    AfterLostAnswer {
+        /// Why the earlier answer was lost.
+        earlier: String,
+        /// The last attempt's error.
+        last: Box<GlobusError>,
+    },
 }
 
 impl GlobusError {
@@ -120,14 +130,28 @@ impl GlobusError {
             Self::Connection(_) => "ConnectionError",
             Self::Protocol(_) => "ProtocolError",
             Self::Credentials(_) => "CredentialsRejected",
+            Self::AfterLostAnswer { last, .. } => last.code(),
         }
     }
 
-    /// The API code, for API errors.
+    /// The API code, for API errors (the last attempt's, after a lost answer).
     pub fn api_code(&self) -> Option<&ApiCode> {
         match self {
             Self::Api { code, .. } => Some(code),
+            Self::AfterLostAnswer { last, .. } => last.api_code(),
             _ => None,
+        }
+    }
+
+    /// True when the request may have reached Globus and been applied although no answer says
+    /// so: the answer was lost (timeout, connection closed) or Globus failed inside (500, 502,
+    /// 504). 429 and 503 mean the request was not processed.
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            Self::Timeout(_) | Self::Connection(_) => true,
+            Self::Api { status, .. } => matches!(status, 500 | 502 | 504),
+            Self::AfterLostAnswer { .. } => true,
+            Self::Protocol(_) | Self::Credentials(_) => false,
         }
     }
 
@@ -148,12 +172,13 @@ impl GlobusError {
                 _ => false,
             },
             Self::Timeout(_) | Self::Connection(_) => true,
-            Self::Protocol(_) | Self::Credentials(_) => false,
+            Self::Protocol(_) | Self::Credentials(_) | Self::AfterLostAnswer { .. } => false,
         }
     }
 
-    /// True when Globus certainly did not act on the request: it was refused with a 4xx
-    /// (other than a rate limit), so no rule was made or changed.
+    /// True when Globus certainly did not act on the request: every attempt was refused with a
+    /// 4xx (other than a rate limit), so no rule was made or changed. Never true after a lost
+    /// answer ([`Self::AfterLostAnswer`]).
     pub fn certainly_not_applied(&self) -> bool {
         matches!(self, Self::Api { status, .. } if (400..500).contains(status) && *status != 429)
     }
@@ -175,6 +200,18 @@ impl GlobusError {
         match self {
             Self::Api { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+
+    /// The final error of a call: after an attempt that may have been applied, a refusal is
+    /// wrapped so it does not claim that nothing happened.
+    pub fn after(self, earlier: Option<&GlobusError>) -> Self {
+        match earlier {
+            Some(earlier) if self.certainly_not_applied() => Self::AfterLostAnswer {
+                earlier: earlier.to_string(),
+                last: Box::new(self),
+            },
+            _ => self,
         }
     }
 }
@@ -211,6 +248,15 @@ mod tests {
         assert!(!api(503, "ServiceUnavailable").certainly_not_applied());
         assert_eq!(api(409, "LimitExceeded").code(), "LimitExceeded");
         assert_eq!(ApiCode::parse(429, None), ApiCode::TooManyRequests);
+        let lost = GlobusError::Connection("reset".into());
+        let after = api(409, "LimitExceeded").after(Some(&lost));
+        assert!(!after.certainly_not_applied() && !after.is_retryable());
+        assert!(after.is(&ApiCode::LimitExceeded));
+        assert_eq!(after.code(), "LimitExceeded");
+        let plain = api(409, "LimitExceeded").after(None);
+        assert!(plain.certainly_not_applied());
+        assert!(!api(503, "ServiceUnavailable").may_have_applied());
+        assert!(api(504, "GatewayTimeout").may_have_applied());
         assert_eq!(ApiCode::parse(418, None).as_str(), "HTTP418");
     }
 }

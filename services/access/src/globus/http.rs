@@ -42,6 +42,8 @@ impl Globus {
         let policy = &self.config.retry;
         let mut attempt = 0u32;
         let mut token_renewed = false;
+        // The first failed attempt that may have been applied although its answer was lost.
+        let mut lost: Option<GlobusError> = None;
         loop {
             attempt += 1;
             let bearer = match auth {
@@ -85,7 +87,10 @@ impl Globus {
                 if error.is_retryable() {
                     tracing::warn!(?call, attempt, code = error.code(), %error, "globus call failed; retries exhausted");
                 }
-                return Err(error);
+                return Err(error.after(lost.as_ref()));
+            }
+            if lost.is_none() && error.may_have_applied() {
+                lost = Some(error.clone());
             }
             let delay = policy.delay(attempt, error.retry_after());
             tracing::debug!(

@@ -40,8 +40,11 @@ pub const READ_ONLY: &str = "r";
 /// How rules are kept.
 #[derive(Clone, Debug)]
 pub struct RulePolicy {
-    /// Rules expire this long after they are made or renewed; `None`: never.
-    pub expiry: Option<Duration>,
+    /// Rules expire this long after they are made or renewed. Never zero: the exact expiry a
+    /// create asked for is how a rule found after a crash is proven smrtshare's (a person at
+    /// the web interface cannot guess it to the second); without one, a rule a person made
+    /// while an intent was open could be adopted and later deleted.
+    pub expiry: Duration,
     /// A rule is renewed when it would expire within this.
     pub renew_before: Duration,
     /// How often the renewal task runs.
@@ -61,7 +64,7 @@ pub struct RulePolicy {
 impl Default for RulePolicy {
     fn default() -> Self {
         Self {
-            expiry: Some(Duration::from_secs(90 * 86_400)),
+            expiry: Duration::from_secs(90 * 86_400),
             renew_before: Duration::from_secs(14 * 86_400),
             renewal_interval: Duration::from_secs(6 * 3600),
             renewal_first_delay: Duration::from_secs(60),
@@ -203,11 +206,9 @@ impl Core {
         self.clock.now()
     }
 
-    /// The expiry a rule made or renewed now gets, in whole seconds (ms); `None` when rules do
-    /// not expire.
+    /// The expiry a rule made or renewed now gets, in whole seconds (ms).
     pub(crate) fn new_expiry_ms(&self) -> Option<i64> {
-        let expiry = self.policy.expiry?;
-        let at = self.now() + chrono::Duration::from_std(expiry).ok()?;
+        let at = self.now() + chrono::Duration::from_std(self.policy.expiry).ok()?;
         Some(at.timestamp() * 1000)
     }
 
@@ -221,8 +222,9 @@ impl Core {
     }
 
     /// True when a rule at Globus may be the one an open intent asked for: same identity, path
-    /// and permissions, the expiry the intent asked for (to the second), and made after the
-    /// intent was written (within the allowed clock skew).
+    /// and permissions, the expiry the intent asked for (to the second; a rule without expiry
+    /// is never smrtshare's), and made after the intent was written (within the allowed clock
+    /// skew).
     pub(crate) fn adoptable(&self, rule: &AccessRule, row: &RuleRow) -> bool {
         if rule.id.is_none()
             || rule.principal_type != "identity"
@@ -234,7 +236,6 @@ impl Core {
         }
         let same_expiry = match (row.expires_at, rule.expiration_date) {
             (Some(wanted), Some(held)) => wanted / 1000 == held.timestamp(),
-            (None, None) => true,
             _ => false,
         };
         if !same_expiry {
@@ -244,7 +245,7 @@ impl Core {
         match rule.create_time {
             Some(created) => created.timestamp_millis() >= row.intent_at.saturating_sub(skew),
             // No creation time to compare: the exact expiry is the fingerprint.
-            None => row.expires_at.is_some(),
+            None => true,
         }
     }
 
@@ -314,7 +315,6 @@ impl Core {
             Err(error) if error.is(&ApiCode::LimitExceeded) => {
                 self.note_limit();
                 self.metrics.limit_exceeded();
-                self.registry.forget(row.id).await?;
                 tracing::error!(
                     project_id = row.project_id,
                     login = %row.login,
@@ -323,6 +323,13 @@ impl Core {
                     "GLOBUS RULE LIMIT REACHED: the collection holds its maximum of access rules; \
                      member not granted (creates paused for the cool-off)"
                 );
+                if error.certainly_not_applied() {
+                    self.registry.forget(row.id).await?;
+                } else {
+                    // An earlier attempt may have made the rule (and filled the last slot):
+                    // the intent stays open, so the rule is adopted, never orphaned.
+                    self.registry.set_error(row.id, &error.to_string()).await?;
+                }
                 Ok(Err(Failure::from(&error)))
             }
             Err(error) if error.certainly_not_applied() => {

@@ -46,7 +46,7 @@ fn on_paused_clock(interval: Duration) -> Options {
             ..defaults.standin.clone()
         },
         policy: RulePolicy {
-            expiry: Some(30 * DAY),
+            expiry: 30 * DAY,
             renew_before: 7 * DAY,
             renewal_interval: interval,
             renewal_first_delay: interval,

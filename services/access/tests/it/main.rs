@@ -31,6 +31,7 @@ mod expiry;
 mod faults;
 mod holes;
 mod limits;
+mod lost_answers;
 mod reset;
 mod support;
 mod verify;

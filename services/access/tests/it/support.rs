@@ -50,7 +50,7 @@ impl Default for Options {
             .collect();
         Self {
             policy: RulePolicy {
-                expiry: Some(Duration::from_secs(90 * 86_400)),
+                expiry: Duration::from_secs(90 * 86_400),
                 renew_before: Duration::from_secs(14 * 86_400),
                 // The background task stays out of the way unless a test wants it.
                 renewal_interval: Duration::from_secs(86_400),
