@@ -120,16 +120,17 @@ pub fn apply(ctx: &Ctx<'_>, input: Input) -> Result<Output, Refusal> {
             .map_err(Refusal::Filesystem)?;
         existing.push(place);
     }
-    let mut moved_out: HashMap<ProjectId, Vec<Uuid>> = HashMap::new();
-    targets::rename_and_move(
+    let mut taken_out = targets::Taken::new();
+    targets::rename_and_take(
         ctx,
         &mut report,
+        request.project,
         pfd,
         &project_name,
         &mut targets,
         &mut existing,
         &mut results,
-        &mut moved_out,
+        &mut taken_out,
     );
 
     let outcomes = contents(
@@ -160,10 +161,15 @@ pub fn apply(ctx: &Ctx<'_>, input: Input) -> Result<Output, Refusal> {
             changes.push((p, Some(new)));
         }
         for other in &others {
-            if let Some(gone) = moved_out.get(&other.id) {
+            if let Some(gone) = taken_out.get(&other.id) {
                 let mut changed = (**other).clone();
-                for uuid in gone {
-                    changed.datasets.remove(uuid);
+                for (uuid, remaining) in gone {
+                    match (remaining, changed.datasets.get_mut(uuid)) {
+                        (Some(entries), Some(d)) => d.entries = Arc::new(entries.clone()),
+                        _ => {
+                            changed.datasets.remove(uuid);
+                        }
+                    }
                 }
                 changed.updated_at = now;
                 changes.push((other.id, Some(changed)));
@@ -320,9 +326,10 @@ fn remove_unwanted(
             continue;
         }
         let Some(pfd) = pfd else { continue };
-        let removal = crate::remove::remove_dataset(
+        let removal = crate::removal::remove_dataset(
             report,
             ctx.tree,
+            rec.id,
             pfd,
             project_name,
             &d.directory,
@@ -377,7 +384,8 @@ fn contents(
             continue;
         }
         let (name, done, entries) = match place {
-            Existing::None => match dataset::build(
+            // Taken out of another project by now (or failed): built here.
+            Existing::None | Existing::Elsewhere { .. } => match dataset::build(
                 report,
                 ctx.tree,
                 pfd,
@@ -399,13 +407,6 @@ fn contents(
                 fd,
                 entries,
                 marker,
-            }
-            | Existing::Elsewhere {
-                name,
-                fd,
-                entries,
-                marker,
-                ..
             } => {
                 let rel = join(&[project_name, &name]);
                 let dir = dataset::Existing {

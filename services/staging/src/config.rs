@@ -145,6 +145,8 @@ pub struct Config {
     pub source_cache_entries: usize,
     /// The gRPC server's options (auth, TLS, limits).
     pub server: ServerOptions,
+    /// Test hooks (none in production).
+    pub hooks: crate::hooks::Hooks,
 }
 
 impl Config {
@@ -160,6 +162,7 @@ impl Config {
             limits: Limits::default(),
             source_cache_entries: crate::sourcecache::DEFAULT_CAPACITY,
             server,
+            hooks: crate::hooks::Hooks::default(),
         }
     }
 

@@ -386,7 +386,7 @@ fn inspect(
                 let was_recorded = recorded.get(path) == Some(&EntryRecord::Dir);
                 let ours = has.as_ref() == Some(&part)
                     || has.as_ref() == Some(&part.clone().retired())
-                    || was_recorded;
+                    || (was_recorded && found.ours());
                 if !ours {
                     needs.conflicts.push(format!(
                         "{}: a directory smrtshare did not create is in the way (left untouched)",

@@ -53,6 +53,8 @@ pub struct Meta {
     pub nlink: u64,
     /// Change time (seconds, nanoseconds).
     pub ctime: (i64, u64),
+    /// Owner.
+    pub uid: u32,
 }
 
 impl Meta {
@@ -65,7 +67,15 @@ impl Meta {
             size: to_u64(st.st_size),
             nlink: to_u64(st.st_nlink),
             ctime: (to_i64(st.st_ctime), to_u64(st.st_ctime_nsec)),
+            uid: st.st_uid,
         }
+    }
+
+    /// True when staging's own user owns it: only then can smrtshare have made it. (A group member
+    /// can make a directory in a 1775 project directory and give it any `user.*` attribute.)
+    pub fn ours(&self) -> bool {
+        static ME: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        self.uid == *ME.get_or_init(|| rustix::process::geteuid().as_raw())
     }
 
     /// True for the same file (device and inode).
@@ -194,8 +204,12 @@ pub fn fstat(fd: BorrowedFd<'_>) -> Result<Meta> {
     rfs::fstat(fd).map(|st| Meta::of(&st))
 }
 
-/// The directory's marker, `None` when it has none (or one smrtshare did not write).
+/// The directory's marker: `None` when it has none, one smrtshare did not write, or when staging's
+/// own user does not own the directory (a marker anyone could have set proves nothing).
 pub fn read_marker(fd: BorrowedFd<'_>) -> Result<Option<Marker>> {
+    if !fstat(fd)?.ours() {
+        return Ok(None);
+    }
     let mut buf = [0u8; 8192];
     match rfs::fgetxattr(fd, marker::XATTR, &mut buf[..]) {
         Ok(len) => Ok(Marker::decode(&buf[..len])),
@@ -261,6 +275,7 @@ pub struct Tree {
     mutating: AtomicU64,
     noreplace: AtomicBool,
     seq: AtomicU64,
+    hooks: crate::hooks::Hooks,
 }
 
 impl Tree {
@@ -332,7 +347,19 @@ impl Tree {
             mutating: AtomicU64::new(0),
             noreplace: AtomicBool::new(true),
             seq: AtomicU64::new(0),
+            hooks: crate::hooks::Hooks::default(),
         })
+    }
+
+    /// The same tree with test hooks installed.
+    pub fn with_hooks(mut self, hooks: crate::hooks::Hooks) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
+    /// The installed test hooks.
+    pub fn hooks(&self) -> &crate::hooks::Hooks {
+        &self.hooks
     }
 
     /// The opened root.
@@ -454,11 +481,18 @@ impl<'t> Ops<'t> {
     /// Creates directory `name` in `parent` with the configured mode (exactly: `fchmod` after
     /// `mkdir`, so the umask does not apply) and the given marker; returns it opened.
     pub fn mkdir(&self, parent: BorrowedFd<'_>, name: &str, marker: &Marker) -> Result<OwnedFd> {
+        let fd = self.mkdir_unmarked(parent, name)?;
+        self.set_marker(fd.as_fd(), marker)?;
+        Ok(fd)
+    }
+
+    /// Creates directory `name` in `parent` with the configured mode and no marker (a directory
+    /// smrtshare makes for others' files, which it never touches again); returns it opened.
+    pub fn mkdir_unmarked(&self, parent: BorrowedFd<'_>, name: &str) -> Result<OwnedFd> {
         check_name(name)?;
         self.bump();
         rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700))?;
         let fd = open_dir(parent, name)?;
-        self.set_marker(fd.as_fd(), marker)?;
         self.chmod(fd.as_fd(), self.tree.dir_mode)?;
         Ok(fd)
     }

@@ -2,12 +2,14 @@
 //! where smrtshare keeps one directory per SMRT Link project holding hard links to the project's
 //! dataset files (DESIGN.md section 6).
 //!
-//! - [`config`]: flags and the checked configuration.
+//! - [`config`], [`mounts`]: flags, the checked configuration, and the layout staging serves.
 //! - [`xml`], [`names`], [`resolve`]: dataset XML to the files and names of a dataset directory.
 //! - [`fs`], [`marker`]: every system call on the tree, and the markers that make it self-describing.
-//! - [`apply`], [`targets`], [`probe`], [`dataset`], [`remove`], [`verify`]: the operations
-//!   (blocking, off the runtime).
-//! - [`records`], [`rebuild`]: what was staged, in SQLite, and its rebuild from the tree.
+//! - [`apply`], [`targets`], [`probe`], [`dataset`], [`removal`], [`remove`], [`verify`]: the
+//!   operations (blocking, off the runtime); [`recover`]: what others made goes back, never away.
+//! - [`records`], [`rebuild`], [`sweep`]: what was staged, in SQLite, its rebuild from the tree,
+//!   and the work area swept at start.
+//! - [`hooks`]: points where tests act at the dangerous instant.
 //! - [`locks`]: per-project serialisation.
 //! - [`service`], [`convert`], [`error`]: the gRPC service.
 
@@ -17,6 +19,7 @@ pub mod convert;
 pub mod dataset;
 pub mod error;
 pub mod fs;
+pub mod hooks;
 pub mod locks;
 pub mod marker;
 pub mod metrics;
@@ -26,11 +29,14 @@ pub mod names;
 pub mod probe;
 pub mod rebuild;
 pub mod records;
+pub mod recover;
+pub mod removal;
 pub mod remove;
 pub mod report;
 pub mod resolve;
 pub mod service;
 pub mod sourcecache;
+pub mod sweep;
 pub mod targets;
 pub mod verify;
 pub mod xml;
@@ -98,29 +104,23 @@ pub async fn run_with(
 
 /// Start-up, before health turns SERVING: open and lock the root, check extended attributes and
 /// the layout (one mount for every tree, no tree inside another: [`mounts::Refused`] otherwise),
-/// sweep the work area, open the records and rebuild what the tree holds that they miss.
+/// open the records, rebuild what the tree holds that they miss, then sweep the work area.
 async fn start(config: Config, namer: Namer, handle: Handle) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let (root, source_roots, dir_mode) = (
+    let (root, source_roots, dir_mode, hooks) = (
         config.root.clone(),
         config.source_roots.clone(),
         config.dir_mode,
+        config.hooks.clone(),
     );
-    let (tree, roots, kept) = tokio::task::spawn_blocking(move || {
+    let (tree, roots) = tokio::task::spawn_blocking(move || {
         let roots = SourceRoots::open(&source_roots)?;
         mounts::check_layout(&root, roots.handles())?;
-        let tree = fs::Tree::open(&root, dir_mode)?;
-        let kept = rebuild::sweep(&fs::Ops::new(&tree));
-        Ok::<_, anyhow::Error>((tree, roots, kept))
+        let tree = fs::Tree::open(&root, dir_mode)?.with_hooks(hooks);
+        Ok::<_, anyhow::Error>((tree, roots))
     })
     .await
     .context("start-up task")??;
-    for path in &kept {
-        tracing::warn!(
-            path,
-            "kept in the work area: it may be someone's data (a single-link file or a symlink); move it by hand"
-        );
-    }
     let records = records::Records::open(&config.database).await?;
     let inner = Arc::new(Inner {
         tree,
@@ -146,12 +146,18 @@ async fn start(config: Config, namer: Namer, handle: Handle) -> anyhow::Result<(
             .await
             .context("storing rebuilt records")?;
     }
+    let blocking = inner.clone();
+    let all = inner.records.all();
+    let kept = tokio::task::spawn_blocking(move || sweep::sweep(&blocking.ctx(), &all))
+        .await
+        .context("sweep task")?;
     let inner = Arc::into_inner(inner).context("start-up state still shared")?;
 
     tracing::info!(
         root = %config.root.display(),
         database = %config.database.display(),
         projects = inner.records.all().len(),
+        kept_in_work_area = kept.len(),
         swept_in = ?started.elapsed(),
         "staging ready"
     );

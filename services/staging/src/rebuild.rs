@@ -1,10 +1,5 @@
-//! Start-up (blocking, before health turns SERVING): sweep the work area, then bring the records
-//! back in line with the tree.
-//!
-//! The sweep removes what an interrupted operation left in the work area: hard links (a file
-//! with another link elsewhere loses nothing) and the directories holding them. Anything else (a
-//! file with a single link, a symlink) may be someone's data caught in a removal at the instant
-//! of a crash: it is kept and reported.
+//! Start-up (blocking, before health turns SERVING): bring the records back in line with the
+//! tree (the work area is swept afterwards, by [`crate::sweep`], with the records at hand).
 //!
 //! The rebuild reads the markers: a project directory whose project has no records (the database
 //! was lost or is older than the tree) is recorded again, and so is a marked dataset directory its
@@ -17,12 +12,11 @@ use std::sync::Arc;
 
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::FileType;
-use rustix::io::Errno;
 use uuid::Uuid;
 
 use crate::apply::Ctx;
 use crate::dataset::{Entries, file_record};
-use crate::fs::{self, HIDDEN_PREFIX, Ops, describe};
+use crate::fs::{self, HIDDEN_PREFIX, describe};
 use crate::marker::Marker;
 use crate::model::{DatasetRecord, DatasetSpec, EntryRecord, Kind, ProjectId, ProjectRecord, join};
 use crate::probe::{Probe, probe_project};
@@ -30,87 +24,6 @@ use crate::resolve::{Resolver, Source, Want};
 
 /// Deepest directory level swept or walked.
 const MAX_DEPTH: usize = 16;
-
-/// Empties the work area; returns the paths (relative to the root) kept because they might be
-/// someone's data.
-pub fn sweep(ops: &Ops<'_>) -> Vec<String> {
-    let mut kept = Vec::new();
-    let work = ops.tree().work();
-    let items = match fs::list(work) {
-        Ok(items) => items,
-        Err(e) => {
-            tracing::error!(error = %describe(e), "cannot list the work area");
-            return kept;
-        }
-    };
-    for item in items {
-        let Some(name) = item.utf8() else {
-            kept.push(crate::fs::Tree::work_rel(&item.name.to_string_lossy()));
-            continue;
-        };
-        sweep_entry(
-            ops,
-            work,
-            name,
-            &crate::fs::Tree::work_rel(name),
-            0,
-            &mut kept,
-        );
-    }
-    kept
-}
-
-fn sweep_entry(
-    ops: &Ops<'_>,
-    parent: BorrowedFd<'_>,
-    name: &str,
-    shown: &str,
-    depth: usize,
-    kept: &mut Vec<String>,
-) {
-    let meta = match fs::lstat_at(parent, name) {
-        Ok(meta) => meta,
-        Err(e) => {
-            tracing::warn!(path = shown, error = %describe(e), "cannot inspect a work-area entry");
-            kept.push(shown.to_owned());
-            return;
-        }
-    };
-    match meta.kind {
-        FileType::Directory if depth < MAX_DEPTH => {
-            let Ok(fd) = fs::open_dir(parent, name) else {
-                kept.push(shown.to_owned());
-                return;
-            };
-            for item in fs::list(fd.as_fd()).unwrap_or_default() {
-                match item.utf8() {
-                    Some(child) => sweep_entry(
-                        ops,
-                        fd.as_fd(),
-                        child,
-                        &join(&[shown, child]),
-                        depth + 1,
-                        kept,
-                    ),
-                    None => kept.push(join(&[shown, &item.name.to_string_lossy()])),
-                }
-            }
-            match ops.rmdir(parent, name) {
-                Ok(()) | Err(Errno::NOTEMPTY) => {}
-                Err(e) => {
-                    tracing::warn!(path = shown, error = %describe(e), "cannot remove a work-area directory")
-                }
-            }
-        }
-        FileType::RegularFile if meta.nlink > 1 => {
-            if let Err(e) = ops.unlink(parent, name) {
-                tracing::warn!(path = shown, error = %describe(e), "cannot remove a work-area link");
-                kept.push(shown.to_owned());
-            }
-        }
-        _ => kept.push(shown.to_owned()),
-    }
-}
 
 /// Records to store so that every marked directory under the root is recorded.
 pub fn rebuild(
@@ -229,16 +142,14 @@ pub fn rebuild(
     changes
 }
 
-/// The entries of a marked dataset directory that smrtshare staged: sub-directories marked for
-/// the dataset, and files that are the very inode of a source its XML names.
-fn rebuild_entries(
+/// The source files a dataset's XML names, by device and inode: what a file must be to count as
+/// staged for it.
+pub fn sources(
     resolver: &mut Resolver<'_>,
-    top: BorrowedFd<'_>,
     uuid: Uuid,
     kind: Kind,
     xml: &str,
-    shown: &str,
-) -> Entries {
+) -> Result<HashMap<(u64, u64), Arc<Source>>, String> {
     let spec = DatasetSpec {
         uuid,
         name: String::new(),
@@ -249,22 +160,35 @@ fn rebuild_entries(
     let layout = match kind {
         Kind::Parent => resolver.parent(&spec),
         Kind::Plain => resolver.plain(&spec, false),
-    };
-    let mut sources: HashMap<(u64, u64), Arc<Source>> = HashMap::new();
-    match layout {
-        Ok(layout) => {
-            for want in layout.entries.values() {
-                if let Want::File(source) = want {
-                    sources.insert((source.dev, source.ino), source.clone());
-                }
-            }
-        }
-        Err(e) => tracing::warn!(
+    }?;
+    Ok(layout
+        .entries
+        .values()
+        .filter_map(|want| match want {
+            Want::File(source) => Some(((source.dev, source.ino), source.clone())),
+            Want::Dir => None,
+        })
+        .collect())
+}
+
+/// The entries of a marked dataset directory that smrtshare staged: sub-directories marked for
+/// the dataset, and files that are the very inode of a source its XML names.
+fn rebuild_entries(
+    resolver: &mut Resolver<'_>,
+    top: BorrowedFd<'_>,
+    uuid: Uuid,
+    kind: Kind,
+    xml: &str,
+    shown: &str,
+) -> Entries {
+    let sources = sources(resolver, uuid, kind, xml).unwrap_or_else(|e| {
+        tracing::warn!(
             path = shown,
             error = e,
             "cannot resolve the dataset XML; its files are not recognised as staged and stay untouched until it resolves again"
-        ),
-    }
+        );
+        HashMap::new()
+    });
     let mut entries = Entries::new();
     walk(top, "", uuid, &sources, &mut entries, 0);
     entries

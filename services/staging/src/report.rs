@@ -172,6 +172,33 @@ impl<'o, 't> Report<'o, 't> {
         }
     }
 
+    /// Like [`Report::act`], except that the errno `tolerated` is handed back as `Ok(Err(errno))`
+    /// with nothing recorded: the caller records what it does instead.
+    pub fn act_unless<T>(
+        &mut self,
+        act: Act,
+        tolerated: Errno,
+        f: impl FnOnce(&Ops<'t>) -> crate::fs::Result<T>,
+    ) -> Result<Result<Option<T>, Errno>, String> {
+        if self.dry {
+            self.actions.push(act.into_action(Outcome::Planned));
+            return Ok(Ok(None));
+        }
+        match f(self.ops) {
+            Ok(value) => {
+                self.actions.push(act.into_action(Outcome::Done));
+                Ok(Ok(Some(value)))
+            }
+            Err(e) if e == tolerated => Ok(Err(e)),
+            Err(e) => {
+                let why = act.explain(e.into());
+                self.actions
+                    .push(act.into_action(Outcome::Failed(why.clone())));
+                Err(why)
+            }
+        }
+    }
+
     /// Records an action whose failure was found without a system call (for example a source that
     /// changed while being linked).
     pub fn fail(&mut self, act: Act, why: String) {

@@ -202,6 +202,7 @@ mod tests {
             size,
             nlink: 1,
             ctime: (ctime, 0),
+            uid: 0,
         }
     }
 
@@ -284,6 +285,7 @@ mod tests {
             size: 4096,
             nlink: 2,
             ctime: (1000, 5),
+            uid: 0,
         };
         let listing: Listing = [("a.bam".to_owned(), (FileType::RegularFile, 9))].into();
         cache.keep_listing(&dir, Arc::new(listing), at(1003));

@@ -51,24 +51,24 @@ pub enum Existing {
         /// The marker it carries now.
         marker: Option<Marker>,
     },
-    /// In another project's directory (it moves here).
+    /// In another project's directory: its links leave that directory, and it is built here.
     Elsewhere {
         /// That project.
         from: ProjectId,
-        /// Its path relative to the root.
-        from_rel: String,
+        /// That project's directory name.
+        project_dir: String,
         /// That project's directory, opened.
         parent: OwnedFd,
         /// Its name there.
         name: String,
-        /// The directory, opened.
-        fd: OwnedFd,
         /// What the records say it holds.
         entries: Arc<Entries>,
-        /// The marker it carries now.
-        marker: Option<Marker>,
     },
 }
+
+/// Datasets taken from other projects, per project: `None` when their records go, or the entries
+/// still recorded there when taking them out failed half-way.
+pub type Taken = HashMap<ProjectId, Vec<(Uuid, Option<Entries>)>>;
 
 /// Children staged inside their parent's directory: (request index, parent, sub-directory, files).
 pub type Children = Vec<(usize, Uuid, String, u32)>;
@@ -211,16 +211,14 @@ pub fn locate(
             continue;
         };
         if let Probe::Found(parent, _) = probe_project(ctx.tree.root(), &other.directory, other.id)?
-            && let Probe::Found(fd, marker) = probe_dataset(parent.as_fd(), &d.directory, t.uuid)?
+            && let Probe::Found(..) = probe_dataset(parent.as_fd(), &d.directory, t.uuid)?
         {
             return Ok(Existing::Elsewhere {
                 from: other.id,
-                from_rel: join(&[&other.directory, &d.directory]),
+                project_dir: other.directory.clone(),
                 parent,
                 name: d.directory.clone(),
-                fd,
                 entries: d.entries.clone(),
-                marker,
             });
         }
     }
@@ -247,18 +245,54 @@ pub fn locate(
 
 #[allow(clippy::too_many_arguments)]
 /// Renames dataset directories whose name changed (through the work area when names are
-/// exchanged) and moves the ones recorded in another project here.
-pub fn rename_and_move(
+/// exchanged), then takes the ones another project holds out of that project.
+pub fn rename_and_take(
     ctx: &Ctx<'_>,
     report: &mut Report<'_, '_>,
+    p: ProjectId,
     pfd: Option<BorrowedFd<'_>>,
     project_name: &str,
     targets: &mut [Target],
     existing: &mut [Existing],
     results: &mut [DatasetResult],
-    moved_out: &mut HashMap<ProjectId, Vec<Uuid>>,
+    taken_out: &mut Taken,
 ) {
-    let Some(pfd) = pfd else { return };
+    if let Some(pfd) = pfd {
+        rename(
+            ctx,
+            report,
+            p,
+            pfd,
+            project_name,
+            targets,
+            existing,
+            results,
+        );
+    }
+    take(
+        ctx,
+        report,
+        pfd,
+        project_name,
+        targets,
+        existing,
+        results,
+        taken_out,
+    );
+}
+
+/// Renames dataset directories whose name changed, through the work area when names are exchanged.
+#[allow(clippy::too_many_arguments)]
+fn rename(
+    ctx: &Ctx<'_>,
+    report: &mut Report<'_, '_>,
+    p: ProjectId,
+    pfd: BorrowedFd<'_>,
+    project_name: &str,
+    targets: &mut [Target],
+    existing: &mut [Existing],
+    results: &mut [DatasetResult],
+) {
     let froms: HashSet<String> = existing
         .iter()
         .filter_map(|e| {
@@ -290,7 +324,7 @@ pub fn rename_and_move(
     if exchange && !report.dry() {
         for &i in &renames {
             if let Existing::Here { name, .. } = &existing[i] {
-                let work_name = ctx.tree.work_name("rename");
+                let work_name = ctx.tree.work_name(&format!("p{p}-rename"));
                 if report
                     .ops()
                     .rename_noreplace(pfd, name, ctx.tree.work(), &work_name)
@@ -330,53 +364,73 @@ pub fn rename_and_move(
             }
         }
     }
-    // Moves from other projects.
-    for i in 0..targets.len() {
-        let t = &targets[i];
-        if !matches!(existing[i], Existing::Elsewhere { .. })
-            || matches!(results[t.index].state, DatasetState::Failed(_))
+}
+
+/// Datasets another project holds ("dataset stealing"): only their links leave that project's
+/// directory; whatever others put in it stays there, in a kept directory, and never follows the
+/// dataset to the members of this project. The directory here is then built anew (the same
+/// hard links, made fresh). A name taken here fails the dataset before anything is touched.
+#[allow(clippy::too_many_arguments)]
+fn take(
+    ctx: &Ctx<'_>,
+    report: &mut Report<'_, '_>,
+    pfd: Option<BorrowedFd<'_>>,
+    project_name: &str,
+    targets: &[Target],
+    existing: &mut [Existing],
+    results: &mut [DatasetResult],
+    taken_out: &mut Taken,
+) {
+    for (t, place) in targets.iter().zip(existing.iter_mut()) {
+        if matches!(results[t.index].state, DatasetState::Failed(_))
+            || !matches!(place, Existing::Elsewhere { .. })
         {
             continue;
         }
-        let place = std::mem::replace(&mut existing[i], Existing::None);
         let Existing::Elsewhere {
             from,
-            from_rel,
+            project_dir,
             parent,
             name,
-            fd,
             entries,
-            marker,
-        } = place
+        } = std::mem::replace(place, Existing::None)
         else {
             continue;
         };
-        if taken(&t.name) {
+        let here = join(&[project_name, &t.name]);
+        let from_rel = join(&[&project_dir, &name]);
+        if pfd.is_some_and(|pfd| fs::lstat_at(pfd, &t.name).is_ok()) {
             results[t.index].state = DatasetState::Failed(format!(
-                "{}: the directory name is taken by something smrtshare did not stage (left untouched)",
-                join(&[project_name, &t.name])
+                "{here}: the directory name is taken by something smrtshare did not stage (left untouched; the dataset stays in {from_rel})"
             ));
             continue;
         }
-        let act = Act::new(
-            ActionKind::MoveDatasetDirectory,
-            join(&[project_name, &t.name]),
-        )
-        .from(from_rel)
-        .dataset(t.uuid);
-        match report.act(act, |ops| {
-            ops.rename_noreplace(parent.as_fd(), &name, pfd, &t.name)
-        }) {
-            Ok(_) => {
-                moved_out.entry(from).or_default().push(t.uuid);
-                existing[i] = Existing::Here {
-                    name: t.name.clone(),
-                    fd,
-                    entries,
-                    marker,
-                };
+        report.note(
+            Act::new(ActionKind::MoveDatasetDirectory, here.clone())
+                .from(from_rel.clone())
+                .dataset(t.uuid),
+        );
+        let removal = crate::removal::remove_dataset(
+            report,
+            ctx.tree,
+            from,
+            parent.as_fd(),
+            &project_dir,
+            &name,
+            t.uuid,
+            &entries,
+        );
+        match removal.error {
+            None => taken_out.entry(from).or_default().push((t.uuid, None)),
+            Some(e) => {
+                taken_out
+                    .entry(from)
+                    .or_default()
+                    .push((t.uuid, Some(removal.remaining)));
+                results[t.index].state = DatasetState::Failed(format!(
+                    "{here}: it could not be taken out of project {from}'s directory: {e}"
+                ));
             }
-            Err(e) => results[t.index].state = DatasetState::Failed(e),
         }
     }
 }

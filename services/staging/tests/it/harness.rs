@@ -369,3 +369,14 @@ pub fn dataset_xml(uuid: &str, ids: &[&str]) -> String {
 </pbds:ConsensusReadSet>"#
     )
 }
+
+/// Gives `dir` a smrtshare marker (as the service writes it, or as someone forging one would).
+pub fn mark(dir: &Path, value: &str) {
+    rustix::fs::setxattr(
+        dir,
+        "user.smrtshare",
+        value.as_bytes(),
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+}

@@ -6,6 +6,7 @@
 mod concurrency;
 mod e2e;
 mod fixtures;
+mod foreign;
 mod grpc;
 mod harness;
 mod hostile;

@@ -62,11 +62,16 @@ async fn lost_records_are_rebuilt_from_the_tree() {
         projects.push(got);
     }
 
-    // Leftovers of an interrupted operation in the work area: links and directories are swept, a
-    // single-link file (possibly someone's) is kept.
+    // Leftovers of an interrupted operation in the work area: a dataset directory being built
+    // (marked, holding a link to its source) is swept; a file nothing proves staged is kept.
     let work = env.root.join(".smrtshare/work");
-    std::fs::create_dir_all(work.join("00000001-leftover/sub")).unwrap();
-    std::fs::hard_link(&a.files[0], work.join("00000001-leftover/sub/link.bam")).unwrap();
+    let leftover = work.join(format!("00000001-{}", a.uuid));
+    std::fs::create_dir_all(&leftover).unwrap();
+    mark(
+        &leftover,
+        &format!("dataset {} plain {}", a.uuid, a.xml_path.display()),
+    );
+    std::fs::hard_link(&a.files[0], leftover.join("link.bam")).unwrap();
     std::fs::write(work.join("00000002-someones.txt"), "data").unwrap();
 
     env.stop().await;
@@ -78,10 +83,7 @@ async fn lost_records_are_rebuilt_from_the_tree() {
     }
     env.restart(|_| {}).await;
 
-    assert!(
-        !work.join("00000001-leftover").exists(),
-        "the work area is swept at start"
-    );
+    assert!(!leftover.exists(), "the work area is swept at start");
     assert!(
         work.join("00000002-someones.txt").exists(),
         "a single-link file is kept"
