@@ -11,6 +11,7 @@
 //! - [`metrics`]: the `/metrics` endpoint (Prometheus text) every service serves.
 //! - [`db`]: sqlx pools for SQLite (embedded default) and PostgreSQL behind one code path, and
 //!   throwaway databases for tests.
+//! - [`names`]: what a safe directory name is, and how any text becomes one.
 //! - [`testing`]: where tests find the shared fixtures and grpcurl.
 
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod metrics;
+pub mod names;
 pub mod server;
 pub mod telemetry;
 pub mod testing;

@@ -1,21 +1,16 @@
-//! Directory names: templates from configuration, sanitised into single safe path components.
+//! Directory names: templates from configuration, made safe path components by the rule shared
+//! with the coordinator ([`smrtshare_common::names`]).
 //!
 //! Defaults (DESIGN.md section 2): dataset `Movie {movie} - {name}` (an orphaned child uses its
 //! sample as `{name}`); demultiplexed parent `Movie {movie} - {well_sample} ({n} barcoded samples)`
 //! with children `{sample} ({barcode})` and `Supplemental Run Data` inside. A name never contains
-//! `/` or NUL or other control characters, is never `.` or `..` or hidden, fits 255 bytes (cut on a
-//! character boundary), and with `windows_safe` the characters Windows cannot store (`<>:"\|?*`)
-//! are replaced and trailing dots and spaces dropped.
+//! `/`, NUL or other control characters, is never `.` or `..` or hidden, fits 255 bytes, and with
+//! `windows_safe` holds nothing Windows cannot store.
 
 use std::collections::HashMap;
 
+use smrtshare_common::names::{self as common, MAX_NAME_BYTES, truncate};
 use uuid::Uuid;
-
-/// Longest name most filesystems store, in bytes.
-pub const MAX_NAME_BYTES: usize = 255;
-
-/// Characters Windows cannot store in a file name.
-const WINDOWS_UNSAFE: &[char] = &['<', '>', ':', '"', '\\', '|', '?', '*'];
 
 /// Placeholders a template may use.
 const PLACEHOLDERS: &[&str] = &[
@@ -125,31 +120,14 @@ impl Namer {
         &self.templates.supplemental
     }
 
-    /// Makes `raw` a single safe path component.
+    /// Makes `raw` a single safe path component ("unnamed" when nothing is left of it).
     pub fn sanitize(&self, raw: &str) -> String {
-        let windows = self.templates.windows_safe;
-        let mut out: String = raw
-            .chars()
-            .map(|c| {
-                if c == '/' || c.is_control() || (windows && WINDOWS_UNSAFE.contains(&c)) {
-                    '_'
-                } else {
-                    c
-                }
-            })
-            .collect();
-        out = out.trim().to_owned();
-        if windows {
-            out = out.trim_end_matches(['.', ' ']).to_owned();
-        }
-        if out.starts_with('.') {
-            out.replace_range(..1, "_");
-        }
-        truncate(&mut out, MAX_NAME_BYTES);
+        let out = common::sanitize(raw, self.templates.windows_safe);
         if out.is_empty() {
-            out.push_str("unnamed");
+            "unnamed".to_owned()
+        } else {
+            out
         }
-        out
     }
 }
 
@@ -201,59 +179,57 @@ fn render(template: &str, v: &Values<'_>) -> String {
     out
 }
 
-/// Cuts `s` to at most `max` bytes on a character boundary.
-pub fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-}
-
-/// Makes names unique: every name held by more than one entry gets ` [<first 8 letters or digits
-/// of its key>]` appended (cut to fit 255 bytes); keys are UUIDs, so the result does not depend on
-/// request order.
+/// Makes names unique: the entries sharing a name each get ` [<start of its key>]` appended (cut
+/// to fit 255 bytes), the start being the shortest one, 8 characters or more, that no other key
+/// sharing the name starts with (`[aaaaaaaa]`, or `[aaaaaaaa-1]` when two UUIDs share their first
+/// 8 hex digits). A name
+/// that then equals another one gets another round. Keys are UUIDs, so the result does not depend
+/// on request order.
 pub fn disambiguate(names: &mut [(String, String)]) {
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    for (_, name) in names.iter() {
-        *counts.entry(name.clone()).or_default() += 1;
-    }
-    for (key, name) in names.iter_mut() {
-        if counts.get(name.as_str()).copied().unwrap_or(0) > 1 {
-            let short: String = key
-                .chars()
-                .filter(char::is_ascii_alphanumeric)
-                .take(8)
-                .collect();
-            let suffix = format!(" [{short}]");
-            truncate(name, MAX_NAME_BYTES - suffix.len());
-            name.push_str(&suffix);
+    for _round in 0..8 {
+        let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, (_, name)) in names.iter().enumerate() {
+            groups.entry(name.as_str()).or_default().push(i);
+        }
+        let shared: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
+        if shared.is_empty() {
+            return;
+        }
+        for group in shared {
+            let keys: Vec<String> = group.iter().map(|&i| names[i].0.clone()).collect();
+            let longest = keys.iter().map(|k| k.chars().count()).max().unwrap_or(0);
+            for (k, &i) in group.iter().enumerate() {
+                let alone = |n: usize| {
+                    let mine = start(&keys[k], n);
+                    keys.iter()
+                        .enumerate()
+                        .all(|(j, other)| j == k || start(other, n) != mine)
+                };
+                let short = match (8..=longest.max(8)).find(|&n| alone(n)) {
+                    Some(n) => start(&keys[k], n).to_owned(),
+                    // Equal keys (a broken XML naming one child twice): their order decides.
+                    None => format!("{} {}", keys[k], k + 1),
+                };
+                let suffix = format!(" [{short}]");
+                let name = &mut names[i].1;
+                truncate(name, MAX_NAME_BYTES - suffix.len());
+                name.push_str(&suffix);
+            }
         }
     }
 }
 
-/// Checks a name given by a caller (the project directory): a single safe path component.
+/// The first `n` characters of `key`, without a trailing '-'.
+fn start(key: &str, n: usize) -> &str {
+    let end = key.char_indices().nth(n).map_or(key.len(), |(i, _)| i);
+    key[..end].trim_end_matches('-')
+}
+
+/// Checks a name given by a caller (the project directory): a single safe path component (no
+/// control characters: refused, where the coordinator replaces them when it makes a name), and
+/// not smrtshare's own hidden area.
 pub fn check_component(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err(format!("{name:?} is not a directory name"));
-    }
-    if name.contains('/') {
-        return Err(format!("{name:?} must be a single path component (no '/')"));
-    }
-    if name.contains('\0') {
-        return Err("must not contain NUL".into());
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(format!(
-            "is {} bytes long; at most {MAX_NAME_BYTES} fit",
-            name.len()
-        ));
-    }
+    common::check(name)?;
     if name.starts_with(crate::fs::HIDDEN_PREFIX) {
         return Err(format!(
             "{name:?} starts with {:?}, which is reserved for smrtshare's own files",
@@ -361,6 +337,41 @@ mod tests {
         assert_eq!(names[0].1, "x [aaaaaaaa]");
         assert_eq!(names[1].1, "x [bbbbbbbb]");
         assert_eq!(names[2].1, "y");
+    }
+
+    #[test]
+    fn uuids_sharing_their_first_digits_still_get_unique_names() {
+        let mut names = vec![
+            (
+                "aaaaaaaa-0000-4000-8000-000000000002".to_owned(),
+                "x".to_owned(),
+            ),
+            (
+                "aaaaaaaa-0000-4000-8000-000000000001".to_owned(),
+                "x".to_owned(),
+            ),
+            (
+                "aaaaaaaa-1000-4000-8000-000000000001".to_owned(),
+                "x".to_owned(),
+            ),
+            // A dataset literally named like another's disambiguated name.
+            (
+                "bbbbbbbb-0000-4000-8000-000000000003".to_owned(),
+                "x [aaaaaaaa-1]".to_owned(),
+            ),
+        ];
+        let mut reversed: Vec<_> = names.iter().rev().cloned().collect();
+        disambiguate(&mut names);
+        disambiguate(&mut reversed);
+        reversed.reverse();
+        assert_eq!(names, reversed, "independent of order");
+        let unique: std::collections::HashSet<&str> =
+            names.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(unique.len(), 4, "{names:?}");
+        assert_eq!(names[0].1, "x [aaaaaaaa-0000-4000-8000-000000000002]");
+        assert_eq!(names[1].1, "x [aaaaaaaa-0000-4000-8000-000000000001]");
+        assert_eq!(names[2].1, "x [aaaaaaaa-1] [aaaaaaaa]");
+        assert_eq!(names[3].1, "x [aaaaaaaa-1] [bbbbbbbb]");
     }
 
     #[test]

@@ -68,11 +68,14 @@ impl SourceRoots {
         self.roots.iter().map(|(p, fd)| (p.as_path(), fd.as_fd()))
     }
 
-    fn list(&self) -> String {
-        self.paths()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+    /// The one wording for a path that is not under any source root, whether it exists or not.
+    fn outside(&self, path: &Path) -> String {
+        let roots: Vec<String> = self.paths().map(|p| p.display().to_string()).collect();
+        format!(
+            "{} is outside the source roots ({})",
+            path.display(),
+            roots.join(", ")
+        )
     }
 }
 
@@ -225,11 +228,22 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// The layout of a plain dataset (or an orphaned child, named after its sample).
+    /// The layout of a plain dataset (or an orphaned child, named after its sample): the files of
+    /// its resources and of its supplemental resources.
     pub fn plain(&mut self, spec: &DatasetSpec, orphan: bool) -> Result<Layout, String> {
         let (dir, doc) = self.read_xml(&spec.xml_path)?;
+        check_uuid(&spec.xml_path, &doc, spec.uuid)?;
         let mut entries = BTreeMap::new();
-        self.add_files(&mut entries, "", &dir, &doc.data_files(), &spec.xml_path)?;
+        let mut problems = Problems::default();
+        self.add_files(
+            &mut entries,
+            "",
+            &dir,
+            &doc.files(),
+            &spec.xml_path,
+            &mut problems,
+        );
+        problems.result()?;
         let c = &doc.collection;
         let name = if orphan {
             c.sample.as_deref().unwrap_or(&spec.name)
@@ -253,11 +267,14 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    /// The layout of a demultiplexed parent: one sub-directory per child (from the child's XML),
-    /// and the supplemental run data.
+    /// The layout of a demultiplexed parent: one sub-directory per child (from the child's XML:
+    /// its resources and supplemental resources), and the parent's supplemental run data.
     pub fn parent(&mut self, spec: &DatasetSpec) -> Result<Layout, String> {
         let (dir, doc) = self.read_xml(&spec.xml_path)?;
+        check_uuid(&spec.xml_path, &doc, spec.uuid)?;
+        let xml = &spec.xml_path;
         let mut entries = BTreeMap::new();
+        let mut problems = Problems::default();
         let mut children = Vec::new();
         let mut child_names: Vec<(String, String)> = Vec::new();
         let mut child_files = Vec::new();
@@ -266,17 +283,23 @@ impl<'a> Resolver<'a> {
                 // A resource without a child XML: its files stay in the parent's own directory.
                 let mut ids = Vec::new();
                 resource.data_files(&mut ids);
-                self.add_files(&mut entries, "", &dir, &ids, &spec.xml_path)?;
+                self.add_files(&mut entries, "", &dir, &ids, xml, &mut problems);
                 continue;
             };
-            let child_path = resolve_id(&dir.path, &nested.resource_id);
-            let (child_dir, child_doc) = self.read_xml(&child_path).map_err(|e| {
-                format!(
-                    "child dataset #{} of {}: {e}",
-                    index + 1,
-                    spec.xml_path.display()
-                )
-            })?;
+            let read = resolve_id(&dir.path, &nested.resource_id)
+                .and_then(|path| Ok((self.read_xml(&path)?, path)));
+            let ((child_dir, child_doc), child_path) = match read {
+                Ok(read) => read,
+                Err(e) => {
+                    problems.push(format!(
+                        "{}: child dataset #{} (ResourceId {:?}): {e}",
+                        xml.display(),
+                        index + 1,
+                        nested.resource_id
+                    ));
+                    continue;
+                }
+            };
             let uuid = nested
                 .unique_id
                 .as_deref()
@@ -300,7 +323,7 @@ impl<'a> Resolver<'a> {
                 .map(|u| u.to_string())
                 .unwrap_or_else(|| format!("child{}", index + 1));
             child_names.push((key, self.namer.child(&values)));
-            child_files.push((uuid, child_dir, child_doc.data_files(), child_path));
+            child_files.push((uuid, child_dir, child_doc.files(), child_path));
         }
         let supplemental_ids = doc.supplemental_files();
         if !supplemental_ids.is_empty() {
@@ -308,8 +331,18 @@ impl<'a> Resolver<'a> {
         }
         names::disambiguate(&mut child_names);
         for ((_, name), (uuid, child_dir, ids, child_path)) in child_names.iter().zip(child_files) {
-            insert_dir(&mut entries, name)?;
-            self.add_files(&mut entries, name, &child_dir, &ids, &child_path)?;
+            if let Err(e) = insert_dir(&mut entries, name) {
+                problems.push(format!("{}: {e}", xml.display()));
+                continue;
+            }
+            self.add_files(
+                &mut entries,
+                name,
+                &child_dir,
+                &ids,
+                &child_path,
+                &mut problems,
+            );
             let files = u32::try_from(
                 entries
                     .range(format!("{name}/")..)
@@ -325,15 +358,19 @@ impl<'a> Resolver<'a> {
         }
         if let Some((_, supplemental)) = child_names.last().filter(|_| !supplemental_ids.is_empty())
         {
-            insert_dir(&mut entries, supplemental)?;
-            self.add_files(
-                &mut entries,
-                supplemental,
-                &dir,
-                &supplemental_ids,
-                &spec.xml_path,
-            )?;
+            match insert_dir(&mut entries, supplemental) {
+                Ok(()) => self.add_files(
+                    &mut entries,
+                    supplemental,
+                    &dir,
+                    &supplemental_ids,
+                    xml,
+                    &mut problems,
+                ),
+                Err(e) => problems.push(format!("{}: {e}", xml.display())),
+            }
         }
+        problems.result()?;
         let c = &doc.collection;
         let values = Values {
             movie: c.movie.as_deref().unwrap_or(names::UNKNOWN_MOVIE),
@@ -352,6 +389,8 @@ impl<'a> Resolver<'a> {
         })
     }
 
+    /// Adds the files `ids` name (relative to `base`) under `dir_rel`; every id that does not
+    /// resolve, and every name two files would share, is a problem of its own.
     fn add_files(
         &mut self,
         entries: &mut BTreeMap<String, Want>,
@@ -359,40 +398,40 @@ impl<'a> Resolver<'a> {
         base: &SourceDir,
         ids: &[String],
         xml: &Path,
-    ) -> Result<(), String> {
+        problems: &mut Problems,
+    ) {
         for id in ids {
-            let source = self
-                .file(&base.path, id)
-                .map_err(|e| format!("{}: ResourceId {id:?}: {e}", xml.display()))?;
+            let source = match self.file(&base.path, id) {
+                Ok(source) => source,
+                Err(e) => {
+                    problems.push(format!("{}: ResourceId {id:?}: {e}", xml.display()));
+                    continue;
+                }
+            };
             let rel = join(&[dir_rel, &source.name]);
             match entries.get(&rel) {
                 None => {
                     entries.insert(rel, Want::File(source));
                 }
                 Some(Want::File(existing)) if existing.path == source.path => {}
-                Some(Want::File(existing)) => {
-                    return Err(format!(
-                        "{}: two different files would be named {rel:?} in the dataset directory: {} and {}",
-                        xml.display(),
-                        existing.path,
-                        source.path
-                    ));
-                }
-                Some(Want::Dir) => {
-                    return Err(format!(
-                        "{}: {rel:?} would be both a directory and the file {}",
-                        xml.display(),
-                        source.path
-                    ));
-                }
+                Some(Want::File(existing)) => problems.push(format!(
+                    "{}: two different files would be named {rel:?} in the dataset directory: {} and {}",
+                    xml.display(),
+                    existing.path,
+                    source.path
+                )),
+                Some(Want::Dir) => problems.push(format!(
+                    "{}: {rel:?} would be both a directory and the file {}",
+                    xml.display(),
+                    source.path
+                )),
             }
         }
-        Ok(())
     }
 
     /// Resolves a ResourceId (absolute, or relative to `base`) to a checked source file.
     pub fn file(&mut self, base: &Path, id: &str) -> Result<Arc<Source>, String> {
-        let full = resolve_id(base, id);
+        let full = resolve_id(base, id)?;
         let (Some(parent), Some(name)) = (full.parent(), full.file_name().and_then(|n| n.to_str()))
         else {
             return Err(format!("{} does not name a file", full.display()));
@@ -509,23 +548,26 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
-        let canonical =
-            std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // Through a symlink or `..`: where it really is decides.
+        let lexical = normalized(dir);
+        let canonical = match std::fs::canonicalize(dir) {
+            Ok(canonical) => canonical,
+            Err(e) if self.roots.paths().any(|r| lexical.starts_with(r)) => {
+                return Err(format!("{}: {e}", dir.display()));
+            }
+            Err(_) => return Err(self.roots.outside(&lexical)),
+        };
         let Some((root, fd)) = self
             .roots
             .roots
             .iter()
             .find(|(root, _)| canonical.starts_with(root))
         else {
-            return Err(format!(
-                "{} is outside the source roots ({})",
-                canonical.display(),
-                self.roots.list()
-            ));
+            return Err(self.roots.outside(&canonical));
         };
         let rest = canonical
             .strip_prefix(root)
-            .map_err(|_| format!("{} is outside the source roots", canonical.display()))?;
+            .map_err(|_| self.roots.outside(&canonical))?;
         walk(root, fd, rest)?.ok_or_else(|| {
             format!(
                 "{}: changed while being resolved (a symbolic link appeared)",
@@ -535,14 +577,94 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// Joins a ResourceId to the XML's directory (absolute ids stand alone).
-fn resolve_id(base: &Path, id: &str) -> PathBuf {
-    let id = id.strip_prefix("file://").unwrap_or(id);
-    if Path::new(id).is_absolute() {
-        PathBuf::from(id)
+/// Joins a ResourceId to the XML's directory (absolute ids stand alone). A `file://` URL is
+/// decoded as pbcore does (`file:///data/run%201/a.bam` is `/data/run 1/a.bam`).
+fn resolve_id(base: &Path, id: &str) -> Result<PathBuf, String> {
+    let path = if id.starts_with("file://") {
+        let url = url::Url::parse(id).map_err(|e| format!("not a valid file URL ({e})"))?;
+        let path = url
+            .to_file_path()
+            .map_err(|()| "not a local file URL (it names another host)".to_owned())?;
+        if path.as_os_str().as_encoded_bytes().contains(&0) {
+            return Err("the file URL decodes to a path holding NUL".to_owned());
+        }
+        path
     } else {
-        base.join(id)
+        PathBuf::from(id)
+    };
+    Ok(if path.is_absolute() {
+        path
+    } else {
+        base.join(path)
+    })
+}
+
+/// Checks that the XML is the dataset the request names.
+fn check_uuid(xml: &Path, doc: &DataSetDoc, uuid: Uuid) -> Result<(), String> {
+    let shown = xml.display();
+    match doc.uuid.as_deref().map(|u| (u, Uuid::parse_str(u.trim()))) {
+        Some((_, Ok(found))) if found == uuid => Ok(()),
+        Some((_, Ok(found))) => Err(format!(
+            "dataset XML {shown}: its UniqueId is {found}, not the requested dataset {uuid}; SMRT \
+             Link and the file disagree (was the file replaced?)"
+        )),
+        Some((text, Err(_))) => Err(format!(
+            "dataset XML {shown}: its UniqueId {text:?} is not a UUID, so it cannot be dataset {uuid}"
+        )),
+        None => Err(format!(
+            "dataset XML {shown}: it has no UniqueId, so it cannot be told to be dataset {uuid}"
+        )),
     }
+}
+
+/// Most problems of one dataset named in full.
+pub const MAX_LISTED_PROBLEMS: usize = 10;
+
+/// The problems of one dataset's resources: each named, the first few in full, the rest counted.
+#[derive(Debug, Default)]
+struct Problems {
+    listed: Vec<String>,
+    total: usize,
+}
+
+impl Problems {
+    fn push(&mut self, problem: String) {
+        self.total += 1;
+        if self.listed.len() < MAX_LISTED_PROBLEMS {
+            self.listed.push(problem);
+        }
+    }
+
+    fn result(mut self) -> Result<(), String> {
+        match self.total {
+            0 => Ok(()),
+            1 => Err(self.listed.remove(0)),
+            n => {
+                let more = n - self.listed.len();
+                let tail = if more > 0 {
+                    format!("; and {more} more")
+                } else {
+                    String::new()
+                };
+                Err(format!("{n} problems: {}{tail}", self.listed.join("; ")))
+            }
+        }
+    }
+}
+
+/// `path` with `.` and `..` applied lexically (`..` at the root stays at the root).
+fn normalized(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn check_regular(path: &Path, kind: FileType) -> Result<(), String> {

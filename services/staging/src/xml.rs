@@ -2,7 +2,7 @@
 //! namespaces vary between files written by the instrument and by SMRT Link).
 //!
 //! Only what staging needs is kept: the resources (`ExternalResources`, recursively, with their
-//! `FileIndices`), the parent's `SupplementalResources`, and the naming metadata under
+//! `FileIndices`), the `SupplementalResources`, and the naming metadata under
 //! `DataSetMetadata/Collections/CollectionMetadata`. Size, node count and nesting are limited.
 
 use roxmltree::{Document, Node, ParsingOptions};
@@ -109,6 +109,14 @@ impl DataSetDoc {
         for r in &self.resources {
             r.data_files(&mut out);
         }
+        out
+    }
+
+    /// Every file id of a plain dataset or a child: its resources' and its supplemental
+    /// resources' (pbcore counts both as the dataset's files).
+    pub fn files(&self) -> Vec<String> {
+        let mut out = self.data_files();
+        out.extend(self.supplemental_files());
         out
     }
 

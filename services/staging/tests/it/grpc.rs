@@ -558,7 +558,17 @@ async fn bad_requests_and_taken_names_are_refused() {
         "{}",
         status.message()
     );
-    for directory in ["", ".", "..", "a/b", ".smrtshare", ".smrtshare-x"] {
+    for directory in [
+        "",
+        ".",
+        "..",
+        "a/b",
+        ".smrtshare",
+        ".smrtshare-x",
+        "Project 2:\nTomato",
+        "tab\there",
+        "esc\u{1b}[31m",
+    ] {
         let status = refuse(
             env.client
                 .apply_project(request(2, directory, vec![]))
@@ -570,7 +580,18 @@ async fn bad_requests_and_taken_names_are_refused() {
             "{}",
             status.message()
         );
+        assert!(
+            !directory.chars().any(char::is_control)
+                || status.message().contains("control character U+00"),
+            "{}",
+            status.message()
+        );
     }
+    assert_eq!(
+        std::fs::read_dir(&env.root).unwrap().count(),
+        1,
+        "only the hidden area: no refused name was created"
+    );
 
     assert!(env.apply(request(2, "Taken", vec![ds(&a)])).await.complete);
     let status = refuse(

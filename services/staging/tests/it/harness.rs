@@ -357,15 +357,25 @@ pub fn kinds(actions: &[pb::Action]) -> Vec<(pb::ActionKind, String)> {
 
 /// A hand-made ConsensusReadSet XML naming `ids` as its ResourceIds.
 pub fn dataset_xml(uuid: &str, ids: &[&str]) -> String {
-    let resources: String = ids
-        .iter()
-        .map(|id| format!(r#"<pbbase:ExternalResource MetaType="PacBio.ConsensusReadFile.ConsensusReadBamFile" ResourceId="{id}"/>"#))
-        .collect();
+    dataset_xml_with(uuid, &format!("m_{uuid}"), ids, &[])
+}
+
+/// A hand-made ConsensusReadSet XML of movie `movie` naming `ids` as its ResourceIds and
+/// `supplemental` as its SupplementalResources.
+pub fn dataset_xml_with(uuid: &str, movie: &str, ids: &[&str], supplemental: &[&str]) -> String {
+    let list = |ids: &[&str], meta: &str| -> String {
+        ids.iter()
+            .map(|id| format!(r#"<pbbase:ExternalResource MetaType="{meta}" ResourceId="{id}"/>"#))
+            .collect()
+    };
+    let resources = list(ids, "PacBio.ConsensusReadFile.ConsensusReadBamFile");
+    let supplemental = list(supplemental, "PacBio.FileTypes.JsonReport");
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <pbds:ConsensusReadSet xmlns:pbds="http://pacificbiosciences.com/PacBioDatasets.xsd" xmlns:pbbase="http://pacificbiosciences.com/PacBioBaseDataModel.xsd" xmlns:pbmeta="http://pacificbiosciences.com/PacBioCollectionMetadata.xsd" MetaType="PacBio.DataSet.ConsensusReadSet" Name="handmade" UniqueId="{uuid}">
   <pbbase:ExternalResources>{resources}</pbbase:ExternalResources>
-  <pbds:DataSetMetadata><pbmeta:Collections><pbmeta:CollectionMetadata Context="m_{uuid}"/></pbmeta:Collections></pbds:DataSetMetadata>
+  <pbds:SupplementalResources>{supplemental}</pbds:SupplementalResources>
+  <pbds:DataSetMetadata><pbmeta:Collections><pbmeta:CollectionMetadata Context="{movie}"/></pbmeta:Collections></pbds:DataSetMetadata>
 </pbds:ConsensusReadSet>"#
     )
 }

@@ -1,6 +1,7 @@
 //! Hand-made hostile dataset XML: each fails on its own with a message naming the file, the rest
 //! of the project is staged, and nothing outside the root is touched.
 
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use smrtshare_api::staging::v1 as pb;
@@ -116,8 +117,70 @@ async fn hostile_dataset_xml_fails_alone_with_a_precise_reason() {
     );
     case(huge, None, &["more than the limit of 65536 bytes"]);
     case(String::new(), Some("does-not-exist.xml"), &["not found"]);
+    // Outside the source roots, in a directory that does not exist: the same words as one that does.
+    case(
+        dataset_xml("UUID", &["/nonexistent-smrtshare-dir/x.bam"]),
+        None,
+        &["/nonexistent-smrtshare-dir is outside the source roots ("],
+    );
+    // Inside the staging root: never staged.
+    let lock = env.root.join(".smrtshare/staging.lock");
+    case(
+        dataset_xml("UUID", &[&lock.display().to_string()]),
+        None,
+        &["/root/.smrtshare is outside the source roots"],
+    );
+    // Every bad resource is named, not only the first.
+    case(
+        dataset_xml(
+            "UUID",
+            &[
+                "../data/missing1.bam",
+                "/nonexistent-smrtshare-dir/a.bam",
+                "../data/good.bam",
+                "../data/missing2.bam",
+            ],
+        ),
+        None,
+        &[
+            "3 problems: ",
+            "missing1.bam: file not found",
+            "/nonexistent-smrtshare-dir is outside the source roots",
+            "missing2.bam: file not found",
+        ],
+    );
+    let many: Vec<String> = (0..15).map(|i| format!("../data/gone{i}.bam")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    case(
+        dataset_xml("UUID", &many),
+        None,
+        &["15 problems: ", "gone9.bam: file not found; and 5 more"],
+    );
+    // The XML of another dataset than the request names.
+    case(
+        dataset_xml(
+            "99999999-0000-4000-8000-000000000009",
+            &["../data/good.bam"],
+        ),
+        None,
+        &["its UniqueId is 99999999-0000-4000-8000-000000000009, not the requested dataset"],
+    );
+    case(
+        dataset_xml("not a uuid", &["../data/good.bam"]),
+        None,
+        &["its UniqueId \"not a uuid\" is not a UUID"],
+    );
+    case(
+        dataset_xml("UUID", &["file://elsewhere.example.edu/data/good.bam"]),
+        None,
+        &["not a local file URL"],
+    );
     // A symlinked XML (pointing at a good one) is refused.
     let good_xml = pb_dir.join("good.consensusreadset.xml");
+    // A file:// id, percent-encoded as pbcore writes it (a space, a '%' and a non-ASCII letter).
+    std::fs::create_dir_all(data.join("run 1 %é")).unwrap();
+    std::fs::write(data.join("run 1 %é/encoded.bam"), "e").unwrap();
+    let encoded = format!("file://{}/run%201%20%25%C3%A9/encoded.bam", data.display());
     std::fs::write(
         &good_xml,
         dataset_xml(
@@ -125,6 +188,7 @@ async fn hostile_dataset_xml_fails_alone_with_a_precise_reason() {
             &[
                 "../data/good.bam",
                 &data.join("target.bam").display().to_string(),
+                &encoded,
             ],
         ),
     )
@@ -194,8 +258,8 @@ async fn hostile_dataset_xml_fails_alone_with_a_precise_reason() {
     let good = answer.datasets.last().unwrap();
     assert_eq!(state(good), pb::DatasetState::Staged, "{}", good.error);
     assert_eq!(
-        good.file_count, 2,
-        "relative and absolute ids inside the roots are both staged"
+        good.file_count, 3,
+        "relative, absolute and file:// ids inside the roots are all staged"
     );
 
     // Only the good dataset is in the project; the outside files are untouched.
@@ -213,6 +277,18 @@ async fn hostile_dataset_xml_fails_alone_with_a_precise_reason() {
             .join(&entries[0])
             .join("target.bam"),
         &data.join("target.bam"),
+    );
+    assert_linked(
+        &env.root
+            .join("Hostile")
+            .join(&entries[0])
+            .join("encoded.bam"),
+        &data.join("run 1 %é/encoded.bam"),
+    );
+    assert_eq!(
+        std::fs::metadata(&lock).unwrap().nlink(),
+        1,
+        "nothing inside the staging root is staged"
     );
     assert_eq!(std::fs::read_to_string(&secret).unwrap(), "secret");
     assert_eq!(

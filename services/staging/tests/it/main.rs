@@ -11,6 +11,7 @@ mod grpc;
 mod harness;
 mod hostile;
 mod mounts;
+mod naming;
 mod process;
 mod sourcecache;
 mod tree;
