@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use smrtshare_api::staging::v1 as pb;
 use uuid::Uuid;
 
+use crate::answer;
 use crate::error::Error;
 use crate::model::{
     Action, ActionKind, ApplyReport, ApplyRequest, DatasetSpec, DatasetState, Drift, DriftKind,
@@ -140,11 +141,14 @@ fn action(a: Action) -> pb::Action {
 /// The answer to ApplyProject.
 pub fn apply_response(report: ApplyReport) -> pb::ApplyProjectResponse {
     let complete = report.complete();
+    let actions: Vec<pb::Action> = report.actions.into_iter().map(action).collect();
     pb::ApplyProjectResponse {
         project_id: report.project.get(),
         directory: report.directory,
         dry_run: report.dry_run,
-        actions: report.actions.into_iter().map(action).collect(),
+        actions_total: actions.len() as u64,
+        action_counts: answer::counts(&actions),
+        actions,
         datasets: report
             .datasets
             .into_iter()
@@ -173,11 +177,15 @@ pub fn apply_response(report: ApplyReport) -> pb::ApplyProjectResponse {
 
 /// The answer to RemoveProject.
 pub fn remove_response(report: RemoveReport) -> pb::RemoveProjectResponse {
+    let actions: Vec<pb::Action> = report.actions.into_iter().map(action).collect();
     pb::RemoveProjectResponse {
         project_id: report.project.get(),
         dry_run: report.dry_run,
-        actions: report.actions.into_iter().map(action).collect(),
+        actions_total: actions.len() as u64,
+        action_counts: answer::counts(&actions),
+        actions,
         removed: report.removed,
+        foreign_total: report.foreign_total,
         foreign_paths: report.foreign_paths,
     }
 }

@@ -11,8 +11,9 @@
 //!   and the work area swept at start.
 //! - [`hooks`]: points where tests act at the dangerous instant.
 //! - [`locks`]: per-project serialisation.
-//! - [`service`], [`convert`], [`error`]: the gRPC service.
+//! - [`service`], [`convert`], [`answer`], [`error`]: the gRPC service, and answers that fit.
 
+pub mod answer;
 pub mod apply;
 pub mod config;
 pub mod convert;
@@ -77,7 +78,7 @@ pub async fn run_with(
     let mut server = GrpcServer::new(config.server.clone())?;
     let max = server.options().max_message_bytes;
     server.add_service(
-        StagingServer::new(StagingService::new(handle.clone()))
+        StagingServer::new(StagingService::new(handle.clone(), max))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max),
     );

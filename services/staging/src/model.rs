@@ -219,8 +219,10 @@ pub struct RemoveReport {
     pub actions: Vec<Action>,
     /// True when no records of the project remain.
     pub removed: bool,
-    /// Files smrtshare did not stage that were left in place.
+    /// Files smrtshare did not stage that were left in place (the first ones).
     pub foreign_paths: Vec<String>,
+    /// How many there are, listed or not.
+    pub foreign_total: u64,
     /// Mutating filesystem calls made.
     pub mutating_calls: u64,
 }

@@ -134,14 +134,8 @@ fn finish(
     removed: bool,
     mut foreign_paths: Vec<String>,
 ) -> RemoveReport {
-    if foreign_paths.len() > MAX_FOREIGN_PATHS {
-        tracing::info!(
-            project = project.get(),
-            foreign = foreign_paths.len(),
-            "more foreign paths than listed in the answer"
-        );
-        foreign_paths.truncate(MAX_FOREIGN_PATHS);
-    }
+    let foreign_total = foreign_paths.len() as u64;
+    foreign_paths.truncate(MAX_FOREIGN_PATHS);
     let mutating_calls = report.ops().count();
     RemoveReport {
         project,
@@ -149,6 +143,7 @@ fn finish(
         actions: report.finish(),
         removed,
         foreign_paths,
+        foreign_total,
         mutating_calls,
     }
 }

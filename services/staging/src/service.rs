@@ -15,6 +15,7 @@ use smrtshare_common::db::now_millis;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::answer;
 use crate::apply::{self, Ctx, Refusal};
 use crate::convert;
 use crate::error::Error;
@@ -253,12 +254,17 @@ impl Handle {
 #[derive(Clone, Debug)]
 pub struct StagingService {
     handle: Handle,
+    /// Largest answer encoded, in bytes.
+    answer_limit: usize,
 }
 
 impl StagingService {
-    /// The service over a handle.
-    pub fn new(handle: Handle) -> Self {
-        Self { handle }
+    /// The service over a handle, answering in messages of at most `answer_limit` bytes.
+    pub fn new(handle: Handle, answer_limit: usize) -> Self {
+        Self {
+            handle,
+            answer_limit,
+        }
     }
 }
 
@@ -319,6 +325,8 @@ impl StagingService {
         let change = change_id(request.metadata());
         let inner = self.handle.inner()?;
         let request = ApplyRequest::try_from(request.into_inner())?;
+        answer::check_room(request.datasets.len(), self.answer_limit)
+            .map_err(|e| Error::InvalidArgument(format!("datasets: {e}")))?;
         let project = request.project;
         if let Some(holder) = inner
             .records
@@ -335,7 +343,8 @@ impl StagingService {
         let dry_run = request.dry_run;
         let report = inner.apply(request).await?;
         let (actions, mutating_calls) = (report.actions.len(), report.mutating_calls);
-        let response = convert::apply_response(report);
+        let mut response = convert::apply_response(report);
+        answer::fit_apply(&mut response, self.answer_limit);
         tracing::info!(
             project = project.get(),
             change_id = change,
@@ -365,10 +374,12 @@ impl StagingService {
             actions = report.actions.len(),
             mutating_calls = report.mutating_calls,
             removed = report.removed,
-            foreign = report.foreign_paths.len(),
+            foreign = report.foreign_total,
             "project removed"
         );
-        Ok(Response::new(convert::remove_response(report)))
+        let mut response = convert::remove_response(report);
+        answer::fit_remove(&mut response, self.answer_limit);
+        Ok(Response::new(response))
     }
 
     async fn get_project_inner(
