@@ -11,6 +11,9 @@
 //! | `GET /admin/endpoints/{id}/rules` | every rule with who made it |
 //! | `POST /admin/endpoints/{id}/rules` | a rule made by a person at the web interface (or through a role, with `role_type`) |
 //! | `DELETE /admin/endpoints/{id}/rules/{rule}` | a rule deleted by hand |
+//! | `GET /admin/invitations` | emails sent for rules made with `notify_email` |
+//! | `GET /admin/groups` | every group with its memberships |
+//! | `DELETE /admin/groups/{id}` | a group deleted by hand |
 
 use std::sync::Arc;
 
@@ -50,6 +53,25 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             "/admin/endpoints/{endpoint}/rules/{rule}",
             delete(delete_rule),
         )
+        .route("/admin/invitations", get(invitations))
+        .route("/admin/groups", get(groups))
+        .route("/admin/groups/{group}", delete(delete_group))
+}
+
+async fn invitations(State(shared): State<Arc<Shared>>) -> Response {
+    Json(handle(shared).invitations()).into_response()
+}
+
+async fn groups(State(shared): State<Arc<Shared>>) -> Response {
+    Json(handle(shared).groups()).into_response()
+}
+
+async fn delete_group(State(shared): State<Arc<Shared>>, Path(group): Path<String>) -> StatusCode {
+    if handle(shared).delete_group_by_hand(&group) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    }
 }
 
 fn handle(shared: Arc<Shared>) -> StandInHandle {
@@ -181,6 +203,8 @@ async fn add_rule(
         path: add.rule.path,
         permissions: add.rule.permissions,
         expiration_date,
+        notify_email: None,
+        notify_message: None,
     };
     let handle = handle(shared);
     let made = match add.role_type {

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::json;
 
-use crate::model::{TRANSFER_RESOURCE_SERVER, TRANSFER_SCOPE};
+use crate::model::{GROUPS_SCOPE, TRANSFER_SCOPE, resource_server_of};
 use crate::server::AnswerCode;
 use crate::state::Shared;
 
@@ -102,27 +102,33 @@ pub(crate) async fn token(
         .get("scope")
         .map(|s| s.split_whitespace().collect())
         .unwrap_or_default();
-    if scopes.is_empty() || scopes.iter().any(|s| *s != TRANSFER_SCOPE) {
+    // One token per request, for Transfer or for Groups (smrtshare asks for each separately).
+    let resource_server = match scopes.as_slice() {
+        [scope] => resource_server_of(scope),
+        _ => None,
+    };
+    let Some(resource_server) = resource_server else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
-            &format!("scope must be {TRANSFER_SCOPE}"),
+            &format!("scope must be one of {TRANSFER_SCOPE} and {GROUPS_SCOPE}"),
         );
-    }
+    };
+    let scope = scopes[0].to_owned();
     let now = shared.now();
     let (token, lifetime) = shared.with_world(|world, rng| {
         (
-            world.issue_token(&client_id, now, rng),
+            world.issue_token(&client_id, resource_server, now, rng),
             world.token_lifetime,
         )
     });
-    tracing::debug!(client_id, "issued a transfer token");
+    tracing::debug!(client_id, resource_server, "issued a token");
     Json(json!({
         "access_token": token,
-        "scope": TRANSFER_SCOPE,
+        "scope": scope,
         "expires_in": lifetime.as_secs(),
         "token_type": "Bearer",
-        "resource_server": TRANSFER_RESOURCE_SERVER,
+        "resource_server": resource_server,
         "other_tokens": [],
     }))
     .into_response()
@@ -135,6 +141,9 @@ fn url_form(body: &str) -> HashMap<String, String> {
 }
 
 /// `GET /v2/api/identities?usernames=a,b` (or `ids=`): HTTP Basic client credentials only.
+/// With `provision=true`, usernames Globus does not know yet are provisioned (status `unused`)
+/// when their domain may be (see [`crate::StandInConfig::provision_domains`]), as globus-cli's
+/// `--provision-identity` does: the identity exists before its first login.
 pub(crate) async fn identities(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -190,12 +199,27 @@ pub(crate) async fn identities(
             &format!("at most {MAX_USERNAMES} usernames or ids per call"),
         );
     }
+    let provision = match query.get("provision").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return auth_api_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_PARAMETERS",
+                &format!("provision must be true or false, not {other:?}"),
+            );
+        }
+    };
     let found: Vec<serde_json::Value> = shared.with_world(|world, _| {
         wanted
             .iter()
             .filter_map(|w| {
                 if usernames.is_some() {
-                    world.identity_by_username(w).map(|i| i.to_json())
+                    match world.identity_by_username(w) {
+                        Some(identity) => Some(identity.to_json()),
+                        None if provision => world.provision(w).map(|i| i.to_json()),
+                        None => None,
+                    }
                 } else {
                     world
                         .identities

@@ -30,13 +30,23 @@ pub enum Kind {
     Update,
     /// `DELETE /v0.10/endpoint/{id}/access/{rule}`.
     Delete,
+    /// `POST /v2/groups`.
+    GroupCreate,
+    /// `GET /v2/groups/my_groups`.
+    GroupList,
+    /// `GET /v2/groups/{id}`.
+    GroupGet,
+    /// `POST /v2/groups/{id}` (membership actions).
+    GroupMembers,
+    /// `DELETE /v2/groups/{id}`.
+    GroupDelete,
     /// Anything else (answered 404 or 405).
     Other,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Token,
         Kind::Identities,
         Kind::List,
@@ -44,6 +54,11 @@ impl Kind {
         Kind::Create,
         Kind::Update,
         Kind::Delete,
+        Kind::GroupCreate,
+        Kind::GroupList,
+        Kind::GroupGet,
+        Kind::GroupMembers,
+        Kind::GroupDelete,
         Kind::Other,
     ];
 
@@ -61,6 +76,11 @@ impl Kind {
             ("GET", ["", "v0.10", "endpoint", _, "access", _]) => Kind::Get,
             ("PUT", ["", "v0.10", "endpoint", _, "access", _]) => Kind::Update,
             ("DELETE", ["", "v0.10", "endpoint", _, "access", _]) => Kind::Delete,
+            ("POST", ["", "v2", "groups"]) => Kind::GroupCreate,
+            ("GET", ["", "v2", "groups", "my_groups"]) => Kind::GroupList,
+            ("GET", ["", "v2", "groups", _]) => Kind::GroupGet,
+            ("POST", ["", "v2", "groups", _]) => Kind::GroupMembers,
+            ("DELETE", ["", "v2", "groups", _]) => Kind::GroupDelete,
             _ => Kind::Other,
         };
         Some(kind)
@@ -295,9 +315,20 @@ impl Counts {
         self.sum(|_| true)
     }
 
-    /// Create, update and delete requests, however answered.
+    /// Requests that may change something at Globus (rule create, update, delete; group create,
+    /// membership actions, group delete), however answered.
     pub fn writes(&self) -> u64 {
-        self.sum(|e| matches!(e.kind, Kind::Create | Kind::Update | Kind::Delete))
+        self.sum(|e| {
+            matches!(
+                e.kind,
+                Kind::Create
+                    | Kind::Update
+                    | Kind::Delete
+                    | Kind::GroupCreate
+                    | Kind::GroupMembers
+                    | Kind::GroupDelete
+            )
+        })
     }
 
     /// Requests per kind, for printing.
@@ -391,6 +422,19 @@ mod tests {
             Some(Kind::List)
         );
         assert_eq!(Kind::of(&m("GET"), "/admin/counts"), None);
+        assert_eq!(Kind::of(&m("POST"), "/v2/groups"), Some(Kind::GroupCreate));
+        assert_eq!(
+            Kind::of(&m("GET"), "/v2/groups/my_groups"),
+            Some(Kind::GroupList)
+        );
+        assert_eq!(
+            Kind::of(&m("POST"), "/v2/groups/g"),
+            Some(Kind::GroupMembers)
+        );
+        assert_eq!(
+            Kind::of(&m("DELETE"), "/v2/groups/g"),
+            Some(Kind::GroupDelete)
+        );
         assert_eq!(Kind::of(&m("GET"), "/nothing"), Some(Kind::Other));
     }
 }

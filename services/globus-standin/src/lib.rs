@@ -3,13 +3,18 @@
 //!
 //! It implements what smrtshare uses of Globus (DESIGN.md section 4) over real HTTP:
 //! - Auth: `POST /v2/oauth2/token` (HTTP Basic client credentials, `grant_type=client_credentials`,
-//!   the Transfer scope; tokens expire) and `GET /v2/api/identities?usernames=` (HTTP Basic client
-//!   credentials only; a Transfer token is refused; at most 100 names; unknown names left out).
+//!   the Transfer or the Groups scope, one token per resource server; tokens expire) and
+//!   `GET /v2/api/identities?usernames=` (HTTP Basic client credentials only; a Transfer token
+//!   is refused; at most 100 names; unknown names left out unless `provision=true` provisions
+//!   them, status `unused`).
+//! - Groups API v2 (`/v2/groups`, see [`groups`]): create, read with memberships, the caller's
+//!   groups, batch `add`/`remove` with per-identity errors, delete; a Groups token only.
 //! - Transfer `/v0.10/endpoint/{id}/access_list`, `access` (create), `access/{rule}` (get, update,
 //!   delete), with Globus' validations and error bodies `{code, message, request_id, resource}`:
 //!   `InvalidPath`, `BadRequest`, `Exists`, `LimitExceeded` (1000 rules), `AccessRuleNotFound`,
 //!   `EndpointNotFound`, `AuthenticationFailed`. Rules granted through roles are listed with
-//!   `id: null`; expired rules are deleted, as Globus deletes them.
+//!   `id: null`; expired rules are deleted, as Globus deletes them. A rule made with
+//!   `notify_email` (and `notify_message`) records the invitation Globus would email.
 //!
 //! Around that: a fault plan (429 with `Retry-After`, 503, 502 `ExternalError…`, slow answers,
 //! dropped connections before or after the change is made, token expiry) drawn from a seeded
@@ -31,6 +36,8 @@ pub mod admin;
 mod auth_api;
 pub mod clock;
 pub mod faults;
+pub mod groups;
+mod groups_api;
 pub mod model;
 mod server;
 mod state;
@@ -39,7 +46,10 @@ mod transfer_api;
 pub use auth_api::MAX_USERNAMES;
 pub use clock::Clock;
 pub use faults::{CountEntry, Counts, Fault, FaultPlan, Kind, ScriptedFault, WeightedFault};
-pub use model::{ApiError, Identity, Maker, NewRule, Rule, TRANSFER_SCOPE};
+pub use groups::{Group, Membership, client_identity};
+pub use model::{
+    ApiError, GROUPS_SCOPE, Identity, Invitation, Maker, NewRule, Rule, TRANSFER_SCOPE,
+};
 pub use state::RateLimit;
 
 use model::World;
@@ -78,6 +88,9 @@ pub struct StandInConfig {
     /// Give each client the implicit `rw` rule on `/` an access manager holds (listed with
     /// `id: null`, as Globus lists rules granted through roles).
     pub access_manager_rules: bool,
+    /// Domains whose usernames identity look-ups with `provision=true` may provision (the
+    /// identity is made, status `unused`); empty: every domain.
+    pub provision_domains: Vec<String>,
 }
 
 impl Default for StandInConfig {
@@ -96,6 +109,7 @@ impl Default for StandInConfig {
             clock: Clock::System,
             faults: FaultPlan::none(),
             access_manager_rules: true,
+            provision_domains: Vec::new(),
         }
     }
 }
@@ -119,6 +133,7 @@ impl StandInConfig {
                         permissions: "rw".to_owned(),
                         create_time: now,
                         expiration_date: None,
+                        notify_email: None,
                         made_by: Maker::Role,
                     });
                 }
@@ -133,6 +148,10 @@ impl StandInConfig {
             rule_limit: self.rule_limit,
             token_lifetime: self.token_lifetime,
             next_rule_ids: Default::default(),
+            provision_domains: self.provision_domains,
+            provisioned: 0,
+            invitations: Vec::new(),
+            groups: Default::default(),
         };
         let shared = Shared::new(
             world,
@@ -205,6 +224,7 @@ impl StandInHandle {
                 permissions: rule.permissions,
                 create_time: now,
                 expiration_date: rule.expiration_date,
+                notify_email: None,
                 made_by: Maker::Role,
             });
             Ok(())
@@ -263,6 +283,76 @@ impl StandInHandle {
         self.shared.with_world(|world, _| {
             world.next_rule_ids = ids.iter().map(|id| (*id).to_owned()).collect();
         });
+    }
+
+    /// Invitations sent so far (`notify_email` on rules made through the API).
+    pub fn invitations(&self) -> Vec<Invitation> {
+        self.shared.with_world(|world, _| world.invitations.clone())
+    }
+
+    /// Identities provisioned so far (`provision=true` look-ups).
+    pub fn provisioned(&self) -> u64 {
+        self.shared.with_world(|world, _| world.provisioned)
+    }
+
+    /// Every group, with its memberships.
+    pub fn groups(&self) -> Vec<Group> {
+        self.shared
+            .with_world(|world, _| world.groups.values().cloned().collect())
+    }
+
+    /// A group made by a person at the web interface, with these members (and, with
+    /// `client_admin`, the client `client_id` as an admin: a group someone else made and shared
+    /// the administration of); answers its id.
+    pub fn add_foreign_group(
+        &self,
+        name: &str,
+        description: &str,
+        members: &[&str],
+        client_admin: Option<&str>,
+    ) -> String {
+        let now = self.shared.now();
+        self.shared.with_world(|world, _| {
+            let mut group = world
+                .create_group(name, description, Maker::Person, now)
+                .expect("a valid name");
+            for member in members {
+                group.memberships.push(Membership {
+                    identity_id: (*member).to_owned(),
+                    username: String::new(),
+                    role: "member".to_owned(),
+                    status: "active".to_owned(),
+                });
+            }
+            if let Some(client_id) = client_admin {
+                let (identity_id, username) = client_identity(client_id);
+                group.memberships.push(Membership {
+                    identity_id,
+                    username,
+                    role: "admin".to_owned(),
+                    status: "active".to_owned(),
+                });
+            }
+            world.groups.insert(group.id.clone(), group.clone());
+            group.id
+        })
+    }
+
+    /// Deletes a group by hand (someone at the web interface); false when there was none.
+    pub fn delete_group_by_hand(&self, id: &str) -> bool {
+        self.shared
+            .with_world(|world, _| world.groups.remove(id).is_some())
+    }
+
+    /// Removes a member from a group by hand; false when there was no such membership.
+    pub fn remove_member_by_hand(&self, group: &str, identity: &str) -> bool {
+        self.shared.with_world(|world, _| {
+            world.groups.get_mut(group).is_some_and(|g| {
+                let before = g.memberships.len();
+                g.memberships.retain(|m| m.identity_id != identity);
+                g.memberships.len() < before
+            })
+        })
     }
 
     /// Changes the rules-per-collection limit.
@@ -360,6 +450,8 @@ impl NewRule {
             path: path.to_owned(),
             permissions: "r".to_owned(),
             expiration_date: None,
+            notify_email: None,
+            notify_message: None,
         }
     }
 }

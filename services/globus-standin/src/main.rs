@@ -56,6 +56,15 @@ struct Args {
     )]
     identities: Vec<String>,
 
+    /// Domains whose usernames may be provisioned by look-ups with `provision=true`
+    /// (comma-separated in the environment); none given: every domain.
+    #[arg(
+        long = "provision-domain",
+        env = "SMRTSHARE_STANDIN_PROVISION_DOMAINS",
+        value_delimiter = ','
+    )]
+    provision_domains: Vec<String>,
+
     /// Lifetime of issued tokens.
     #[arg(long, env = "SMRTSHARE_STANDIN_TOKEN_LIFETIME", value_parser = humantime::parse_duration, default_value = "48h")]
     token_lifetime: Duration,
@@ -176,6 +185,7 @@ impl Args {
             }),
             seed: self.seed,
             faults: FaultPlan::mixed(self.fault_share, &mix),
+            provision_domains: self.provision_domains.clone(),
             ..StandInConfig::default()
         })
     }

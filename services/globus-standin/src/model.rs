@@ -18,6 +18,19 @@ use crate::clock::format_time;
 pub const TRANSFER_SCOPE: &str = "urn:globus:auth:scope:transfer.api.globus.org:all";
 /// The resource server of Transfer tokens.
 pub const TRANSFER_RESOURCE_SERVER: &str = "transfer.api.globus.org";
+/// The scope a client-credentials token for the Groups API is asked for.
+pub const GROUPS_SCOPE: &str = "urn:globus:auth:scope:groups.api.globus.org:all";
+/// The resource server of Groups tokens.
+pub const GROUPS_RESOURCE_SERVER: &str = "groups.api.globus.org";
+
+/// The resource server a scope is for, among the two the stand-in issues tokens for.
+pub(crate) fn resource_server_of(scope: &str) -> Option<&'static str> {
+    match scope {
+        TRANSFER_SCOPE => Some(TRANSFER_RESOURCE_SERVER),
+        GROUPS_SCOPE => Some(GROUPS_RESOURCE_SERVER),
+        _ => None,
+    }
+}
 
 /// A Globus error as Transfer reports it: HTTP status, `code`, `message`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,6 +154,9 @@ pub struct Rule {
     pub create_time: DateTime<Utc>,
     /// When the rule lapses (Globus deletes it then).
     pub expiration_date: Option<DateTime<Utc>>,
+    /// Whom Globus emailed when the rule was made.
+    #[serde(default)]
+    pub notify_email: Option<String>,
     /// Who made it.
     pub made_by: Maker,
 }
@@ -157,7 +173,7 @@ impl Rule {
             "principal": self.principal,
             "path": self.path,
             "permissions": self.permissions,
-            "notify_email": null,
+            "notify_email": self.notify_email,
             "create_time": format_time(self.create_time),
             "expiration_date": self.expiration_date.map(format_time),
         })
@@ -177,11 +193,21 @@ pub struct NewRule {
     pub permissions: String,
     /// Optional expiry.
     pub expiration_date: Option<DateTime<Utc>>,
+    /// Whom Globus emails about the new rule (identity rules only).
+    #[serde(default)]
+    pub notify_email: Option<String>,
+    /// The message of that email.
+    #[serde(default)]
+    pub notify_message: Option<String>,
 }
+
+/// The longest `notify_message` accepted.
+pub const MAX_NOTIFY_MESSAGE: usize = 2048;
 
 #[derive(Debug)]
 pub(crate) struct Token {
     pub client_id: String,
+    pub resource_server: &'static str,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -196,6 +222,31 @@ pub(crate) struct World {
     pub token_lifetime: Duration,
     /// Ids the next rules made get, before random ones (a test hook: a Globus that repeats ids).
     pub next_rule_ids: VecDeque<String>,
+    /// Domains whose usernames `provision=true` may provision; empty: every domain.
+    pub provision_domains: Vec<String>,
+    /// Identities provisioned so far.
+    pub provisioned: u64,
+    /// Invitations sent (`notify_email` on rules made through the API), oldest first.
+    pub invitations: Vec<Invitation>,
+    /// Groups, by id.
+    pub groups: BTreeMap<String, crate::groups::Group>,
+}
+
+/// An email Globus sent because a rule was made with `notify_email`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    /// The rule.
+    pub rule_id: String,
+    /// To whom.
+    pub email: String,
+    /// The message the rule carried (`notify_message`), if any.
+    pub message: Option<String>,
+    /// The identity the rule is for.
+    pub principal: String,
+    /// The path shared.
+    pub path: String,
+    /// When.
+    pub sent_at: DateTime<Utc>,
 }
 
 impl World {
@@ -203,7 +254,13 @@ impl World {
         self.clients.get(id).is_some_and(|s| s == secret)
     }
 
-    pub fn issue_token(&mut self, client_id: &str, now: DateTime<Utc>, rng: &mut StdRng) -> String {
+    pub fn issue_token(
+        &mut self,
+        client_id: &str,
+        resource_server: &'static str,
+        now: DateTime<Utc>,
+        rng: &mut StdRng,
+    ) -> String {
         let token: String = (0..48)
             .map(|_| char::from(rng.sample(rand::distr::Alphanumeric)))
             .collect();
@@ -213,26 +270,31 @@ impl World {
             token.clone(),
             Token {
                 client_id: client_id.to_owned(),
+                resource_server,
                 expires_at: now + lifetime,
             },
         );
         token
     }
 
-    /// The client a live transfer token belongs to.
-    pub fn check_token(&self, token: &str, now: DateTime<Utc>) -> Result<String, ApiError> {
+    /// The client a live token for `resource_server` belongs to.
+    pub fn check_token(
+        &self,
+        token: &str,
+        resource_server: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String, ApiError> {
+        let refused = |message: &str| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "AuthenticationFailed", message)
+        };
         match self.tokens.get(token) {
+            Some(t) if t.resource_server != resource_server => Err(refused(&format!(
+                "Token is for {}, not {resource_server}",
+                t.resource_server
+            ))),
             Some(t) if t.expires_at > now => Ok(t.client_id.clone()),
-            Some(_) => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "AuthenticationFailed",
-                "Token is not active (it expired)",
-            )),
-            None => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "AuthenticationFailed",
-                "Token is not active",
-            )),
+            Some(_) => Err(refused("Token is not active (it expired)")),
+            None => Err(refused("Token is not active")),
         }
     }
 
@@ -246,6 +308,28 @@ impl World {
         self.identities
             .iter()
             .find(|i| i.username.eq_ignore_ascii_case(username))
+    }
+
+    /// Provisions an identity for `username` (status `unused`, no name or email yet) when its
+    /// domain may be provisioned; `None` otherwise.
+    pub fn provision(&mut self, username: &str) -> Option<Identity> {
+        let (local, domain) = username.split_once('@')?;
+        let allowed = self.provision_domains.is_empty()
+            || self
+                .provision_domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(domain));
+        if local.is_empty() || domain.is_empty() || !allowed {
+            return None;
+        }
+        let identity = Identity {
+            status: "unused".to_owned(),
+            name: None,
+            email: None,
+            ..Identity::for_username(username)
+        };
+        self.provisioned += 1;
+        Some(self.add_identity(identity))
     }
 
     pub fn add_identity(&mut self, identity: Identity) -> Identity {
@@ -280,19 +364,24 @@ impl World {
         made_by: Maker,
         now: DateTime<Utc>,
     ) -> Result<String, ApiError> {
-        // Through the API, an identity principal must be an identity Globus knows; rules added
-        // on the test side (a person at the web interface) may name anyone.
-        let known_identity = new.principal_type != "identity"
-            || !matches!(made_by, Maker::Client(_))
-            || self.identities.iter().any(|i| i.id == new.principal);
+        // Through the API, an identity principal must be an identity Globus knows and a group
+        // principal a group that exists; rules added on the test side (a person at the web
+        // interface) may name anyone.
+        let through_api = matches!(made_by, Maker::Client(_));
+        let unknown = through_api
+            && match new.principal_type.as_str() {
+                "identity" => !self.identities.iter().any(|i| i.id == new.principal),
+                "group" => !self.groups.contains_key(&new.principal),
+                _ => false,
+            };
         let limit = self.rule_limit;
         let rules = self.rules_mut(endpoint, now)?;
         validate_new_rule(&new, now)?;
-        if !known_identity {
+        if unknown {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
-                format!("Unknown identity '{}'", new.principal),
+                format!("Unknown {} '{}'", new.principal_type, new.principal),
             ));
         }
         if rules.iter().any(|r| {
@@ -323,6 +412,16 @@ impl World {
             .next_rule_ids
             .pop_front()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if let Some(email) = &new.notify_email {
+            self.invitations.push(Invitation {
+                rule_id: id.clone(),
+                email: email.clone(),
+                message: new.notify_message.clone(),
+                principal: new.principal.clone(),
+                path: new.path.clone(),
+                sent_at: now,
+            });
+        }
         let rules = self.rules_mut(endpoint, now)?;
         rules.push(Rule {
             id: Some(id.clone()),
@@ -334,6 +433,7 @@ impl World {
             permissions: new.permissions,
             create_time: now,
             expiration_date: new.expiration_date,
+            notify_email: new.notify_email,
             made_by,
         });
         Ok(id)
@@ -397,11 +497,49 @@ pub(crate) fn validate_new_rule(new: &NewRule, now: DateTime<Utc>) -> Result<(),
         other => return Err(bad(format!("Invalid principal_type '{other}'"))),
     }
     validate_permissions(&new.permissions)?;
+    validate_notify(new)?;
     if new.principal_type == "anonymous" && new.permissions != "r" {
         return Err(bad("anonymous rules may only grant 'r'".to_owned()));
     }
     validate_path(&new.path)?;
     validate_expiration(new.expiration_date, now)
+}
+
+/// `notify_email`: a plausible address, identity rules only; `notify_message`: with an email,
+/// at most [`MAX_NOTIFY_MESSAGE`] characters.
+fn validate_notify(new: &NewRule) -> Result<(), ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "BadRequest", message);
+    if let Some(email) = &new.notify_email {
+        let plausible = email.len() <= 254
+            && email
+                .split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
+            && !email
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == ',');
+        if !plausible {
+            return Err(bad(format!(
+                "Invalid notify_email '{}'",
+                email.escape_default()
+            )));
+        }
+        if new.principal_type != "identity" {
+            return Err(bad(
+                "notify_email is only allowed for identity rules".to_owned()
+            ));
+        }
+    }
+    if let Some(message) = &new.notify_message {
+        if new.notify_email.is_none() {
+            return Err(bad("notify_message requires notify_email".to_owned()));
+        }
+        if message.chars().count() > MAX_NOTIFY_MESSAGE {
+            return Err(bad(format!(
+                "notify_message is longer than {MAX_NOTIFY_MESSAGE} characters"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn validate_permissions(permissions: &str) -> Result<(), ApiError> {

@@ -22,7 +22,7 @@ use tower::ServiceExt as _;
 
 use crate::faults::{Fault, Kind};
 use crate::state::Shared;
-use crate::{admin, auth_api, transfer_api};
+use crate::{admin, auth_api, groups_api, transfer_api};
 
 /// Response extension naming the Globus code of an answer, for counting.
 #[derive(Clone, Debug)]
@@ -50,6 +50,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(transfer_api::get_rule)
                 .put(transfer_api::update)
                 .delete(transfer_api::delete),
+        )
+        .route("/v2/groups", post(groups_api::create))
+        .route("/v2/groups/my_groups", get(groups_api::my_groups))
+        .route(
+            "/v2/groups/{group}",
+            get(groups_api::get)
+                .post(groups_api::batch)
+                .delete(groups_api::delete),
         )
         .route("/healthz", get(|| async { "ok" }))
         .merge(admin::routes())

@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 
 use crate::auth_api::bearer_token;
 use crate::clock::parse_time;
-use crate::model::{ApiError, Maker, NewRule, validate_expiration, validate_permissions};
+use crate::model::{
+    ApiError, Maker, NewRule, TRANSFER_RESOURCE_SERVER, validate_expiration, validate_permissions,
+};
 use crate::server::{AnswerCode, error_body};
 use crate::state::Shared;
 
@@ -51,7 +53,7 @@ fn authenticate(shared: &Shared, headers: &HeaderMap, uri: &Uri) -> Result<Call,
         )));
     };
     let now = shared.now();
-    match shared.with_world(|world, _| world.check_token(&token, now)) {
+    match shared.with_world(|world, _| world.check_token(&token, TRANSFER_RESOURCE_SERVER, now)) {
         Ok(client_id) => Ok(Call {
             client_id,
             resource,
@@ -194,6 +196,8 @@ pub(crate) async fn create(
             path: required("path")?,
             permissions: required("permissions")?,
             expiration_date: expiration_field(&map)?,
+            notify_email: string_field(&map, "notify_email")?,
+            notify_message: string_field(&map, "notify_message")?,
         };
         shared.with_world(|world, _| {
             world.create_rule(&endpoint, new, Maker::Client(call.client_id.clone()), now)

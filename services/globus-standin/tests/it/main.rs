@@ -2,6 +2,8 @@
 //! identities, access rules with Globus' validations, faults, its rate limit, and the binary's
 //! admin API.
 
+mod groups;
+mod provision;
 mod rule_ids;
 
 use std::io::{BufRead as _, BufReader};
