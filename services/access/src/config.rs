@@ -15,8 +15,12 @@ use url::Url;
 
 use crate::clock::Clock;
 use crate::globus::identities::LoginMapping;
-use crate::globus::{DEFAULT_AUTH_URL, DEFAULT_TRANSFER_URL, GlobusConfig, RetryPolicy};
-use crate::reconcile::RulePolicy;
+use crate::globus::{
+    DEFAULT_AUTH_URL, DEFAULT_GROUPS_URL, DEFAULT_TRANSFER_URL, GlobusConfig, RetryPolicy,
+};
+use crate::reconcile::{
+    Caps, DEFAULT_INVITATION, Invitations, MAX_INVITATION_CHARS, RulePolicy, SharingMode,
+};
 
 /// Where the service listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50052";
@@ -51,6 +55,14 @@ struct GlobusArgs {
     /// Globus Transfer base URL (with the API version).
     #[arg(long, env = "SMRTSHARE_GLOBUS_TRANSFER_URL", default_value = DEFAULT_TRANSFER_URL)]
     globus_transfer_url: Url,
+    /// Globus Groups base URL (group sharing; paths start with /v2/).
+    #[arg(long, env = "SMRTSHARE_GLOBUS_GROUPS_URL", default_value = DEFAULT_GROUPS_URL)]
+    globus_groups_url: Url,
+    /// Look up `login@domain` usernames with `provision=true`: Globus makes identities it does
+    /// not know yet (as globus-cli's --provision-identity), so access is in place the day the
+    /// person first logs in.
+    #[arg(long, env = "SMRTSHARE_GLOBUS_PROVISION_IDENTITIES")]
+    globus_provision_identities: bool,
     /// The confidential client id (a Globus service account that manages the collection's
     /// access rules).
     #[arg(long, env = "SMRTSHARE_GLOBUS_CLIENT_ID")]
@@ -134,6 +146,43 @@ struct RuleArgs {
     /// Members of one project worked on at once.
     #[arg(long, env = "SMRTSHARE_ACCESS_MEMBER_CONCURRENCY", default_value_t = 8)]
     member_concurrency: usize,
+    /// How members get access: `rules` (one rule per member and project) or `groups` (one
+    /// Globus group per project, one rule per project directory). Changing it is completed by
+    /// Verify (the migration grants the new form before revoking the old).
+    #[arg(long, env = "SMRTSHARE_ACCESS_SHARING", value_enum, default_value_t = SharingMode::Rules)]
+    sharing: SharingMode,
+    /// Rules per collection counted against (Globus: 1000).
+    #[arg(
+        long,
+        env = "SMRTSHARE_ACCESS_COLLECTION_RULE_CAP",
+        default_value_t = 1000
+    )]
+    collection_rule_cap: u32,
+    /// Rules per identity counted against (Globus counts at most 100 effective rules).
+    #[arg(
+        long,
+        env = "SMRTSHARE_ACCESS_IDENTITY_RULE_CAP",
+        default_value_t = 100
+    )]
+    identity_rule_cap: u32,
+    /// Share of a cap at which Verify warns.
+    #[arg(long, env = "SMRTSHARE_ACCESS_CAP_WARNING", default_value_t = 0.9)]
+    cap_warning: f64,
+    /// Invite members: a member's first rule in a project carries notify_email (rule sharing),
+    /// when their email is known (the login table's third column).
+    #[arg(long, env = "SMRTSHARE_ACCESS_INVITE_MEMBERS")]
+    invite_members: bool,
+    /// The invitation's text; {sharer}, {login}, {username}, {project_id}, {path} and
+    /// {collection_id} are filled in.
+    #[arg(long, env = "SMRTSHARE_ACCESS_INVITATION_MESSAGE", default_value = DEFAULT_INVITATION)]
+    invitation_message: String,
+    /// Who shares, for {sharer}.
+    #[arg(
+        long,
+        env = "SMRTSHARE_ACCESS_INVITATION_SHARER",
+        default_value = "Your sequencing core"
+    )]
+    invitation_sharer: String,
 }
 
 /// Everything the service needs, resolved.
@@ -149,6 +198,8 @@ pub struct Config {
     pub globus: GlobusConfig,
     /// Logins to usernames.
     pub mapping: LoginMapping,
+    /// Identity look-ups provision unknown usernames.
+    pub provision_identities: bool,
     /// Cache time of found identities.
     pub identity_ttl: Duration,
     /// Cache time of unknown usernames.
@@ -170,6 +221,7 @@ impl Config {
             database_max_connections: 8,
             globus,
             mapping,
+            provision_identities: false,
             identity_ttl: Duration::from_secs(3600),
             identity_miss_ttl: Duration::from_secs(300),
             policy: RulePolicy::default(),
@@ -225,6 +277,7 @@ impl Args {
             secret,
             &g.globus_collection_id,
         );
+        globus.groups_url = g.globus_groups_url.clone();
         globus.request_timeout = g.globus_timeout;
         globus.connect_timeout = g.globus_connect_timeout;
         globus.rate_per_second = g.globus_rate_limit;
@@ -251,7 +304,29 @@ impl Args {
             adoption_skew: r.adoption_skew,
             limit_cooloff: r.limit_cooloff,
             member_concurrency: r.member_concurrency.max(1),
+            sharing: r.sharing,
+            caps: Caps {
+                collection: r.collection_rule_cap,
+                identity: r.identity_rule_cap,
+                warn_at: r.cap_warning,
+            },
+            invitations: r.invite_members.then(|| Invitations {
+                message: r.invitation_message.clone(),
+                sharer: r.invitation_sharer.clone(),
+            }),
         };
+        anyhow::ensure!(
+            r.collection_rule_cap >= 1 && r.identity_rule_cap >= 1,
+            "the rule caps must be at least 1"
+        );
+        anyhow::ensure!(
+            r.cap_warning > 0.0 && r.cap_warning <= 1.0,
+            "--cap-warning must lie in (0, 1]"
+        );
+        anyhow::ensure!(
+            r.invitation_message.chars().count() <= MAX_INVITATION_CHARS,
+            "--invitation-message is longer than {MAX_INVITATION_CHARS} characters"
+        );
         anyhow::ensure!(
             policy.renew_before < policy.expiry,
             "--renew-before ({:?}) must be shorter than the rule expiry ({} days)",
@@ -272,6 +347,7 @@ impl Args {
             database_max_connections: self.database.database_max_connections,
             globus,
             mapping,
+            provision_identities: g.globus_provision_identities,
             identity_ttl: g.globus_identity_ttl,
             identity_miss_ttl: g.globus_identity_miss_ttl,
             policy,

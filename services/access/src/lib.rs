@@ -29,12 +29,13 @@ pub mod model;
 pub mod reconcile;
 pub mod registry;
 pub mod service;
+pub mod view;
 
 pub use clock::Clock;
 pub use config::{Args, Config};
 pub use error::Error;
 pub use reconcile::renewal::RenewalStatus;
-pub use reconcile::{Core, RulePolicy};
+pub use reconcile::{Caps, Core, Invitations, RulePolicy, SharingMode};
 
 use globus::identities::IdentityResolver;
 use globus::{Globus, GlobusError};
@@ -77,6 +78,7 @@ impl Access {
         let identities = IdentityResolver::new(
             globus.clone(),
             config.mapping.clone(),
+            config.provision_identities,
             config.identity_ttl,
             config.identity_miss_ttl,
         );

@@ -24,6 +24,16 @@ pub enum Call {
     Update,
     /// Rule delete.
     Delete,
+    /// Group create.
+    GroupCreate,
+    /// The client's groups.
+    GroupList,
+    /// One group with its memberships.
+    GroupGet,
+    /// Group membership actions (add, remove).
+    GroupMembers,
+    /// Group delete.
+    GroupDelete,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,6 +53,26 @@ struct StateLabels {
     state: String,
 }
 
+/// Which cap.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Cap {
+    /// Rules per collection.
+    Collection,
+    /// Effective rules per identity.
+    Identity,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CapLabels {
+    cap: Cap,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OwnerLabels {
+    /// `smrtshare` or `others`.
+    owner: String,
+}
+
 #[derive(Debug)]
 struct Inner {
     registry: Registry,
@@ -53,6 +83,12 @@ struct Inner {
     renewal_last_run: Gauge,
     renewed: Counter,
     rules: Family<StateLabels, Gauge>,
+    collection_rules: Family<OwnerLabels, Gauge>,
+    cap_limit: Family<CapLabels, Gauge>,
+    cap_usage: Family<CapLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    cap_refusals: Family<CapLabels, Counter>,
+    unresolved: Gauge,
+    invitations: Counter,
 }
 
 /// The service's metrics. Cheap to clone.
@@ -113,6 +149,43 @@ impl Metrics {
             "Rules in the registry by state (as of the last renewal pass)",
             rules.clone(),
         );
+        let collection_rules = Family::<OwnerLabels, Gauge>::default();
+        registry.register(
+            "collection_rules",
+            "Rules on the collection: smrtshare's (registry) and others' (as of the last Verify)",
+            collection_rules.clone(),
+        );
+        let cap_limit = Family::<CapLabels, Gauge>::default();
+        registry.register(
+            "cap_limit",
+            "The configured caps: rules per collection, effective rules per identity",
+            cap_limit.clone(),
+        );
+        let cap_usage = Family::<CapLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "cap_usage_ratio",
+            "Share of each cap in use (collection: all rules; identity: the busiest identity); \
+             Verify warns at 0.9",
+            cap_usage.clone(),
+        );
+        let cap_refusals = Family::<CapLabels, Counter>::default();
+        registry.register(
+            "cap_refusals",
+            "Members not granted because a cap is reached (no Globus call made)",
+            cap_refusals.clone(),
+        );
+        let unresolved = Gauge::default();
+        registry.register(
+            "unresolved_members",
+            "Project members with no Globus identity (or a login that is not valid), all projects",
+            unresolved.clone(),
+        );
+        let invitations = Counter::default();
+        registry.register(
+            "invitations_sent",
+            "Rules created with notify_email (an invitation email from Globus)",
+            invitations.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -123,6 +196,12 @@ impl Metrics {
                 renewal_last_run,
                 renewed,
                 rules,
+                collection_rules,
+                cap_limit,
+                cap_usage,
+                cap_refusals,
+                unresolved,
+                invitations,
             }),
         }
     }
@@ -177,6 +256,58 @@ impl Metrics {
                 })
                 .set(n);
         }
+    }
+
+    /// Records the rules on the collection and how full each cap is.
+    pub fn caps(&self, usage: &crate::model::CapUsage) {
+        let owner = |owner: &str| OwnerLabels {
+            owner: owner.to_owned(),
+        };
+        let i = &self.inner;
+        i.collection_rules
+            .get_or_create(&owner("smrtshare"))
+            .set(usage.smrtshare_rules);
+        i.collection_rules
+            .get_or_create(&owner("others"))
+            .set(usage.foreign_rules);
+        for (cap, limit, used) in [
+            (
+                Cap::Collection,
+                usage.collection_cap,
+                usage.collection_rules(),
+            ),
+            (
+                Cap::Identity,
+                usage.identity_cap,
+                usage.busiest_identity_rules,
+            ),
+        ] {
+            i.cap_limit.get_or_create(&CapLabels { cap }).set(limit);
+            let ratio = if limit > 0 {
+                used as f64 / limit as f64
+            } else {
+                0.0
+            };
+            i.cap_usage.get_or_create(&CapLabels { cap }).set(ratio);
+        }
+    }
+
+    /// Counts one member refused at a cap.
+    pub fn cap_refused(&self, cap: Cap) {
+        self.inner
+            .cap_refusals
+            .get_or_create(&CapLabels { cap })
+            .inc();
+    }
+
+    /// Records the unresolved members of all projects.
+    pub fn unresolved(&self, count: i64) {
+        self.inner.unresolved.set(count);
+    }
+
+    /// Counts one invitation sent.
+    pub fn invitation_sent(&self) {
+        self.inner.invitations.inc();
     }
 
     /// The Prometheus text exposition.

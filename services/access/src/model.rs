@@ -213,7 +213,14 @@ const PERMANENT_CODES: &[&str] = &[
     "EndpointNotFound",
     INVALID_LOGIN,
     HELD_BY_ANOTHER_PROJECT,
+    COLLECTION_RULE_CAP,
+    IDENTITY_RULE_CAP,
 ];
+
+/// The code of a member not granted because the collection's rule cap is reached.
+pub const COLLECTION_RULE_CAP: &str = "CollectionRuleCap";
+/// The code of a member not granted because their identity's rule cap is reached.
+pub const IDENTITY_RULE_CAP: &str = "IdentityRuleCap";
 
 /// The code of a login that is not valid (empty, too long, a comma...).
 pub const INVALID_LOGIN: &str = "InvalidLogin";
@@ -235,6 +242,8 @@ pub struct MemberOutcome {
     pub globus_code: Option<String>,
     /// A reason, for failures and unusual successes.
     pub message: String,
+    /// An invitation email went out with the member's new rule.
+    pub invited: bool,
 }
 
 impl MemberOutcome {
@@ -261,6 +270,7 @@ impl MemberOutcome {
             access_id: None,
             globus_code: None,
             message: String::new(),
+            invited: false,
         }
     }
 
@@ -273,6 +283,7 @@ impl MemberOutcome {
             access_id: row.access_id.clone(),
             globus_code: None,
             message: String::new(),
+            invited: false,
         }
     }
 
@@ -334,6 +345,13 @@ pub enum RepairKind {
     Created,
     /// An open intent matched a rule smrtshare did not create: recorded as external.
     External,
+    /// A project's access was moved to the configured sharing mode (the new form granted
+    /// first, the old one revoked after).
+    Migrated,
+    /// A member smrtshare had added to a project's group was missing there: added again.
+    MemberAdded,
+    /// A project's group was gone at Globus: made again, with its members and its rule.
+    GroupRecreated,
 }
 
 /// One repair.
@@ -341,8 +359,12 @@ pub enum RepairKind {
 pub struct Repair {
     /// What was (or would be) done.
     pub kind: RepairKind,
-    /// The rule, after the repair.
-    pub rule: RuleRow,
+    /// The project.
+    pub project_id: i64,
+    /// The rule, after the repair, when it concerns one rule.
+    pub rule: Option<RuleRow>,
+    /// What was done, for repairs of a whole project.
+    pub detail: String,
     /// Whether it succeeded (false in a dry run).
     pub done: bool,
     /// Why it failed.
@@ -360,6 +382,61 @@ pub struct VerifyReport {
     pub foreign: u32,
     /// Repairs made or planned.
     pub repairs: Vec<Repair>,
+    /// How full the caps are, after the repairs.
+    pub caps: CapUsage,
+    /// What needs an operator (a cap at 90% or more).
+    pub warnings: Vec<String>,
+}
+
+/// Rules counted against the caps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CapUsage {
+    /// Rules smrtshare holds or is about to hold on the collection.
+    pub smrtshare_rules: i64,
+    /// Rules of others on the collection (as of the last Verify).
+    pub foreign_rules: i64,
+    /// The collection cap.
+    pub collection_cap: i64,
+    /// The identity with the most rules smrtshare knows of, if any.
+    pub busiest_identity: Option<String>,
+    /// Its rules.
+    pub busiest_identity_rules: i64,
+    /// The per-identity cap.
+    pub identity_cap: i64,
+}
+
+impl CapUsage {
+    /// Every rule on the collection.
+    pub fn collection_rules(&self) -> i64 {
+        self.smrtshare_rules + self.foreign_rules
+    }
+
+    /// Warnings for caps used to `share` (0.9) or more.
+    pub fn warnings(&self, share: f64) -> Vec<String> {
+        let mut out = Vec::new();
+        let full = |used: i64, cap: i64| cap > 0 && used as f64 >= share * cap as f64;
+        if full(self.collection_rules(), self.collection_cap) {
+            out.push(format!(
+                "the collection holds {} of its {} access rules ({} smrtshare's, {} others'): \
+                 switch to group sharing (SMRTSHARE_ACCESS_SHARING=groups, then Verify), which \
+                 needs one rule per project directory",
+                self.collection_rules(),
+                self.collection_cap,
+                self.smrtshare_rules,
+                self.foreign_rules
+            ));
+        }
+        if full(self.busiest_identity_rules, self.identity_cap) {
+            out.push(format!(
+                "identity {} has {} of the {} rules Globus counts for one identity on a \
+                 collection: remove the member from finished projects",
+                self.busiest_identity.as_deref().unwrap_or("?"),
+                self.busiest_identity_rules,
+                self.identity_cap
+            ));
+        }
+        out
+    }
 }
 
 #[cfg(test)]

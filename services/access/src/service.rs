@@ -10,12 +10,9 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use crate::error::Error;
-use crate::model::{self, ApplyRequest, MemberOutcome, OutcomeKind, Repair, RepairKind};
+use crate::model::{self, ApplyRequest, CapUsage, MemberOutcome, OutcomeKind, Repair, RepairKind};
 use crate::reconcile::Core;
-use crate::registry::{RowState, RuleRow};
-
-/// Rules per page when streaming the registry.
-const LIST_PAGE: i64 = 500;
+use crate::view::{project_view, rule_to_wire, unresolved_view};
 
 /// The Access service over a [`Core`].
 #[derive(Clone, Debug)]
@@ -33,35 +30,6 @@ impl AccessService {
 fn span<T>(method: &'static str, request: &Request<T>) -> tracing::Span {
     let change = change_id(request.metadata()).unwrap_or_default();
     tracing::info_span!("access", method, change_id = change)
-}
-
-fn timestamp(millis: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: millis.div_euclid(1000),
-        nanos: i32::try_from(millis.rem_euclid(1000) * 1_000_000).unwrap_or(0),
-    }
-}
-
-/// The wire form of a registry row.
-pub fn rule_to_wire(row: &RuleRow) -> pb::Rule {
-    pb::Rule {
-        project_id: row.project_id,
-        login: row.login.clone(),
-        identity_id: row.identity_id.clone(),
-        path: row.path.clone(),
-        permissions: row.permissions.clone(),
-        access_id: row.access_id.clone().unwrap_or_default(),
-        state: match row.state {
-            RowState::Pending => pb::RuleState::Pending,
-            RowState::Active => pb::RuleState::Active,
-            RowState::Deleting => pb::RuleState::Deleting,
-            RowState::External => pb::RuleState::External,
-        } as i32,
-        expires_at: row.expires_at.map(timestamp),
-        updated_at: Some(timestamp(row.updated_at)),
-        username: row.username.clone(),
-        last_error: row.last_error.clone().unwrap_or_default(),
-    }
 }
 
 fn outcome_to_wire(outcome: MemberOutcome) -> pb::MemberOutcome {
@@ -82,6 +50,7 @@ fn outcome_to_wire(outcome: MemberOutcome) -> pb::MemberOutcome {
         access_id: outcome.access_id.unwrap_or_default(),
         globus_code: outcome.globus_code.unwrap_or_default(),
         message: outcome.message,
+        invited: outcome.invited,
     }
 }
 
@@ -94,10 +63,26 @@ fn repair_to_wire(repair: Repair) -> pb::Repair {
             RepairKind::Deleted => pb::RepairKind::Deleted,
             RepairKind::Created => pb::RepairKind::Created,
             RepairKind::External => pb::RepairKind::External,
+            RepairKind::Migrated => pb::RepairKind::Migrated,
+            RepairKind::MemberAdded => pb::RepairKind::MemberAdded,
+            RepairKind::GroupRecreated => pb::RepairKind::GroupRecreated,
         } as i32,
-        rule: Some(rule_to_wire(&repair.rule)),
+        rule: repair.rule.as_ref().map(rule_to_wire),
         done: repair.done,
         error: repair.error.unwrap_or_default(),
+        project_id: repair.project_id,
+        detail: repair.detail,
+    }
+}
+
+fn caps_to_wire(caps: CapUsage) -> pb::CapUsage {
+    pb::CapUsage {
+        smrtshare_rules: caps.smrtshare_rules,
+        foreign_rules: caps.foreign_rules,
+        collection_cap: caps.collection_cap,
+        busiest_identity: caps.busiest_identity.unwrap_or_default(),
+        busiest_identity_rules: caps.busiest_identity_rules,
+        identity_cap: caps.identity_cap,
     }
 }
 
@@ -168,15 +153,18 @@ impl pb::access_server::Access for AccessService {
         request: Request<pb::GetProjectAccessRequest>,
     ) -> Result<Response<pb::GetProjectAccessResponse>, Status> {
         let project_id = model::project_id_field(request.get_ref().project_id)?;
-        let rows = self
-            .core
-            .registry()
-            .project_rows(project_id)
+        let registry = self.core.registry();
+        let (rules, group) = project_view(registry, project_id)
+            .await
+            .map_err(Error::from)?;
+        let unresolved = unresolved_view(registry, project_id)
             .await
             .map_err(Error::from)?;
         Ok(Response::new(pb::GetProjectAccessResponse {
             project_id,
-            rules: rows.iter().map(rule_to_wire).collect(),
+            rules,
+            group,
+            unresolved,
         }))
     }
 
@@ -192,36 +180,34 @@ impl pb::access_server::Access for AccessService {
                 Error::invalid("project_id", "must be 0 (every project) or a project id").into(),
             );
         }
-        let project = (project > 0).then_some(project);
+        let only = (project > 0).then_some(project);
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
         let core = self.core.clone();
         tokio::spawn(async move {
-            let mut after = None;
-            loop {
-                let page = match core
-                    .registry()
-                    .page(project, after.clone(), LIST_PAGE)
-                    .await
-                {
-                    Ok(page) => page,
+            let projects = match only {
+                Some(project) => Ok(vec![project]),
+                None => core.registry().project_ids().await,
+            };
+            let projects = match projects {
+                Ok(projects) => projects,
+                Err(error) => {
+                    let _ = sender.send(Err(Status::from(Error::from(error)))).await;
+                    return;
+                }
+            };
+            for project in projects {
+                let rules = match project_view(core.registry(), project).await {
+                    Ok((rules, _)) => rules,
                     Err(error) => {
                         let _ = sender.send(Err(Status::from(Error::from(error)))).await;
                         return;
                     }
                 };
-                let Some(last) = page.last() else { return };
-                after = Some((last.project_id, last.login.clone(), last.id));
-                let full = i64::try_from(page.len()).unwrap_or(0) == LIST_PAGE;
-                for row in &page {
-                    let item = pb::ListRulesResponse {
-                        rule: Some(rule_to_wire(row)),
-                    };
+                for rule in rules {
+                    let item = pb::ListRulesResponse { rule: Some(rule) };
                     if sender.send(Ok(item)).await.is_err() {
                         return; // the caller went away
                     }
-                }
-                if !full {
-                    return;
                 }
             }
         });
@@ -241,6 +227,8 @@ impl pb::access_server::Access for AccessService {
                 checked: report.checked,
                 foreign: report.foreign,
                 repairs: report.repairs.into_iter().map(repair_to_wire).collect(),
+                caps: Some(caps_to_wire(report.caps)),
+                warnings: report.warnings,
             })
         }
         .instrument(span)

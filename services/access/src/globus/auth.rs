@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::error::GlobusError;
 use super::http::{Auth, Body};
-use super::{Globus, TRANSFER_SCOPE};
+use super::{Globus, Resource};
 use crate::metrics::Call;
 
 /// Most usernames one identities call may name.
@@ -26,7 +26,8 @@ struct Cached {
     expires_at: Instant,
 }
 
-/// The cached Transfer token. Fetches are single-flight: concurrent callers wait for one fetch.
+/// A cached token for one resource server. Fetches are single-flight: concurrent callers wait
+/// for one fetch.
 #[derive(Debug)]
 pub(super) struct TokenCache {
     current: Mutex<Option<Cached>>,
@@ -92,17 +93,20 @@ pub struct IdentityRecord {
 }
 
 impl Globus {
-    /// The Transfer token, fetched when missing or within `token_renew_before` of expiry.
+    /// The token for `resource` (Transfer or Groups; each has its own), fetched when missing or
+    /// within `token_renew_before` of expiry.
     pub(super) fn bearer_token(
         &self,
+        resource: Resource,
     ) -> Pin<Box<dyn Future<Output = Result<Secret, GlobusError>> + Send + '_>> {
         // Boxed: fetching goes through `call`, which asks for tokens itself.
         Box::pin(async move {
-            if let Some(token) = self.token.valid() {
+            let cache = self.token_cache(resource);
+            if let Some(token) = cache.valid() {
                 return Ok(token);
             }
-            let _single_flight = self.token.fetching.lock().await;
-            if let Some(token) = self.token.valid() {
+            let _single_flight = cache.fetching.lock().await;
+            if let Some(token) = cache.valid() {
                 return Ok(token);
             }
             let url = self.auth("v2/oauth2/token")?;
@@ -112,15 +116,20 @@ impl Globus {
                     Method::POST,
                     url,
                     Auth::Client,
-                    Body::TokenForm,
+                    Body::TokenForm(resource.scope()),
                 )
                 .await?;
             let answer: TokenAnswer = serde_json::from_value(answer)
                 .map_err(|e| GlobusError::Protocol(format!("token answer: {e}")))?;
-            if !answer.scope.split_whitespace().any(|s| s == TRANSFER_SCOPE) {
+            if !answer
+                .scope
+                .split_whitespace()
+                .any(|s| s == resource.scope())
+            {
                 return Err(GlobusError::Credentials(format!(
-                    "the token was issued for scope {:?}, not {TRANSFER_SCOPE}",
-                    answer.scope
+                    "the token was issued for scope {:?}, not {}",
+                    answer.scope,
+                    resource.scope()
                 )));
             }
             if !answer.expires_in.is_finite() || answer.expires_in < 0.0 {
@@ -131,22 +140,26 @@ impl Globus {
             let token = Secret::new(answer.access_token);
             let lifetime =
                 Duration::from_secs_f64(answer.expires_in.min(MAX_TOKEN_LIFETIME.as_secs_f64()));
-            tracing::info!(expires_in = ?lifetime, "fetched a globus transfer token");
-            self.token.store(token.clone(), lifetime);
+            tracing::info!(?resource, expires_in = ?lifetime, "fetched a globus token");
+            cache.store(token.clone(), lifetime);
             Ok(token)
         })
     }
 
-    /// Fetches a token if none is cached: proves the client id and secret work.
+    /// Fetches a Transfer token if none is cached: proves the client id and secret work.
     pub async fn check_credentials(&self) -> Result<(), GlobusError> {
-        self.bearer_token().await.map(|_| ())
+        self.bearer_token(Resource::Transfer).await.map(|_| ())
     }
 
     /// Looks up at most [`MAX_USERNAMES_PER_CALL`] usernames in one call; unknown usernames are
     /// left out of the answer.
+    /// With `provision`, Globus makes identities for usernames it does not know yet where it
+    /// can (status `unused`), so rules and group memberships are in place before the first
+    /// login.
     pub async fn lookup_usernames(
         &self,
         usernames: &[String],
+        provision: bool,
     ) -> Result<Vec<IdentityRecord>, GlobusError> {
         if usernames.is_empty() {
             return Ok(Vec::new());
@@ -160,6 +173,9 @@ impl Globus {
         let mut url = self.auth("v2/api/identities")?;
         url.query_pairs_mut()
             .append_pair("usernames", &usernames.join(","));
+        if provision {
+            url.query_pairs_mut().append_pair("provision", "true");
+        }
         let answer = self
             .call(
                 Call::Identities,

@@ -14,6 +14,8 @@ pub enum ApiCode {
     AccessRuleNotFound,
     /// 404: no such collection.
     EndpointNotFound,
+    /// 404 from the Groups API: no such group.
+    NotFound,
     /// 400: the path is malformed.
     InvalidPath,
     /// 400: some other field is malformed.
@@ -38,6 +40,8 @@ impl ApiCode {
     /// The code of an answer with this status and body `code`.
     pub fn parse(status: u16, code: Option<&str>) -> Self {
         match code {
+            // Groups API: a missing group; the same meaning as a missing rule.
+            Some("NOT_FOUND") if status == 404 => Self::NotFound,
             Some("Exists") => Self::Exists,
             Some("LimitExceeded") => Self::LimitExceeded,
             Some("AccessRuleNotFound") => Self::AccessRuleNotFound,
@@ -67,6 +71,7 @@ impl ApiCode {
             Self::LimitExceeded => "LimitExceeded",
             Self::AccessRuleNotFound => "AccessRuleNotFound",
             Self::EndpointNotFound => "EndpointNotFound",
+            Self::NotFound => "NOT_FOUND",
             Self::InvalidPath => "InvalidPath",
             Self::BadRequest => "BadRequest",
             Self::AuthenticationFailed => "AuthenticationFailed",

@@ -7,7 +7,7 @@ use url::Url;
 
 use super::error::{ApiCode, GlobusError};
 use super::pacing::parse_retry_after;
-use super::{Globus, TRANSFER_SCOPE};
+use super::{Globus, Resource};
 use crate::metrics::Call;
 
 /// How a call authenticates.
@@ -15,8 +15,8 @@ use crate::metrics::Call;
 pub(super) enum Auth {
     /// HTTP Basic with the client id and secret (Auth calls).
     Client,
-    /// The Transfer bearer token (Transfer calls).
-    Bearer,
+    /// The bearer token for a resource server (Transfer, Groups).
+    Bearer(Resource),
 }
 
 /// A request body.
@@ -24,7 +24,18 @@ pub(super) enum Auth {
 pub(super) enum Body {
     Empty,
     Json(Value),
-    TokenForm,
+    /// The client-credentials form asking for a scope.
+    TokenForm(&'static str),
+}
+
+/// Whether a failure whose answer was lost (the request may have been applied) is retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Lost {
+    /// Retried: the request is idempotent or Globus answers a repeat with `Exists`.
+    Retry,
+    /// Not retried: a repeat could act twice (a group create makes a second group). The caller
+    /// finds out what happened instead.
+    Stop,
 }
 
 impl Globus {
@@ -39,6 +50,20 @@ impl Globus {
         auth: Auth,
         body: Body,
     ) -> Result<Value, GlobusError> {
+        self.call_with(call, method, url, auth, body, Lost::Retry)
+            .await
+    }
+
+    /// [`Self::call`], choosing whether failures that may have been applied are retried.
+    pub(super) async fn call_with(
+        &self,
+        call: Call,
+        method: Method,
+        url: Url,
+        auth: Auth,
+        body: Body,
+        lost_answers: Lost,
+    ) -> Result<Value, GlobusError> {
         let policy = &self.config.retry;
         let mut attempt = 0u32;
         let mut token_renewed = false;
@@ -47,7 +72,7 @@ impl Globus {
         loop {
             attempt += 1;
             let bearer = match auth {
-                Auth::Bearer => Some(self.bearer_token().await?),
+                Auth::Bearer(resource) => Some(self.bearer_token(resource).await?),
                 Auth::Client => None,
             };
             let error = match self
@@ -57,16 +82,17 @@ impl Globus {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            if let Some(token) = &bearer
+            if let (Some(token), Auth::Bearer(resource)) = (&bearer, auth)
                 && error.is(&ApiCode::AuthenticationFailed)
                 && !token_renewed
             {
                 tracing::warn!(
                     ?call,
-                    "globus refused the transfer token; fetching a new one and trying once more"
+                    ?resource,
+                    "globus refused the token; fetching a new one and trying once more"
                 );
                 token_renewed = true;
-                self.token.invalidate(token);
+                self.token_cache(resource).invalidate(token);
                 attempt -= 1;
                 continue;
             }
@@ -83,7 +109,8 @@ impl Globus {
                         .min(policy.max_retry_after),
                 );
             }
-            if !error.is_retryable() || attempt >= policy.max_attempts {
+            let stop = lost_answers == Lost::Stop && error.may_have_applied();
+            if !error.is_retryable() || stop || attempt >= policy.max_attempts {
                 if error.is_retryable() {
                     tracing::warn!(?call, attempt, code = error.code(), %error, "globus call failed; retries exhausted");
                 }
@@ -131,10 +158,9 @@ impl Globus {
         request = match body {
             Body::Empty => request,
             Body::Json(value) => request.json(value),
-            Body::TokenForm => request.form(&[
-                ("grant_type", "client_credentials"),
-                ("scope", TRANSFER_SCOPE),
-            ]),
+            Body::TokenForm(scope) => {
+                request.form(&[("grant_type", "client_credentials"), ("scope", scope)])
+            }
         };
         let response = match request.send().await {
             Ok(response) => response,
@@ -209,6 +235,7 @@ fn answer_error(
             .map(str::to_owned)
     });
     let message = text("message")
+        .or_else(|| text("detail"))
         .or_else(|| {
             auth_error
                 .and_then(|e| e.get("detail"))

@@ -20,17 +20,46 @@ use super::error::GlobusError;
 /// Batches in flight at once.
 const PARALLEL_BATCHES: usize = 2;
 
+/// One line of the login table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableEntry {
+    /// The Globus username.
+    pub username: String,
+    /// The member's email, for invitations (optional third column).
+    pub email: Option<String>,
+}
+
+impl From<&str> for TableEntry {
+    fn from(username: &str) -> Self {
+        Self {
+            username: username.to_owned(),
+            email: None,
+        }
+    }
+}
+
 /// How SMRT Link logins become Globus usernames: an explicit table first, then a login that
-/// already holds `@` as it is, then `login@domain`.
+/// already holds `@` as it is, then `login@domain`. The table may also give members' emails.
 #[derive(Clone, Debug, Default)]
 pub struct LoginMapping {
     domain: Option<String>,
-    table: HashMap<String, String>,
+    table: HashMap<String, TableEntry>,
+}
+
+/// True for an address Globus would accept in `notify_email`.
+pub fn plausible_email(email: &str) -> bool {
+    email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && !email
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ',')
 }
 
 impl LoginMapping {
-    /// A mapping from an optional domain suffix (`example.edu`) and a table (login → username).
-    pub fn new(domain: Option<&str>, table: HashMap<String, String>) -> anyhow::Result<Self> {
+    /// A mapping from an optional domain suffix (`example.edu`) and a table (login → entry).
+    pub fn new(domain: Option<&str>, table: HashMap<String, TableEntry>) -> anyhow::Result<Self> {
         let domain = domain
             .map(|d| d.trim().trim_start_matches('@').to_owned())
             .filter(|d| !d.is_empty());
@@ -40,18 +69,25 @@ impl LoginMapping {
                 "the username domain {domain:?} holds characters a username cannot"
             );
         }
-        for (login, username) in &table {
+        for (login, entry) in &table {
             anyhow::ensure!(
-                valid_username_part(username),
-                "the login table maps {login:?} to {username:?}, which is not a valid username"
+                valid_username_part(&entry.username),
+                "the login table maps {login:?} to {:?}, which is not a valid username",
+                entry.username
             );
+            if let Some(email) = &entry.email {
+                anyhow::ensure!(
+                    plausible_email(email),
+                    "the login table gives {login:?} the email {email:?}, which is not an address"
+                );
+            }
         }
         Ok(Self { domain, table })
     }
 
-    /// Reads a table: one `login username` (or `login = username`, `login,username`) per line;
-    /// `#` starts a comment.
-    pub fn parse_table(text: &str) -> anyhow::Result<HashMap<String, String>> {
+    /// Reads a table: one `login username [email]` (or `login = username`, `login,username`,
+    /// comma-separated) per line; `#` starts a comment.
+    pub fn parse_table(text: &str) -> anyhow::Result<HashMap<String, TableEntry>> {
         let mut table = HashMap::new();
         for (number, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or_default().trim();
@@ -62,16 +98,21 @@ impl LoginMapping {
                 .split(|c: char| c == '=' || c == ',' || c.is_whitespace())
                 .filter(|p| !p.is_empty())
                 .collect();
-            let [login, username] = parts.as_slice() else {
-                anyhow::bail!(
-                    "line {}: expected `login username`, found {line:?}",
+            let (login, entry) = match parts.as_slice() {
+                [login, username] => (*login, TableEntry::from(*username)),
+                [login, username, email] => (
+                    *login,
+                    TableEntry {
+                        username: (*username).to_owned(),
+                        email: Some((*email).to_owned()),
+                    },
+                ),
+                _ => anyhow::bail!(
+                    "line {}: expected `login username [email]`, found {line:?}",
                     number + 1
-                );
+                ),
             };
-            if table
-                .insert((*login).to_owned(), (*username).to_owned())
-                .is_some()
-            {
+            if table.insert(login.to_owned(), entry).is_some() {
                 anyhow::bail!("line {}: login {login:?} is listed twice", number + 1);
             }
         }
@@ -79,7 +120,7 @@ impl LoginMapping {
     }
 
     /// Reads a table file (see [`Self::parse_table`]).
-    pub fn load_table(path: &std::path::Path) -> anyhow::Result<HashMap<String, String>> {
+    pub fn load_table(path: &std::path::Path) -> anyhow::Result<HashMap<String, TableEntry>> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the login table {}", path.display()))?;
         Self::parse_table(&text).with_context(|| format!("in {}", path.display()))
@@ -87,13 +128,18 @@ impl LoginMapping {
 
     /// The Globus username of a login, or `None` when the mapping gives none.
     pub fn username(&self, login: &str) -> Option<String> {
-        if let Some(username) = self.table.get(login) {
-            return Some(username.clone());
+        if let Some(entry) = self.table.get(login) {
+            return Some(entry.username.clone());
         }
         if login.contains('@') {
             return Some(login.to_owned());
         }
         self.domain.as_ref().map(|d| format!("{login}@{d}"))
+    }
+
+    /// The member's email from the table, if it gives one.
+    pub fn email(&self, login: &str) -> Option<&str> {
+        self.table.get(login).and_then(|e| e.email.as_deref())
     }
 
     /// Why a login has no username, for messages.
@@ -130,6 +176,7 @@ struct Job {
 #[derive(Debug)]
 pub struct IdentityResolver {
     mapping: LoginMapping,
+    provision: bool,
     cache: Mutex<HashMap<String, Entry>>,
     found_ttl: Duration,
     missing_ttl: Duration,
@@ -137,17 +184,20 @@ pub struct IdentityResolver {
 }
 
 impl IdentityResolver {
-    /// A resolver; spawns the batching task (which ends when the resolver is dropped).
+    /// A resolver; spawns the batching task (which ends when the resolver is dropped). With
+    /// `provision`, look-ups ask Globus to provision identities it does not know yet.
     pub fn new(
         globus: Arc<Globus>,
         mapping: LoginMapping,
+        provision: bool,
         found_ttl: Duration,
         missing_ttl: Duration,
     ) -> Self {
         let (batches, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(send_batches(globus, jobs));
+        tokio::spawn(send_batches(globus, jobs, provision));
         Self {
             mapping,
+            provision,
             cache: Mutex::new(HashMap::new()),
             found_ttl,
             missing_ttl,
@@ -158,6 +208,11 @@ impl IdentityResolver {
     /// The mapping.
     pub fn mapping(&self) -> &LoginMapping {
         &self.mapping
+    }
+
+    /// True when look-ups provision identities.
+    pub fn provisions(&self) -> bool {
+        self.provision
     }
 
     /// The identities of `usernames` (keys lowercased): `None` for usernames Globus does not
@@ -227,7 +282,11 @@ impl IdentityResolver {
 }
 
 /// Sends look-ups: each batch takes the waiting jobs that fit in one call.
-async fn send_batches(globus: Arc<Globus>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+async fn send_batches(
+    globus: Arc<Globus>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    provision: bool,
+) {
     let parallel = Arc::new(Semaphore::new(PARALLEL_BATCHES));
     let mut carried: Option<Job> = None;
     loop {
@@ -255,7 +314,7 @@ async fn send_batches(globus: Arc<Globus>, mut jobs: mpsc::UnboundedReceiver<Job
         let globus = globus.clone();
         tokio::spawn(async move {
             let names: Vec<String> = names.into_iter().collect();
-            let result = globus.lookup_usernames(&names).await;
+            let result = globus.lookup_usernames(&names, provision).await;
             for job in batch {
                 let _ = job.reply.send(result.clone());
             }
@@ -271,7 +330,7 @@ mod tests {
     #[test]
     fn the_table_comes_first_then_the_domain() {
         let table = LoginMapping::parse_table(
-            "# comment\nalice alice.smith@uni.example\nbob = robert@other.example\ncarol,c@x.example\n",
+            "# comment\nalice alice.smith@uni.example asmith@lab.example\nbob = robert@other.example\ncarol,c@x.example\n",
         )
         .expect("parses");
         let mapping = LoginMapping::new(Some("@example.edu"), table).expect("valid");
@@ -284,6 +343,8 @@ mod tests {
             Some("robert@other.example")
         );
         assert_eq!(mapping.username("carol").as_deref(), Some("c@x.example"));
+        assert_eq!(mapping.email("alice"), Some("asmith@lab.example"));
+        assert_eq!(mapping.email("bob"), None);
         assert_eq!(
             mapping.username("dave").as_deref(),
             Some("dave@example.edu")
@@ -300,9 +361,11 @@ mod tests {
     fn bad_tables_are_refused() {
         assert!(LoginMapping::parse_table("alice").is_err());
         assert!(LoginMapping::parse_table("alice a@x\nalice b@x").is_err());
-        assert!(LoginMapping::parse_table("a b c").is_err());
+        assert!(LoginMapping::parse_table("a b c d").is_err());
         let mut table = HashMap::new();
-        table.insert("x".to_owned(), "a,b@x".to_owned());
+        table.insert("x".to_owned(), TableEntry::from("a,b@x"));
+        assert!(LoginMapping::new(None, table).is_err());
+        let table = LoginMapping::parse_table("a b@x not-an-address").expect("parses");
         assert!(LoginMapping::new(None, table).is_err());
     }
 }

@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 
 mod auth;
 pub mod error;
+pub mod groups;
 mod http;
 pub mod identities;
 pub mod pacing;
@@ -31,6 +32,27 @@ pub use transfer::AccessRule;
 
 /// The Transfer scope smrtshare's token is asked for.
 pub const TRANSFER_SCOPE: &str = "urn:globus:auth:scope:transfer.api.globus.org:all";
+/// The Groups scope (group sharing).
+pub const GROUPS_SCOPE: &str = "urn:globus:auth:scope:groups.api.globus.org:all";
+
+/// A resource server smrtshare holds a token for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    /// Transfer (access rules).
+    Transfer,
+    /// Groups (group sharing).
+    Groups,
+}
+
+impl Resource {
+    /// The scope its token is asked for.
+    pub fn scope(self) -> &'static str {
+        match self {
+            Self::Transfer => TRANSFER_SCOPE,
+            Self::Groups => GROUPS_SCOPE,
+        }
+    }
+}
 
 /// How to reach Globus.
 #[derive(Clone, Debug)]
@@ -39,6 +61,8 @@ pub struct GlobusConfig {
     pub auth_url: Url,
     /// Globus Transfer base, `https://transfer.api.globus.org/v0.10`.
     pub transfer_url: Url,
+    /// Globus Groups base, `https://groups.api.globus.org` (paths start with `/v2/`).
+    pub groups_url: Url,
     /// The confidential client's id.
     pub client_id: String,
     /// The confidential client's secret (never logged).
@@ -65,10 +89,12 @@ pub struct GlobusConfig {
 pub const DEFAULT_AUTH_URL: &str = "https://auth.globus.org";
 /// Globus Transfer at Globus.
 pub const DEFAULT_TRANSFER_URL: &str = "https://transfer.api.globus.org/v0.10";
+/// Globus Groups at Globus.
+pub const DEFAULT_GROUPS_URL: &str = "https://groups.api.globus.org";
 
 impl GlobusConfig {
-    /// Production defaults (timeouts, retries, 20 requests/s) for the given bases, client and
-    /// collection.
+    /// Production defaults (timeouts, retries, 20 requests/s, Groups at Globus) for the given
+    /// bases, client and collection.
     pub fn new(
         auth_url: Url,
         transfer_url: Url,
@@ -79,6 +105,7 @@ impl GlobusConfig {
         Self {
             auth_url,
             transfer_url,
+            groups_url: Url::parse(DEFAULT_GROUPS_URL).expect("the default Groups URL parses"),
             client_id: client_id.to_owned(),
             client_secret,
             collection_id: collection_id.to_owned(),
@@ -100,7 +127,8 @@ pub struct Globus {
     config: GlobusConfig,
     limiter: pacing::RateLimiter,
     in_flight: Semaphore,
-    token: auth::TokenCache,
+    transfer_token: auth::TokenCache,
+    groups_token: auth::TokenCache,
     clock: Clock,
     metrics: Metrics,
 }
@@ -124,7 +152,8 @@ impl Globus {
             http,
             limiter: pacing::RateLimiter::new(config.rate_per_second, config.burst),
             in_flight: Semaphore::new(config.concurrency.max(1)),
-            token: auth::TokenCache::new(config.token_renew_before),
+            transfer_token: auth::TokenCache::new(config.token_renew_before),
+            groups_token: auth::TokenCache::new(config.token_renew_before),
             config,
             clock,
             metrics,
@@ -145,6 +174,19 @@ impl Globus {
         let base = self.config.transfer_url.as_str().trim_end_matches('/');
         Url::parse(&format!("{base}/{tail}"))
             .map_err(|e| GlobusError::Protocol(format!("cannot build a Transfer URL: {e}")))
+    }
+
+    fn token_cache(&self, resource: Resource) -> &auth::TokenCache {
+        match resource {
+            Resource::Transfer => &self.transfer_token,
+            Resource::Groups => &self.groups_token,
+        }
+    }
+
+    fn groups(&self, tail: &str) -> Result<Url, GlobusError> {
+        let base = self.config.groups_url.as_str().trim_end_matches('/');
+        Url::parse(&format!("{base}/v2/{tail}"))
+            .map_err(|e| GlobusError::Protocol(format!("cannot build a Groups URL: {e}")))
     }
 
     fn auth(&self, tail: &str) -> Result<Url, GlobusError> {

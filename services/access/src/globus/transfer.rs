@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::error::GlobusError;
 use super::http::{Auth, Body};
-use super::{Globus, uuid_like};
+use super::{Globus, Resource, uuid_like};
 use crate::clock::{format_globus_time, parse_globus_time};
 use crate::metrics::Call;
 
@@ -82,13 +82,34 @@ fn rule_id_segment(access_id: &str) -> Result<&str, GlobusError> {
     }
 }
 
+/// A rule to create.
+#[derive(Clone, Copy, Debug)]
+pub struct NewRule<'a> {
+    /// `identity` or `group`.
+    pub principal_type: &'a str,
+    /// The identity or group id.
+    pub principal: &'a str,
+    /// Directory path, `/…/`.
+    pub path: &'a str,
+    /// `r`.
+    pub permissions: &'a str,
+    /// Invitation: (email, message).
+    pub notify: Option<(&'a str, &'a str)>,
+}
+
 impl Globus {
     /// Every rule on the collection (one `access_list` call), including rules through roles
     /// (`id: None`).
     pub async fn list_rules(&self) -> Result<Vec<AccessRule>, GlobusError> {
         let url = self.transfer(&format!("endpoint/{}/access_list", self.collection_id()))?;
         let answer = self
-            .call(Call::List, Method::GET, url, Auth::Bearer, Body::Empty)
+            .call(
+                Call::List,
+                Method::GET,
+                url,
+                Auth::Bearer(Resource::Transfer),
+                Body::Empty,
+            )
             .await?;
         let data = answer
             .get("DATA")
@@ -99,31 +120,34 @@ impl Globus {
         Ok(rules.into_iter().map(WireRule::into_rule).collect())
     }
 
-    /// Creates a rule for an identity; answers the new rule's id.
+    /// Creates a rule for an identity or a group; answers the new rule's id. With `notify`
+    /// (email, message), Globus emails the member about it (identity rules only).
     pub async fn create_rule(
         &self,
-        identity_id: &str,
-        path: &str,
-        permissions: &str,
+        new: &NewRule<'_>,
         expiration: Option<DateTime<Utc>>,
     ) -> Result<String, GlobusError> {
         let url = self.transfer(&format!("endpoint/{}/access", self.collection_id()))?;
         let mut body = json!({
             "DATA_TYPE": "access",
-            "principal_type": "identity",
-            "principal": identity_id,
-            "path": path,
-            "permissions": permissions,
+            "principal_type": new.principal_type,
+            "principal": new.principal,
+            "path": new.path,
+            "permissions": new.permissions,
         });
         if let Some(expiration) = expiration {
             body["expiration_date"] = Value::String(format_globus_time(expiration));
+        }
+        if let Some((email, message)) = new.notify {
+            body["notify_email"] = Value::String(email.to_owned());
+            body["notify_message"] = Value::String(message.to_owned());
         }
         let answer = self
             .call(
                 Call::Create,
                 Method::POST,
                 url,
-                Auth::Bearer,
+                Auth::Bearer(Resource::Transfer),
                 Body::Json(body),
             )
             .await?;
@@ -157,7 +181,7 @@ impl Globus {
             Call::Update,
             Method::PUT,
             url,
-            Auth::Bearer,
+            Auth::Bearer(Resource::Transfer),
             Body::Json(body),
         )
         .await
@@ -171,8 +195,14 @@ impl Globus {
             self.collection_id(),
             rule_id_segment(access_id)?
         ))?;
-        self.call(Call::Delete, Method::DELETE, url, Auth::Bearer, Body::Empty)
-            .await
-            .map(|_| ())
+        self.call(
+            Call::Delete,
+            Method::DELETE,
+            url,
+            Auth::Bearer(Resource::Transfer),
+            Body::Empty,
+        )
+        .await
+        .map(|_| ())
     }
 }

@@ -1,47 +1,75 @@
-//! ApplyProjectAccess: one project's rules brought to the desired state.
+//! ApplyProjectAccess: one project brought to the desired state in the configured sharing mode.
 //!
-//! The in-sync check reads the registry only: members whose rule is recorded active on the path
-//! and not near expiry cost no Globus call, and identities are looked up only for members with
-//! no row. Revocations run first (they may free slots under the rule limit), then grants and
-//! moves, several members at a time.
+//! The in-sync check reads the registry only: members whose access is recorded (an active rule
+//! on the path, or an active group membership with the group's rule on the path) and not near
+//! expiry cost no Globus call, and identities are looked up only for members with no record.
+//! Revocations run first (they may free slots under the rule cap), then grants and moves,
+//! several members at a time. A project still held in the other form (after the mode changed)
+//! is moved over: the new form is granted first, the old one revoked after.
 
 use std::collections::HashMap;
 
 use futures::StreamExt as _;
 
-use super::{Core, Held, LazyList, READ_ONLY};
+use super::{Core, LazyList, SharingMode};
 use crate::error::Error;
-use crate::model::{
-    ApplyReport, ApplyRequest, HELD_BY_ANOTHER_PROJECT, INVALID_LOGIN, MemberOutcome, OutcomeKind,
-};
-use crate::registry::{Inserted, NewIntent, RowState, RuleRow};
+use crate::model::{ApplyReport, ApplyRequest, INVALID_LOGIN, MemberOutcome, OutcomeKind};
+use crate::registry::{MemberRow, RuleRow};
 
 /// One wanted Globus username (one or more logins mapping to it).
 #[derive(Debug)]
-struct Member {
+pub(super) struct Member {
     /// The username as mapped.
-    username: String,
+    pub username: String,
     /// Index of the first login mapping to it.
-    first: usize,
+    pub first: usize,
     /// Indices of further logins mapping to the same username.
-    also: Vec<usize>,
-    /// The project's rows for this username (any path, any state).
-    rows: Vec<RuleRow>,
-    /// The identity, from a row or a look-up.
-    identity: Option<String>,
+    pub also: Vec<usize>,
+    /// The project's rules for this username (any path, any state).
+    pub rows: Vec<RuleRow>,
+    /// The member's row in the project's group, if any.
+    pub membership: Option<MemberRow>,
+    /// The identity, from a record or a look-up.
+    pub identity: Option<String>,
 }
 
 /// Per-apply context shared by the member tasks.
-struct Ctx<'a> {
-    request: &'a ApplyRequest,
-    list: LazyList,
+pub(super) struct Ctx<'a> {
+    pub request: &'a ApplyRequest,
+    pub list: LazyList,
+}
+
+/// What one mode's pass answers: every member with its outcome (and whether its cleanup of old
+/// rules finished), and the outcomes of members who left.
+pub(super) struct Pass {
+    pub members: Vec<(Member, MemberOutcome, bool)>,
+    pub revoked: Vec<MemberOutcome>,
+    pub complete: bool,
 }
 
 impl Core {
-    /// Brings one project's rules to the desired state (or plans it, with `dry_run`).
+    /// Brings one project to the desired state (or plans it, with `dry_run`).
     pub async fn apply(&self, request: ApplyRequest) -> Result<ApplyReport, Error> {
         let _turn = self.locks.lock(request.project_id).await;
-        let rows = self.registry.project_rows(request.project_id).await?;
+        self.apply_locked(request, true).await
+    }
+
+    /// [`Self::apply`] with the project's lock held; `from_request`: the member list is SMRT
+    /// Link's (so members without an identity are recorded as unresolved), not the registry's
+    /// (Verify's migration).
+    pub(super) async fn apply_locked(
+        &self,
+        request: ApplyRequest,
+        from_request: bool,
+    ) -> Result<ApplyReport, Error> {
+        let project_id = request.project_id;
+        let (group_rules, rows): (Vec<RuleRow>, Vec<RuleRow>) = self
+            .registry
+            .project_rows(project_id)
+            .await?
+            .into_iter()
+            .partition(Core::is_group_rule);
+        let memberships = self.registry.members(project_id).await?;
         let mapping = self.identities.mapping();
 
         let mut outcomes: Vec<Option<MemberOutcome>> = vec![None; request.logins.len()];
@@ -71,6 +99,7 @@ impl Core {
                         first: index,
                         also: Vec::new(),
                         rows: Vec::new(),
+                        membership: None,
                         identity: None,
                     });
                 }
@@ -83,76 +112,75 @@ impl Core {
                 None => leaving.push(row),
             }
         }
-
-        let unknown: Vec<String> = members
-            .iter()
-            .filter(|m| m.rows.is_empty())
-            .map(|m| m.username.clone())
-            .collect();
-        let found = if unknown.is_empty() {
-            HashMap::new()
-        } else {
-            self.identities.resolve(&unknown).await?
-        };
-        for member in &mut members {
-            member.identity = match member.rows.first() {
-                Some(row) => Some(row.identity_id.clone()),
-                None => found
-                    .get(&member.username.to_lowercase())
-                    .cloned()
-                    .flatten()
-                    .map(|identity| identity.id),
-            };
+        let mut leaving_members = Vec::new();
+        for row in memberships {
+            match by_key.get(&row.username.to_lowercase()) {
+                Some(&m) => members[m].membership = Some(row),
+                None => leaving_members.push(row),
+            }
         }
+        self.identify(&mut members).await?;
 
         let ctx = Ctx {
             request: &request,
             list: LazyList::default(),
         };
-        let concurrency = self.policy.member_concurrency.max(1);
-
         let revoked: Vec<Result<MemberOutcome, Error>> = futures::stream::iter(leaving)
             .map(|row| self.revoke_row(&ctx.list, row, request.dry_run))
-            .buffer_unordered(concurrency)
+            .buffer_unordered(self.policy.member_concurrency.max(1))
             .collect()
             .await;
         let mut revoked = revoked.into_iter().collect::<Result<Vec<_>, _>>()?;
-        revoked.sort_by(|a, b| a.login.cmp(&b.login));
 
-        let granted: Vec<Result<(Member, MemberOutcome, bool), Error>> =
-            futures::stream::iter(members)
-                .map(|member| self.apply_member(&ctx, member))
-                .buffer_unordered(concurrency)
-                .collect()
-                .await;
-        let mut cleanup_ok = true;
-        for result in granted {
-            let (member, outcome, cleaned) = result?;
-            cleanup_ok &= cleaned;
+        let pass = match self.policy.sharing {
+            SharingMode::Rules => {
+                self.apply_rules(&ctx, members, group_rules, leaving_members)
+                    .await?
+            }
+            SharingMode::Groups => {
+                self.apply_groups(&ctx, members, group_rules, leaving_members)
+                    .await?
+            }
+        };
+        for outcome in pass.revoked {
+            if !revoked.iter().any(|r| r.login == outcome.login) {
+                revoked.push(outcome);
+            }
+        }
+        revoked.sort_by(|a, b| a.login.cmp(&b.login));
+        for (member, outcome, _) in &pass.members {
             for &index in &member.also {
                 let mut shared = outcome.clone();
                 shared.login.clone_from(&request.logins[index]);
+                shared.invited = false;
                 if outcome.kind.is_done() {
                     shared.kind = OutcomeKind::AlreadyGranted;
                     let first = &request.logins[member.first];
                     shared.message = if *first == request.logins[index] {
                         format!("listed twice (as logins[{}])", member.first)
                     } else {
-                        format!("same Globus identity as login {first:?}: one rule serves both")
+                        format!("same Globus identity as login {first:?}: one grant serves both")
                     };
                 }
                 outcomes[index] = Some(shared);
             }
-            outcomes[member.first] = Some(outcome);
+            outcomes[member.first] = Some(outcome.clone());
         }
 
         let mut members: Vec<MemberOutcome> = outcomes.into_iter().flatten().collect();
-        let complete = cleanup_ok
+        let complete = pass.complete
+            && pass.members.iter().all(|(_, _, cleaned)| *cleaned)
             && members.iter().all(|m| m.kind.is_done())
             && revoked.iter().all(|m| m.kind.is_done());
+        if !request.dry_run {
+            if from_request {
+                self.note_unresolved(project_id, &members).await?;
+            }
+            self.cap_usage().await?;
+        }
         members.extend(revoked);
         Ok(ApplyReport {
-            project_id: request.project_id,
+            project_id,
             path: request.path.clone(),
             dry_run: request.dry_run,
             members,
@@ -160,228 +188,93 @@ impl Core {
         })
     }
 
-    /// One member: grant (or keep, renew, adopt, move). Answers the outcome and whether every
-    /// old rule of a move was removed.
-    async fn apply_member(
-        &self,
-        ctx: &Ctx<'_>,
-        member: Member,
-    ) -> Result<(Member, MemberOutcome, bool), Error> {
-        let request = ctx.request;
-        let login = &request.logins[member.first];
-        let Some(identity) = member.identity.clone() else {
-            let outcome = MemberOutcome::new(login, OutcomeKind::UnknownIdentity).with_message(
-                format!("no Globus identity has the username {:?}", member.username),
-            );
-            return Ok((member, outcome, true));
-        };
-        let (here, elsewhere): (Vec<&RuleRow>, Vec<&RuleRow>) =
-            member.rows.iter().partition(|r| r.path == request.path);
-        let here = here.first().copied();
-        let base = MemberOutcome {
-            identity_id: Some(identity.clone()),
-            access_id: here.and_then(|r| r.access_id.clone()),
-            ..MemberOutcome::new(login, OutcomeKind::Granted)
-        };
-
-        let mut outcome = if request.dry_run {
-            self.plan_member(here, base)
-        } else {
-            match here {
-                Some(row) => self.keep_member(ctx, row, base).await?,
-                None => {
-                    self.grant(
-                        request.project_id,
-                        login,
-                        &member.username,
-                        &identity,
-                        &request.path,
-                        base,
-                    )
-                    .await?
-                }
-            }
-        };
-
-        let mut cleaned = true;
-        if outcome.kind.is_done() && !elsewhere.is_empty() {
-            let mut problems = Vec::new();
-            for old in &elsewhere {
-                if request.dry_run {
-                    continue;
-                }
-                if let Err(failure) = self.remove(old, &ctx.list).await? {
-                    problems.push(format!(
-                        "the old rule on {} is not deleted yet ({}: {})",
-                        old.path, failure.code, failure.message
-                    ));
-                }
-            }
-            outcome.kind = OutcomeKind::Moved;
-            let from: Vec<&str> = elsewhere.iter().map(|r| r.path.as_str()).collect();
-            outcome.message = if problems.is_empty() {
-                format!("moved from {}", from.join(", "))
-            } else {
-                cleaned = false;
-                problems.join("; ")
-            };
+    /// Fills in each member's identity: from a record (a rule or a group membership), else one
+    /// batched look-up for the rest.
+    async fn identify(&self, members: &mut [Member]) -> Result<(), Error> {
+        for member in members.iter_mut() {
+            member.identity = member
+                .rows
+                .first()
+                .map(|r| r.identity_id.clone())
+                .or_else(|| member.membership.as_ref().map(|m| m.identity_id.clone()));
         }
-        Ok((member, outcome, cleaned))
+        let unknown: Vec<String> = members
+            .iter()
+            .filter(|m| m.identity.is_none())
+            .map(|m| m.username.clone())
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let found = self.identities.resolve(&unknown).await?;
+        for member in members.iter_mut().filter(|m| m.identity.is_none()) {
+            member.identity = found
+                .get(&member.username.to_lowercase())
+                .cloned()
+                .flatten()
+                .map(|identity| identity.id);
+        }
+        Ok(())
     }
 
-    /// A dry run's answer for a member with (or without) a row on the path.
-    fn plan_member(&self, here: Option<&RuleRow>, base: MemberOutcome) -> MemberOutcome {
-        match here.map(|r| (r.state, r)) {
-            Some((RowState::Active, row)) if self.renewal_due(row) => MemberOutcome {
-                kind: OutcomeKind::Renewed,
-                ..base
-            },
-            Some((RowState::Active, _)) => MemberOutcome {
-                kind: OutcomeKind::AlreadyGranted,
-                ..base
-            },
-            Some((RowState::External, _)) => MemberOutcome {
-                kind: OutcomeKind::AlreadyGranted,
-                ..base
-            }
-            .with_message("access comes from a rule smrtshare did not create"),
-            Some((RowState::Pending, _)) => base.with_message(
-                "an intent is open: the rule found at Globus would be adopted, or created",
-            ),
-            Some((RowState::Deleting, _)) | None => base,
-        }
-    }
-
-    /// A member with a row on the path.
-    async fn keep_member(
+    /// Rule sharing: each member through their own rule; then the project's group (from group
+    /// sharing) is retired as far as the members no longer need it.
+    async fn apply_rules(
         &self,
         ctx: &Ctx<'_>,
-        row: &RuleRow,
-        base: MemberOutcome,
-    ) -> Result<MemberOutcome, Error> {
-        let request = ctx.request;
-        Ok(match row.state {
-            RowState::Active if self.renewal_due(row) => match self.renew(row).await? {
-                Ok(renewed) => MemberOutcome {
-                    kind: OutcomeKind::Renewed,
-                    access_id: renewed.access_id,
-                    ..base
-                },
-                Err(failure) => base.failed(&failure.code, failure.message),
-            },
-            RowState::Active => MemberOutcome {
-                kind: OutcomeKind::AlreadyGranted,
-                ..base
-            },
-            RowState::External => MemberOutcome {
-                kind: OutcomeKind::AlreadyGranted,
-                ..base
-            }
-            .with_message(
-                "access comes from a rule smrtshare did not create; smrtshare leaves it alone",
-            ),
-            RowState::Pending => {
-                let rules = match ctx.list.get(&self.globus).await {
-                    Ok(rules) => rules,
-                    Err(error) => return Ok(base.failed(error.code(), error.to_string())),
-                };
-                held_outcome(self.settle_pending(row, &rules).await?, base)
-            }
-            RowState::Deleting => match self.remove(row, &ctx.list).await? {
-                Ok(_) => {
-                    self.grant(
-                        request.project_id,
-                        &base.login.clone(),
-                        &row.username,
-                        &row.identity_id,
-                        &request.path,
-                        base,
-                    )
-                    .await?
-                }
-                Err(failure) => base.failed(&failure.code, failure.message),
-            },
+        members: Vec<Member>,
+        group_rules: Vec<RuleRow>,
+        leaving_members: Vec<MemberRow>,
+    ) -> Result<Pass, Error> {
+        let results: Vec<Result<(Member, MemberOutcome, bool), Error>> =
+            futures::stream::iter(members)
+                .map(|member| self.apply_member(ctx, member))
+                .buffer_unordered(self.policy.member_concurrency.max(1))
+                .collect()
+                .await;
+        let members = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let (revoked, complete) = self
+            .retire_group(ctx, &members, group_rules, leaving_members)
+            .await?;
+        Ok(Pass {
+            members,
+            revoked,
+            complete,
         })
     }
 
-    /// Writes an intent and creates the rule.
-    async fn grant(
+    /// Records the project's members with no identity (or a login that is not valid), and
+    /// publishes the count of all projects'.
+    async fn note_unresolved(
         &self,
         project_id: i64,
-        login: &str,
-        username: &str,
-        identity_id: &str,
-        path: &str,
-        base: MemberOutcome,
-    ) -> Result<MemberOutcome, Error> {
-        let intent = NewIntent {
-            project_id,
-            login,
-            username,
-            identity_id,
-            path,
-            permissions: READ_ONLY,
-            expires_at: self.new_expiry_ms(),
-        };
-        match self.registry.insert_intent(&intent).await? {
-            Inserted::Row(row) => Ok(held_outcome(self.create(&row).await?, base)),
-            Inserted::HeldBy(holder) => Ok(base.failed(
-                HELD_BY_ANOTHER_PROJECT,
-                format!(
-                    "project {} already holds this identity's rule on {} (login {:?})",
-                    holder.project_id, holder.path, holder.login
-                ),
-            )),
-        }
-    }
-
-    /// One member no longer listed.
-    pub(crate) async fn revoke_row(
-        &self,
-        list: &LazyList,
-        row: RuleRow,
-        dry_run: bool,
-    ) -> Result<MemberOutcome, Error> {
-        let outcome = MemberOutcome::for_row(&row, OutcomeKind::Revoked);
-        let external_note =
-            "the access came from a rule smrtshare did not create: left in place, record dropped";
-        if dry_run {
-            return Ok(if row.state == RowState::External {
-                outcome.with_message(external_note)
-            } else {
-                outcome
-            });
-        }
-        Ok(match self.remove(&row, list).await? {
-            Ok(true) => outcome.with_message(external_note),
-            Ok(false) => outcome,
-            Err(failure) => outcome.failed(&failure.code, failure.message),
-        })
-    }
-}
-
-/// The outcome of a create, adoption or external record.
-fn held_outcome(step: Result<Held, super::Failure>, base: MemberOutcome) -> MemberOutcome {
-    match step {
-        Ok(Held::Created(row)) => MemberOutcome {
-            kind: OutcomeKind::Granted,
-            access_id: row.access_id,
-            ..base
-        },
-        Ok(Held::Adopted(row)) => MemberOutcome {
-            kind: OutcomeKind::Granted,
-            access_id: row.access_id,
-            ..base
-        }
-        .with_message("adopted the rule an interrupted create had made"),
-        Ok(Held::External(row)) => MemberOutcome {
-            kind: OutcomeKind::AlreadyGranted,
-            access_id: row.access_id,
-            ..base
-        }
-        .with_message(
-            "access comes from a rule smrtshare did not create; smrtshare leaves it alone",
-        ),
-        Err(failure) => base.failed(&failure.code, failure.message),
+        outcomes: &[MemberOutcome],
+    ) -> Result<(), Error> {
+        let mapping = self.identities.mapping();
+        let unresolved: Vec<(String, String, String)> = outcomes
+            .iter()
+            .filter(|o| {
+                o.kind == OutcomeKind::UnknownIdentity
+                    || o.globus_code.as_deref() == Some(INVALID_LOGIN)
+            })
+            .map(|o| {
+                let username = match o.kind {
+                    OutcomeKind::UnknownIdentity => mapping.username(&o.login).unwrap_or_default(),
+                    _ => String::new(),
+                };
+                let reason = if o.message.is_empty() {
+                    "no Globus identity".to_owned()
+                } else {
+                    o.message.clone()
+                };
+                (o.login.clone(), username, reason)
+            })
+            .collect();
+        self.registry
+            .set_unresolved(project_id, &unresolved)
+            .await?;
+        self.metrics
+            .unresolved(self.registry.count_unresolved().await?);
+        Ok(())
     }
 }

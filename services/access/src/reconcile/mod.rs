@@ -1,7 +1,7 @@
-//! The core: bringing rules to the desired state, with the registry as the record of what
-//! smrtshare holds and Globus as the truth.
+//! The core: bringing rules (and, with group sharing, groups) to the desired state, with the
+//! registry as the record of what smrtshare holds and Globus as the truth.
 //!
-//! The primitives here move one registry row through its states:
+//! The rule primitives ([`rules`]) move one registry row through its states:
 //! - create: an intent row is written first (by the caller), then Globus is asked; the id is
 //!   recorded. `Exists` means the rule is already there: one `access_list` call tells whether it
 //!   is ours (an earlier attempt whose answer was lost: adopted) or someone else's (recorded as
@@ -13,6 +13,11 @@
 //!
 //! A transient failure of a create keeps the intent open: the next apply or verify adopts the
 //! rule if Globus made it, or creates it.
+//!
+//! Sharing modes ([`SharingMode`]): one rule per member and project directory, or one Globus
+//! group per project with one rule per project directory for it ([`groups`], [`group_apply`]).
+//! An apply brings its project to the configured mode; Verify does it for every project
+//! ([`migrate`]), granting the new form before revoking the old.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,18 +26,26 @@ use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::clock::{Clock, from_millis};
+use crate::clock::Clock;
 use crate::error::Error;
 use crate::globus::identities::IdentityResolver;
-use crate::globus::{AccessRule, ApiCode, Globus, GlobusError};
+use crate::globus::{AccessRule, Globus, GlobusError};
 use crate::locks::ProjectLocks;
 use crate::metrics::Metrics;
-use crate::registry::{Registry, RowState, RuleRow};
+use crate::registry::{Principal, Registry, RowState, RuleRow};
 
 mod apply;
+mod caps;
+mod group_apply;
+mod groups;
+mod migrate;
 pub mod renewal;
 mod revoke;
+mod rule_apply;
+mod rules;
 mod verify;
+
+pub use caps::Caps;
 
 /// The permissions every rule grants.
 pub const READ_ONLY: &str = "r";
@@ -59,6 +72,12 @@ pub struct RulePolicy {
     pub limit_cooloff: Duration,
     /// Members of one project worked on at once.
     pub member_concurrency: usize,
+    /// One rule per member, or one group per project.
+    pub sharing: SharingMode,
+    /// The caps rules are counted against.
+    pub caps: Caps,
+    /// Invitations with new rules (rule sharing), when on.
+    pub invitations: Option<Invitations>,
 }
 
 impl Default for RulePolicy {
@@ -71,9 +90,65 @@ impl Default for RulePolicy {
             adoption_skew: Duration::from_secs(300),
             limit_cooloff: Duration::from_secs(300),
             member_concurrency: 8,
+            sharing: SharingMode::Rules,
+            caps: Caps::default(),
+            invitations: None,
         }
     }
 }
+
+/// How members are given access.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SharingMode {
+    /// One read rule per member and project directory (the default: no Groups API needed,
+    /// invitations per member; at most about 1000 members in all projects).
+    #[default]
+    Rules,
+    /// One Globus group per project with one read rule per project directory for it:
+    /// membership changes are group adds and removes; up to about 1000 projects.
+    Groups,
+}
+
+/// Invitations: the message a new rule's `notify_email` carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invitations {
+    /// The message, with `{login}`, `{username}`, `{project_id}`, `{path}`, `{collection_id}`
+    /// and `{sharer}` filled in.
+    pub message: String,
+    /// Who shares (`{sharer}`), e.g. "the Sequencing Core".
+    pub sharer: String,
+}
+
+/// The default invitation message.
+pub const DEFAULT_INVITATION: &str = "{sharer} shared SMRT Link project {project_id} with you \
+    ({login}). The data is in the folder {path} of the Globus collection {collection_id}. Log in \
+    at https://app.globus.org with your {username} identity and open the collection to \
+    download it.";
+
+impl Invitations {
+    /// The message for one member.
+    pub fn render(
+        &self,
+        login: &str,
+        username: &str,
+        project_id: i64,
+        path: &str,
+        collection_id: &str,
+    ) -> String {
+        let message = self
+            .message
+            .replace("{sharer}", &self.sharer)
+            .replace("{login}", login)
+            .replace("{username}", username)
+            .replace("{project_id}", &project_id.to_string())
+            .replace("{path}", path)
+            .replace("{collection_id}", collection_id);
+        message.chars().take(MAX_INVITATION_CHARS).collect()
+    }
+}
+
+/// The longest invitation message sent (Globus accepts 2048 characters).
+pub const MAX_INVITATION_CHARS: usize = 2000;
 
 /// A member-level failure: Globus' code and a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,33 +203,14 @@ impl LazyList {
     }
 }
 
-/// The rule for an identity on a path, among rules with an id.
-pub(crate) fn find_rule<'a>(
-    rules: &'a [AccessRule],
-    identity_id: &str,
-    path: &str,
-) -> Option<&'a AccessRule> {
+/// The rule for a row's principal on its path, among rules with an id.
+pub(crate) fn find_rule<'a>(rules: &'a [AccessRule], row: &RuleRow) -> Option<&'a AccessRule> {
     rules.iter().find(|r| {
         r.id.is_some()
-            && r.principal_type == "identity"
-            && r.principal == identity_id
-            && r.path == path
+            && r.principal_type == row.principal.as_str()
+            && r.principal == row.identity_id
+            && r.path == row.path
     })
-}
-
-/// Logs a registry row whose rule id Globus now uses for another rule (see
-/// [`Registry::claim_access_id`]).
-fn note_displaced(displaced: Option<RuleRow>, access_id: &str) {
-    if let Some(stale) = displaced {
-        tracing::warn!(
-            project_id = stale.project_id,
-            login = %stale.login,
-            path = %stale.path,
-            access_id,
-            "globus gave a new rule an id smrtshare had recorded for another rule, which must be \
-             gone (was globus reset?); that rule will be made again"
-        );
-    }
 }
 
 /// Everything the operations share.
@@ -168,6 +224,11 @@ pub struct Core {
     pub(crate) clock: Clock,
     pub(crate) metrics: Metrics,
     limit_until: Mutex<Option<Instant>>,
+    /// Rules of others on the collection (and per identity), as of the last Verify.
+    foreign: Mutex<caps::Foreign>,
+    /// Held while an intent is written and counted against the caps, so concurrent grants at
+    /// the cap neither both fit nor both fail.
+    reserving: tokio::sync::Mutex<()>,
 }
 
 impl Core {
@@ -189,6 +250,8 @@ impl Core {
             clock,
             metrics,
             limit_until: Mutex::new(None),
+            foreign: Mutex::new(caps::Foreign::default()),
+            reserving: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -200,6 +263,11 @@ impl Core {
     /// The Globus client.
     pub fn globus(&self) -> &Arc<Globus> {
         &self.globus
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
@@ -227,7 +295,7 @@ impl Core {
     /// skew).
     pub(crate) fn adoptable(&self, rule: &AccessRule, row: &RuleRow) -> bool {
         if rule.id.is_none()
-            || rule.principal_type != "identity"
+            || rule.principal_type != row.principal.as_str()
             || rule.principal != row.identity_id
             || rule.path != row.path
             || rule.permissions != row.permissions
@@ -249,6 +317,11 @@ impl Core {
         }
     }
 
+    /// True for a rule of the project's group (as opposed to a member's rule).
+    pub(crate) fn is_group_rule(row: &RuleRow) -> bool {
+        row.principal == Principal::Group
+    }
+
     fn limit_blocked(&self) -> Option<Instant> {
         let until = *self.limit_until.lock().unwrap_or_else(|e| e.into_inner());
         until.filter(|u| *u > Instant::now())
@@ -261,259 +334,5 @@ impl Core {
 
     fn clear_limit(&self) {
         *self.limit_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    }
-
-    async fn reread(&self, id: i64) -> Result<RuleRow, Error> {
-        self.registry
-            .row(id)
-            .await?
-            .ok_or(Error::Registry(sqlx::Error::RowNotFound))
-    }
-
-    /// Asks Globus for the rule of a pending row.
-    pub(crate) async fn create(&self, row: &RuleRow) -> Step<Held> {
-        if let Some(until) = self.limit_blocked() {
-            self.metrics.limit_exceeded();
-            self.registry.forget(row.id).await?;
-            let left = until.saturating_duration_since(Instant::now());
-            tracing::error!(
-                project_id = row.project_id,
-                login = %row.login,
-                path = %row.path,
-                retry_in = ?left,
-                "not creating a globus rule: the collection is at its rule limit"
-            );
-            return Ok(Err(Failure {
-                code: "LimitExceeded".to_owned(),
-                message: format!(
-                    "not attempted: Globus answered LimitExceeded (the collection holds its \
-                     maximum of rules); creates resume in {}s or once smrtshare frees a rule",
-                    left.as_secs()
-                ),
-            }));
-        }
-        let expiry = row.expires_at.map(from_millis);
-        match self
-            .globus
-            .create_rule(&row.identity_id, &row.path, &row.permissions, expiry)
-            .await
-        {
-            Ok(access_id) => {
-                let displaced = self
-                    .registry
-                    .activate(row.id, &access_id, row.expires_at)
-                    .await?;
-                note_displaced(displaced, &access_id);
-                tracing::info!(project_id = row.project_id, login = %row.login, path = %row.path, access_id, "globus rule created");
-                Ok(Ok(Held::Created(RuleRow {
-                    access_id: Some(access_id),
-                    state: RowState::Active,
-                    ..row.clone()
-                })))
-            }
-            Err(error) if error.is(&ApiCode::Exists) => self.resolve_exists(row).await,
-            Err(error) if error.is(&ApiCode::LimitExceeded) => {
-                self.note_limit();
-                self.metrics.limit_exceeded();
-                tracing::error!(
-                    project_id = row.project_id,
-                    login = %row.login,
-                    path = %row.path,
-                    %error,
-                    "GLOBUS RULE LIMIT REACHED: the collection holds its maximum of access rules; \
-                     member not granted (creates paused for the cool-off)"
-                );
-                if error.certainly_not_applied() {
-                    self.registry.forget(row.id).await?;
-                } else {
-                    // An earlier attempt may have made the rule (and filled the last slot):
-                    // the intent stays open, so the rule is adopted, never orphaned.
-                    self.registry.set_error(row.id, &error.to_string()).await?;
-                }
-                Ok(Err(Failure::from(&error)))
-            }
-            Err(error) if error.certainly_not_applied() => {
-                tracing::warn!(project_id = row.project_id, login = %row.login, %error, "globus refused the rule");
-                self.registry.forget(row.id).await?;
-                Ok(Err(Failure::from(&error)))
-            }
-            Err(error) => {
-                // Globus may or may not have made it: the intent stays open for adoption.
-                tracing::warn!(project_id = row.project_id, login = %row.login, %error, "globus create failed; intent kept open");
-                self.registry.set_error(row.id, &error.to_string()).await?;
-                Ok(Err(Failure::from(&error)))
-            }
-        }
-    }
-
-    /// After `Exists`: adopt the rule if it is ours, record it as external if not.
-    async fn resolve_exists(&self, row: &RuleRow) -> Step<Held> {
-        let rules = match self.globus.list_rules().await {
-            Ok(rules) => rules,
-            Err(error) => {
-                self.registry.set_error(row.id, &error.to_string()).await?;
-                return Ok(Err(Failure::from(&error)));
-            }
-        };
-        match find_rule(&rules, &row.identity_id, &row.path) {
-            Some(rule) => self.settle_with(row, rule).await.map(Ok),
-            None => {
-                let message =
-                    "globus answered Exists but lists no such rule; the intent stays open";
-                self.registry.set_error(row.id, message).await?;
-                Ok(Err(Failure {
-                    code: "Exists".to_owned(),
-                    message: message.to_owned(),
-                }))
-            }
-        }
-    }
-
-    /// Records the rule Globus holds for a pending row: adopted if ours, external if not.
-    async fn settle_with(&self, row: &RuleRow, rule: &AccessRule) -> Result<Held, Error> {
-        let access_id = rule.id.clone().unwrap_or_default();
-        let expires_at = rule.expiration_date.map(|e| e.timestamp_millis());
-        if self.adoptable(rule, row) {
-            let displaced = self
-                .registry
-                .activate(row.id, &access_id, expires_at)
-                .await?;
-            note_displaced(displaced, &access_id);
-            tracing::info!(project_id = row.project_id, login = %row.login, access_id, "adopted a globus rule matching an open intent");
-            Ok(Held::Adopted(RuleRow {
-                access_id: Some(access_id),
-                state: RowState::Active,
-                expires_at,
-                ..row.clone()
-            }))
-        } else {
-            let displaced = self
-                .registry
-                .mark_external(row.id, &access_id, expires_at)
-                .await?;
-            note_displaced(displaced, &access_id);
-            tracing::info!(project_id = row.project_id, login = %row.login, access_id, "the member's access comes from a rule smrtshare did not create; leaving it alone");
-            Ok(Held::External(RuleRow {
-                access_id: Some(access_id),
-                state: RowState::External,
-                expires_at,
-                ..row.clone()
-            }))
-        }
-    }
-
-    /// Resolves a pending row against the access list: adopt, record as external, or create.
-    pub(crate) async fn settle_pending(&self, row: &RuleRow, rules: &[AccessRule]) -> Step<Held> {
-        if let Some(rule) = find_rule(rules, &row.identity_id, &row.path) {
-            return self.settle_with(row, rule).await.map(Ok);
-        }
-        self.registry.reopen(row.id, self.new_expiry_ms()).await?;
-        let row = self.reread(row.id).await?;
-        self.create(&row).await
-    }
-
-    /// Deletes an active or deleting row's rule (two-phase); external rows are only forgotten.
-    /// Pending rows must be settled first ([`Self::remove`]).
-    async fn delete(&self, row: &RuleRow) -> Step<()> {
-        match row.state {
-            RowState::External => {
-                self.registry.forget(row.id).await?;
-                return Ok(Ok(()));
-            }
-            RowState::Active => self.registry.mark_deleting(row.id).await?,
-            RowState::Deleting | RowState::Pending => {}
-        }
-        let Some(access_id) = row.access_id.as_deref() else {
-            self.registry.forget(row.id).await?;
-            return Ok(Ok(()));
-        };
-        match self.globus.delete_rule(access_id).await {
-            Ok(()) => {}
-            Err(error) if error.is(&ApiCode::AccessRuleNotFound) => {
-                tracing::debug!(access_id, "rule already gone at globus");
-            }
-            Err(error) => {
-                tracing::warn!(project_id = row.project_id, login = %row.login, access_id, %error, "globus delete failed; the rule stays marked for deletion");
-                self.registry.set_error(row.id, &error.to_string()).await?;
-                return Ok(Err(Failure::from(&error)));
-            }
-        }
-        self.registry.forget(row.id).await?;
-        self.clear_limit();
-        tracing::info!(project_id = row.project_id, login = %row.login, path = %row.path, access_id, "globus rule deleted");
-        Ok(Ok(()))
-    }
-
-    /// Removes whatever a row holds, in any state. Answers whether a rule smrtshare did not
-    /// create was left in place.
-    pub(crate) async fn remove(&self, row: &RuleRow, list: &LazyList) -> Step<bool> {
-        match row.state {
-            RowState::External => {
-                self.registry.forget(row.id).await?;
-                Ok(Ok(true))
-            }
-            RowState::Active | RowState::Deleting => Ok(self.delete(row).await?.map(|()| false)),
-            RowState::Pending => {
-                let rules = match list.get(&self.globus).await {
-                    Ok(rules) => rules,
-                    Err(error) => return Ok(Err(Failure::from(&error))),
-                };
-                match find_rule(&rules, &row.identity_id, &row.path) {
-                    Some(rule) if self.adoptable(rule, row) => {
-                        let access_id = rule.id.clone();
-                        let row = RuleRow {
-                            access_id,
-                            state: RowState::Active,
-                            ..row.clone()
-                        };
-                        Ok(self.delete(&row).await?.map(|()| false))
-                    }
-                    Some(_) => {
-                        self.registry.forget(row.id).await?;
-                        Ok(Ok(true))
-                    }
-                    None => {
-                        self.registry.forget(row.id).await?;
-                        Ok(Ok(false))
-                    }
-                }
-            }
-        }
-    }
-
-    /// Pushes an active rule's expiry back; a rule that vanished at Globus is created again.
-    pub(crate) async fn renew(&self, row: &RuleRow) -> Step<RuleRow> {
-        let Some(access_id) = row.access_id.as_deref() else {
-            return Ok(Err(Failure {
-                code: "NoRule".to_owned(),
-                message: "no rule id recorded".to_owned(),
-            }));
-        };
-        let expires_at = self.new_expiry_ms();
-        match self
-            .globus
-            .update_rule(access_id, &row.permissions, expires_at.map(from_millis))
-            .await
-        {
-            Ok(()) => {
-                self.registry.set_expiry(row.id, expires_at).await?;
-                self.metrics.rule_renewed();
-                tracing::info!(project_id = row.project_id, login = %row.login, access_id, "globus rule renewed");
-                Ok(Ok(RuleRow {
-                    expires_at,
-                    ..row.clone()
-                }))
-            }
-            Err(error) if error.is(&ApiCode::AccessRuleNotFound) => {
-                tracing::warn!(project_id = row.project_id, login = %row.login, access_id, "the rule vanished at globus (expired or deleted by hand); creating it again");
-                self.registry.reopen(row.id, expires_at).await?;
-                let row = self.reread(row.id).await?;
-                Ok(self.create(&row).await?.map(|held| held.row().clone()))
-            }
-            Err(error) => {
-                self.registry.set_error(row.id, &error.to_string()).await?;
-                Ok(Err(Failure::from(&error)))
-            }
-        }
     }
 }

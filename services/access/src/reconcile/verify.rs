@@ -1,8 +1,11 @@
-//! Verify: the registry compared with one `access_list` call, drift repaired.
+//! Verify: the registry compared with Globus, drift repaired.
 //!
-//! Each project is checked under its lock with its rows read afresh; rows changed after the list
-//! was taken are skipped (an apply got there first, and the list cannot speak for them). Rules
-//! smrtshare did not create are never touched and are counted as `foreign`.
+//! First group sharing's groups (see [`super::migrate`]); then the rules, with one
+//! `access_list` call: each project is checked under its lock with its rows read afresh; rows
+//! changed after the list was taken are skipped (an apply got there first, and the list cannot
+//! speak for them). Rules smrtshare did not create are never touched and are counted as
+//! `foreign` (and against the collection cap). Then every project still held in the other
+//! sharing mode is migrated, and the caps are reported, with a warning from 90%.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -15,6 +18,7 @@ use crate::registry::{RowState, RuleRow};
 impl Core {
     /// Compares and repairs (or plans repairs, with `dry_run`).
     pub async fn verify(&self, dry_run: bool) -> Result<VerifyReport, Error> {
+        let mut repairs = self.verify_groups(dry_run).await?;
         let listed_at = self.clock.now_millis();
         let rules = self.globus.list_rules().await?;
         let by_id: HashMap<&str, &AccessRule> = rules
@@ -31,7 +35,6 @@ impl Core {
 
         let mut ours: HashSet<String> = HashSet::new();
         let mut checked = 0u32;
-        let mut repairs = Vec::new();
         for project_id in projects {
             let _turn = self.locks.lock(project_id).await;
             for row in self.registry.project_rows(project_id).await? {
@@ -54,6 +57,13 @@ impl Core {
             }
         }
         let foreign = by_id.keys().filter(|id| !ours.contains(**id)).count();
+        self.observe_foreign(&rules, &|id| ours.contains(id));
+        repairs.extend(self.converge_projects(dry_run).await?);
+        let caps = self.cap_usage().await?;
+        let warnings = caps.warnings(self.policy.caps.warn_at);
+        for warning in &warnings {
+            tracing::warn!(%warning, "globus cap nearly reached");
+        }
         tracing::info!(
             checked,
             foreign,
@@ -66,6 +76,8 @@ impl Core {
             checked,
             foreign: u32::try_from(foreign).unwrap_or(u32::MAX),
             repairs,
+            caps,
+            warnings,
         })
     }
 
@@ -81,7 +93,9 @@ impl Core {
         let now = self.clock.now_millis();
         let plan = |kind: RepairKind| Repair {
             kind,
-            rule: row.clone(),
+            project_id: row.project_id,
+            rule: Some(row.clone()),
+            detail: String::new(),
             done: false,
             error: None,
         };
@@ -106,7 +120,7 @@ impl Core {
                     }
                     if dry_run {
                         return Ok(Some(Repair {
-                            rule: row,
+                            rule: Some(row),
                             ..plan(RepairKind::Renewed)
                         }));
                     }
@@ -129,7 +143,7 @@ impl Core {
                 }
             },
             RowState::Pending => {
-                let found = find_rule(rules, &row.identity_id, &row.path);
+                let found = find_rule(rules, row);
                 let kind = match found {
                     Some(rule) if self.adoptable(rule, row) => RepairKind::Adopted,
                     Some(_) => RepairKind::External,
@@ -185,7 +199,10 @@ impl Core {
     async fn recreate(&self, row: &RuleRow) -> Result<Result<RuleRow, Failure>, Error> {
         self.registry.reopen(row.id, self.new_expiry_ms()).await?;
         let row = self.reread(row.id).await?;
-        Ok(self.create(&row).await?.map(|held| held.row().clone()))
+        Ok(self
+            .create(&row, None)
+            .await?
+            .map(|held| held.row().clone()))
     }
 }
 
@@ -195,7 +212,11 @@ fn listed_rule<'a>(row: &RuleRow, by_id: &HashMap<&str, &'a AccessRule>) -> Opti
     row.access_id
         .as_deref()
         .and_then(|id| by_id.get(id).copied())
-        .filter(|rule| rule.principal == row.identity_id && rule.path == row.path)
+        .filter(|rule| {
+            rule.principal_type == row.principal.as_str()
+                && rule.principal == row.identity_id
+                && rule.path == row.path
+        })
 }
 
 /// A repair from a step's result; rules smrtshare now holds join `ours`.
@@ -214,14 +235,18 @@ fn finish(
             }
             Repair {
                 kind,
-                rule,
+                project_id: rule.project_id,
+                rule: Some(rule),
+                detail: String::new(),
                 done: true,
                 error: None,
             }
         }
         Err(failure) => Repair {
             kind,
-            rule: before.clone(),
+            project_id: before.project_id,
+            rule: Some(before.clone()),
+            detail: String::new(),
             done: false,
             error: Some(format!("{}: {}", failure.code, failure.message)),
         },

@@ -26,12 +26,16 @@ macro_rules! both_backends {
 
 mod apply;
 mod binaries;
+mod caps;
 mod crash;
 mod expiry;
 mod faults;
+mod groups;
 mod holes;
+mod invitations;
 mod limits;
 mod lost_answers;
+mod migrate;
 mod reset;
 mod support;
 mod verify;

@@ -40,6 +40,7 @@ pub struct Options {
     pub clock: Clock,
     pub standin: StandInConfig,
     pub mapping: LoginMapping,
+    pub provision: bool,
 }
 
 impl Default for Options {
@@ -58,6 +59,7 @@ impl Default for Options {
                 adoption_skew: Duration::from_secs(300),
                 limit_cooloff: Duration::from_secs(3600),
                 member_concurrency: 8,
+                ..RulePolicy::default()
             },
             retry: RetryPolicy {
                 max_attempts: 6,
@@ -75,6 +77,7 @@ impl Default for Options {
                 ..StandInConfig::default()
             },
             mapping: LoginMapping::new(Some(DOMAIN), Default::default()).expect("valid mapping"),
+            provision: false,
         }
     }
 }
@@ -83,6 +86,7 @@ impl Default for Options {
 pub struct Running {
     pub client: AccessClient<Channel>,
     pub status: watch::Receiver<RenewalStatus>,
+    pub core: std::sync::Arc<smrtshare_access::Core>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -115,6 +119,7 @@ pub fn config(standin: &StandIn, database_url: &str, options: &Options) -> Confi
         Secret::new(DEFAULT_CLIENT_SECRET),
         DEFAULT_ENDPOINT,
     );
+    globus.groups_url = standin.url().parse().expect("groups url");
     globus.retry = options.retry.clone();
     globus.rate_per_second = options.rate;
     globus.burst = options.burst;
@@ -124,6 +129,7 @@ pub fn config(standin: &StandIn, database_url: &str, options: &Options) -> Confi
     let mut config = Config::new(globus, database_url, options.mapping.clone());
     config.policy = options.policy.clone();
     config.clock = options.clock;
+    config.provision_identities = options.provision;
     config
 }
 
@@ -131,6 +137,7 @@ pub fn config(standin: &StandIn, database_url: &str, options: &Options) -> Confi
 pub async fn start_access(config: Config) -> Running {
     let access = Access::start(config).await.expect("access starts");
     let status = access.renewal_status();
+    let core = access.core().clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("address"));
     let (stop, stopped) = oneshot::channel::<()>();
@@ -142,6 +149,7 @@ pub async fn start_access(config: Config) -> Running {
     Running {
         client: AccessClient::new(channel),
         status,
+        core,
         stop: Some(stop),
         task,
     }
@@ -239,12 +247,28 @@ impl Harness {
     }
 
     pub async fn registry_rules(&self, project_id: i64) -> Vec<pb::Rule> {
+        self.project(project_id).await.rules
+    }
+
+    pub async fn project(&self, project_id: i64) -> pb::GetProjectAccessResponse {
         self.client()
             .get_project_access(pb::GetProjectAccessRequest { project_id })
             .await
             .expect("get succeeds")
             .into_inner()
-            .rules
+    }
+
+    /// The access service's metrics text.
+    pub fn metrics(&self) -> String {
+        self.access.core.metrics().encode()
+    }
+
+    /// A sample's value in the metrics text (`name{labels} value`), 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     pub async fn verify(&self, dry_run: bool) -> pb::VerifyResponse {

@@ -13,6 +13,12 @@ use smrtshare_common::db::{self, Backend, Database, retry_conflicts};
 
 use crate::clock::Clock;
 
+mod groups;
+mod notes;
+
+pub use groups::{GroupRow, GroupState, MemberRow, MemberState};
+pub use notes::Unresolved;
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -58,6 +64,35 @@ impl RowState {
     }
 }
 
+/// Whom a rule grants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Principal {
+    /// A member's Globus identity (rule sharing).
+    Identity,
+    /// The project's Globus group (group sharing).
+    Group,
+}
+
+impl Principal {
+    /// Globus' `principal_type`, also the stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Identity => "identity",
+            Self::Group => "group",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, sqlx::Error> {
+        match text {
+            "identity" => Ok(Self::Identity),
+            "group" => Ok(Self::Group),
+            other => Err(sqlx::Error::Decode(
+                format!("unknown principal type {other:?}").into(),
+            )),
+        }
+    }
+}
+
 /// One registry row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleRow {
@@ -65,11 +100,13 @@ pub struct RuleRow {
     pub id: i64,
     /// SMRT Link project.
     pub project_id: i64,
-    /// The member's SMRT Link login.
+    /// Whom the rule grants.
+    pub principal: Principal,
+    /// The member's SMRT Link login (empty for a group's rule).
     pub login: String,
-    /// The Globus username the login mapped to.
+    /// The Globus username the login mapped to (a group's rule: the group's name).
     pub username: String,
-    /// The Globus identity id.
+    /// The principal: the member's identity id, or the group id.
     pub identity_id: String,
     /// The Globus path, `/…/`.
     pub path: String,
@@ -91,13 +128,15 @@ pub struct RuleRow {
     pub last_error: Option<String>,
 }
 
-const COLUMNS: &str = "id, project_id, login, username, identity_id, path, permissions, access_id, \
-                       state, expires_at, intent_at, created_at, updated_at, last_error";
+const COLUMNS: &str = "id, project_id, principal_type, login, username, identity_id, path, \
+                       permissions, access_id, state, expires_at, intent_at, created_at, \
+                       updated_at, last_error";
 
 fn decode(row: &AnyRow) -> Result<RuleRow, sqlx::Error> {
     Ok(RuleRow {
         id: row.try_get("id")?,
         project_id: row.try_get("project_id")?,
+        principal: Principal::parse(&row.try_get::<String, _>("principal_type")?)?,
         login: row.try_get("login")?,
         username: row.try_get("username")?,
         identity_id: row.try_get("identity_id")?,
@@ -118,11 +157,13 @@ fn decode(row: &AnyRow) -> Result<RuleRow, sqlx::Error> {
 pub struct NewIntent<'a> {
     /// Project.
     pub project_id: i64,
-    /// Login.
+    /// Whom the rule grants.
+    pub principal: Principal,
+    /// Login (empty for a group's rule).
     pub login: &'a str,
-    /// Username.
+    /// Username (a group's rule: the group's name).
     pub username: &'a str,
-    /// Identity id.
+    /// Identity id, or group id.
     pub identity_id: &'a str,
     /// Path.
     pub path: &'a str,
@@ -207,32 +248,6 @@ impl Registry {
         self.fetch(&sql, |q| q).await
     }
 
-    /// Up to `limit` rows after `after` (project, login, id) in (project, login, id) order,
-    /// optionally of one project.
-    pub async fn page(
-        &self,
-        project_id: Option<i64>,
-        after: Option<(i64, String, i64)>,
-        limit: i64,
-    ) -> Result<Vec<RuleRow>, sqlx::Error> {
-        let login = self.login_order();
-        let (after_project, after_login, after_id) = after.unwrap_or((i64::MIN, String::new(), 0));
-        let sql = format!(
-            "SELECT {COLUMNS} FROM access_rules \
-             WHERE ($1 = 0 OR project_id = $1) \
-               AND (project_id > $2 OR (project_id = $2 AND ({login} > $3 OR ({login} = $3 AND id > $4)))) \
-             ORDER BY project_id, {login}, id LIMIT $5"
-        );
-        self.fetch(&sql, |q| {
-            q.bind(project_id.unwrap_or(0))
-                .bind(after_project)
-                .bind(after_login)
-                .bind(after_id)
-                .bind(limit)
-        })
-        .await
-    }
-
     /// Active rows whose expiry falls before `before_ms`.
     pub async fn due_for_renewal(&self, before_ms: i64) -> Result<Vec<RuleRow>, sqlx::Error> {
         let sql = format!(
@@ -281,8 +296,9 @@ impl Registry {
         let inserted = retry_conflicts(CONFLICT_ATTEMPTS, || async {
             sqlx::query(
                 "INSERT INTO access_rules (project_id, login, username, identity_id, path, \
-                 permissions, access_id, state, expires_at, intent_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, NULL, 'pending', $7, $8, $8, $8) RETURNING id",
+                 permissions, access_id, state, expires_at, intent_at, created_at, updated_at, \
+                 principal_type) \
+                 VALUES ($1, $2, $3, $4, $5, $6, NULL, 'pending', $7, $8, $8, $8, $9) RETURNING id",
             )
             .bind(new.project_id)
             .bind(new.login)
@@ -292,6 +308,7 @@ impl Registry {
             .bind(new.permissions)
             .bind(new.expires_at)
             .bind(now)
+            .bind(new.principal.as_str())
             .fetch_one(&self.db.pool)
             .await
         })
