@@ -49,8 +49,43 @@ fn install_drivers() {
     ONCE.call_once(sqlx::any::install_default_drivers);
 }
 
+/// The settings every SQLite connection runs with: WAL (readers never wait for the writer), a
+/// busy timeout, foreign keys, and commits that survive a process crash without an fsync each.
+const SQLITE_PRAGMAS: [&str; 4] = [
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA busy_timeout = 10000",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA synchronous = NORMAL",
+];
+
+/// A SQLite URL ready to open: its directory created, and `mode=rwc` so the file is too.
+fn sqlite_url(url: &str) -> anyhow::Result<String> {
+    let mut url = url.to_owned();
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if !path.is_empty()
+        && path != ":memory:"
+        && let Some(parent) = Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating database directory {}", parent.display()))?;
+    }
+    if !url.contains("mode=") {
+        url.push_str(if url.contains('?') {
+            "&mode=rwc"
+        } else {
+            "?mode=rwc"
+        });
+    }
+    Ok(url)
+}
+
 /// Opens `url` and runs the backend's migrations. SQLite files (and their directory) are created
-/// when missing and opened in WAL mode with a busy timeout and foreign keys on.
+/// when missing and opened with [`SQLITE_PRAGMAS`].
 pub async fn connect(
     url: &str,
     max_connections: u32,
@@ -59,29 +94,10 @@ pub async fn connect(
 ) -> anyhow::Result<Database> {
     install_drivers();
     let backend = Backend::of_url(url)?;
-    let mut url = url.to_owned();
-    if backend == Backend::Sqlite {
-        let path = url
-            .trim_start_matches("sqlite://")
-            .trim_start_matches("sqlite:");
-        let path = path.split('?').next().unwrap_or_default();
-        if !path.is_empty()
-            && path != ":memory:"
-            && let Some(parent) = Path::new(path)
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating database directory {}", parent.display()))?;
-        }
-        if !url.contains("mode=") {
-            url.push_str(if url.contains('?') {
-                "&mode=rwc"
-            } else {
-                "?mode=rwc"
-            });
-        }
-    }
+    let url = match backend {
+        Backend::Sqlite => sqlite_url(url)?,
+        Backend::Postgres => url.to_owned(),
+    };
     let options = AnyConnectOptions::from_str(&url)
         .context("parsing the database URL")?
         .log_statements(tracing::log::LevelFilter::Trace)
@@ -96,10 +112,9 @@ pub async fn connect(
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    for pragma in SQLITE_PRAGMAS {
+                        conn.execute(pragma).await?;
+                    }
                 }
                 Ok(())
             })
@@ -116,6 +131,61 @@ pub async fn connect(
         .await
         .context("running database migrations")?;
     Ok(Database { pool, backend })
+}
+
+/// Opens a SQLite database through the typed driver (created when missing, with
+/// [`SQLITE_PRAGMAS`]) and runs `migrations`.
+pub async fn sqlite_pool(
+    url: &str,
+    max_connections: u32,
+    migrations: &Migrator,
+) -> anyhow::Result<sqlx::SqlitePool> {
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(&sqlite_url(url)?)
+        .context("parsing the database URL")?
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                for pragma in SQLITE_PRAGMAS {
+                    conn.execute(pragma).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .context("opening the SQLite database")?;
+    migrations
+        .run(&pool)
+        .await
+        .context("running database migrations")?;
+    Ok(pool)
+}
+
+/// Opens a PostgreSQL database through the typed driver and runs `migrations`.
+pub async fn postgres_pool(
+    url: &str,
+    max_connections: u32,
+    migrations: &Migrator,
+) -> anyhow::Result<sqlx::PgPool> {
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)
+        .context("parsing the database URL")?
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await
+        .context("connecting to the PostgreSQL database")?;
+    migrations
+        .run(&pool)
+        .await
+        .context("running database migrations")?;
+    Ok(pool)
 }
 
 /// True for errors that a retry of the same transaction can cure: SQLite busy or locked,

@@ -10,10 +10,11 @@ use smrtshare_common::config::{DatabaseArgs, LogArgs, PeerArgs, ServerArgs};
 
 use crate::engine::EngineConfig;
 use crate::intake::{IntakeConfig, parse_allowed};
+use crate::lease::LeaseTimes;
 use crate::naming::DirectoryNamer;
 use crate::reader::ReaderConfig;
 use crate::resync::ResyncConfig;
-use crate::store::Backoff;
+use crate::rules::{Backoff, RetryPolicy};
 
 /// Default gRPC address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50053";
@@ -94,6 +95,12 @@ pub struct Config {
     #[arg(long, env = "SMRTSHARE_SETTLE_DELAY", value_parser = humantime::parse_duration, default_value = "2s")]
     pub settle_delay: Duration,
 
+    /// A request that merges into a change still settling pushes its settle time by the settle
+    /// delay, but never beyond this long after the change was first recorded (so a stream of
+    /// edits cannot keep a project from being read).
+    #[arg(long, env = "SMRTSHARE_MAX_SETTLE", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub max_settle: Duration,
+
     /// Project directory name template: `{id}` (required) and `{name}`.
     #[arg(
         long,
@@ -110,14 +117,15 @@ pub struct Config {
     #[arg(long, env = "SMRTSHARE_WORKERS", default_value_t = 4)]
     pub workers: usize,
 
-    /// How long a worker's claim on a task holds; must outlast --peer-timeout.
-    #[arg(long, env = "SMRTSHARE_TASK_LEASE", value_parser = humantime::parse_duration, default_value = "10m")]
+    /// How long a worker's claim on a task holds unless renewed. It is renewed every third of
+    /// this while the call runs (however long the call takes), so a replica that dies loses its
+    /// tasks to the others within this time.
+    #[arg(long, env = "SMRTSHARE_TASK_LEASE", value_parser = humantime::parse_duration, default_value = "15s")]
     pub task_lease: Duration,
 
-    /// How long a reader's claim on a change holds while it reads SMRT Link. A change whose
-    /// reader died (a crash, kill -9) is read again once the claim lapses; must outlast
-    /// --smrtlink-timeout.
-    #[arg(long, env = "SMRTSHARE_READ_LEASE", value_parser = humantime::parse_duration, default_value = "2m")]
+    /// How long a reader's claim on a change holds unless renewed (renewed as task leases are).
+    /// The resync lease and the replica's heartbeat use --task-lease.
+    #[arg(long, env = "SMRTSHARE_READ_LEASE", value_parser = humantime::parse_duration, default_value = "15s")]
     pub read_lease: Duration,
 
     /// First retry delay of a failed task (before jitter); doubles per failure.
@@ -125,8 +133,13 @@ pub struct Config {
     pub retry_base: Duration,
 
     /// Longest retry delay of a failed task.
-    #[arg(long, env = "SMRTSHARE_RETRY_CAP", value_parser = humantime::parse_duration, default_value = "10m")]
+    #[arg(long, env = "SMRTSHARE_RETRY_CAP", value_parser = humantime::parse_duration, default_value = "5m")]
     pub retry_cap: Duration,
+
+    /// Attempts of a task before its failure is final (a failure no retry cures is final at
+    /// once). A new change of the project makes a new task with attempts of its own.
+    #[arg(long, env = "SMRTSHARE_TASK_ATTEMPTS", default_value_t = 8)]
+    pub task_attempts: i64,
 
     /// Concurrent SMRT Link readers.
     #[arg(long, env = "SMRTSHARE_READERS", default_value_t = 4)]
@@ -161,9 +174,17 @@ pub struct Config {
     #[arg(long, env = "SMRTSHARE_RESYNC_CONCURRENCY", default_value_t = 8)]
     pub resync_concurrency: usize,
 
-    /// This replica's name in leases (default: host name and process id).
+    /// This replica's name in leases (default: the host name). Stable across restarts, so a
+    /// restarted coordinator takes its own claims back at once; each live replica needs its own.
     #[arg(long, env = "SMRTSHARE_REPLICA_NAME")]
     pub replica_name: Option<String>,
+
+    /// After the drain (SMRTSHARE_DRAIN_TIMEOUT, in which calls in flight may finish), how long
+    /// calls still running get to be abandoned and their tasks handed back to other replicas.
+    /// The process exits within the drain plus this grace: keep the sum under the service
+    /// manager's stop timeout (40 s in the shipped units).
+    #[arg(long, env = "SMRTSHARE_DRAIN_GRACE", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub drain_grace: Duration,
 }
 
 impl Config {
@@ -179,18 +200,15 @@ impl Config {
 
     /// The runtime settings these flags describe, checked.
     pub fn settings(&self) -> anyhow::Result<crate::Settings> {
-        anyhow::ensure!(
-            self.task_lease > self.peers.peer_timeout,
-            "--task-lease ({:?}) must be longer than --peer-timeout ({:?}), or a slow call would lose its task to another worker",
-            self.task_lease,
-            self.peers.peer_timeout
-        );
-        anyhow::ensure!(
-            self.read_lease > self.smrtlink.smrtlink_timeout,
-            "--read-lease ({:?}) must be longer than --smrtlink-timeout ({:?}), or a slow read would lose its change to another reader",
-            self.read_lease,
-            self.smrtlink.smrtlink_timeout
-        );
+        for (flag, lease) in [
+            ("--task-lease", self.task_lease),
+            ("--read-lease", self.read_lease),
+        ] {
+            anyhow::ensure!(
+                lease >= Duration::from_secs(3),
+                "{flag} must be at least 3s (it is renewed every third), got {lease:?}"
+            );
+        }
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.resync_max_removal_share),
             "--resync-max-removal-share must be between 0 and 1, got {}",
@@ -199,6 +217,20 @@ impl Config {
         anyhow::ensure!(
             self.retry_base <= self.retry_cap,
             "--retry-base must not exceed --retry-cap"
+        );
+        anyhow::ensure!(
+            self.task_attempts >= 1,
+            "--task-attempts must be at least 1"
+        );
+        anyhow::ensure!(
+            self.read_attempts >= 1,
+            "--read-attempts must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_settle >= self.settle_delay,
+            "--max-settle ({:?}) must not be shorter than --settle-delay ({:?})",
+            self.max_settle,
+            self.settle_delay
         );
         let secret = match (&self.intake_secret_file, &self.intake_secret) {
             (Some(path), _) => Some(Secret::from_file(path)?),
@@ -212,46 +244,44 @@ impl Config {
         let owner = self
             .replica_name
             .clone()
-            .unwrap_or_else(default_replica_name);
+            .filter(|name| !name.trim().is_empty())
+            .unwrap_or_else(crate::replica::host_name);
+        let task_lease = LeaseTimes::new(self.task_lease);
         Ok(crate::Settings {
             engine: EngineConfig {
                 workers_per_target: self.workers.max(1),
-                lease: self.task_lease,
-                backoff,
+                lease: task_lease,
+                retry: RetryPolicy {
+                    backoff,
+                    max_attempts: self.task_attempts,
+                },
                 poll: self.poll_interval,
             },
             reader: ReaderConfig {
                 readers: self.readers.max(1),
-                lease: self.read_lease,
-                backoff,
-                max_attempts: self.read_attempts.max(1),
+                lease: LeaseTimes::new(self.read_lease),
+                retry: RetryPolicy {
+                    backoff,
+                    max_attempts: self.read_attempts,
+                },
                 poll: self.poll_interval,
             },
             resync: ResyncConfig {
                 interval: self.resync_interval,
                 max_removal_share: self.resync_max_removal_share,
                 read_concurrency: self.resync_concurrency.max(1),
-                lease: Duration::from_secs(3600),
+                lease: task_lease,
             },
             periodic_resync: !self.no_periodic_resync,
             intake: IntakeConfig {
                 settle: self.settle_delay,
+                max_settle: self.max_settle,
                 secret,
                 allowed: parse_allowed(&self.intake_allow)?,
             },
             namer: DirectoryNamer::new(&self.directory_template, self.windows_safe_names)?,
             owner,
+            drain_grace: self.drain_grace,
         })
     }
-}
-
-fn default_replica_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into());
-    format!(
-        "{host}-{}-{}",
-        std::process::id(),
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
 }

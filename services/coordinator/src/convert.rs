@@ -23,7 +23,7 @@ pub fn task(row: &TaskRow, with_report: bool) -> pb::Task {
         operation: row.operation.map(|o| o.to_proto()).unwrap_or(0),
         state: row.state.to_proto(),
         attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
-        next_run_at: if row.pending {
+        next_run_at: if row.state == TaskState::Ready {
             timestamp(row.next_run_at)
         } else {
             None
@@ -33,7 +33,7 @@ pub fn task(row: &TaskRow, with_report: bool) -> pb::Task {
         } else {
             None
         },
-        retry_scheduled: row.pending && row.state == TaskState::Failed,
+        retry_scheduled: row.state == TaskState::Ready && row.attempts > 0,
         last_message: row.last_message.clone(),
         report,
         created_at: timestamp(row.created_at),

@@ -1,5 +1,7 @@
-//! The task engine: workers per target claim due tasks, send the project's full desired state,
-//! and record the outcome under fencing. Several engines (replicas) may share one database.
+//! The task engine: workers per target claim a due task, hold its lease while they send the
+//! project's full desired state, and record the outcome under fencing. A claim is taken only for
+//! work that starts now, and renewed while it runs ([`crate::lease`]), so a replica that dies
+//! loses its tasks within one lease. Several engines (replicas) may share one database.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -8,27 +10,28 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::lease::{LeaseTimes, Renewal};
 use crate::metrics::Metrics;
 use crate::model::{Operation, Target};
 use crate::peers::Peers;
-use crate::store::{Backoff, NextClaim, Store, TaskClaim, TaskResult};
+use crate::rules::{RetryPolicy, TaskResult};
+use crate::store::{Store, TaskClaim};
 
 /// Engine settings.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     /// Workers per target.
     pub workers_per_target: usize,
-    /// How long a claim holds; must outlast the RPC deadline.
-    pub lease: Duration,
-    /// Retry backoff per (project, target).
-    pub backoff: Backoff,
+    /// How long a claim holds, and how often it is renewed.
+    pub lease: LeaseTimes,
+    /// Retries of a task.
+    pub retry: RetryPolicy,
     /// Longest sleep between claim attempts (other replicas' tasks are found this way).
     pub poll: Duration,
 }
 
 /// Wakes sleeping task workers, per target: one worker when one task appeared (a change makes
-/// one task per target), every worker when many did. Waking one rather than all keeps a burst of
-/// changes from sending every idle worker to the database for each task.
+/// one task per target), every worker when many did.
 #[derive(Clone, Debug, Default)]
 pub struct TaskWake {
     staging: Arc<Notify>,
@@ -72,34 +75,26 @@ pub struct Engine {
     owner: String,
     wake: TaskWake,
     metrics: Metrics,
-    /// When a chained claim last reaped expired leases, per target (store clock, ms).
-    last_reap: Arc<[AtomicI64; 2]>,
+    /// When this engine last took back expired tasks (store clock, ms).
+    last_reap: Arc<AtomicI64>,
 }
 
-/// How often a claim made along with a record also reaps expired leases (ms).
+/// How often an engine looks for tasks whose worker vanished (ms).
 const REAP_EVERY_MS: i64 = 1000;
 
-/// A task that ran, with its result not yet recorded.
-#[derive(Debug)]
-struct Ran {
-    claim: TaskClaim,
-    result: TaskResult,
-    started: Instant,
-}
-
-/// What one execution did, for tests and logs.
+/// What one execution came to, for tests and logs.
 #[derive(Clone, Debug)]
 pub struct Execution {
     /// The claim.
     pub claim: TaskClaim,
-    /// The result sent to the store.
-    pub result: TaskResult,
-    /// False when the result was discarded (the lease was lost to another worker).
+    /// The result, when the call ended while the claim held.
+    pub result: Option<TaskResult>,
+    /// True when the result was recorded (false: the claim was lost, or the call abandoned).
     pub recorded: bool,
 }
 
 impl Engine {
-    /// An engine; `owner` names this replica in leases (unique per process).
+    /// An engine; `owner` names this replica in leases.
     pub fn new(
         store: Store,
         peers: Peers,
@@ -114,7 +109,7 @@ impl Engine {
             owner,
             wake,
             metrics: Metrics::new(),
-            last_reap: Arc::new([AtomicI64::new(0), AtomicI64::new(0)]),
+            last_reap: Arc::new(AtomicI64::new(0)),
         }
     }
 
@@ -129,91 +124,78 @@ impl Engine {
         &self.owner
     }
 
-    /// Claims one due task of `target`, if any.
-    pub async fn claim(&self, target: Target) -> anyhow::Result<Option<TaskClaim>> {
-        Ok(self
+    /// Takes back expired tasks (at most once a second per engine), then claims one due task of
+    /// `target`, runs it and records it; `None` when nothing was due. `abort` abandons the call
+    /// in flight (and hands the task back at once).
+    pub async fn run_once(
+        &self,
+        target: Target,
+        abort: &CancellationToken,
+    ) -> anyhow::Result<Option<Execution>> {
+        self.reap_now_and_then().await;
+        let claim = self
             .store
-            .claim_task(target, &self.owner, crate::clock::millis(self.config.lease))
-            .await?)
-    }
-
-    /// Runs a claimed task: reads the desired state (unless it came with the claim), calls the
-    /// service, returns the result (not yet recorded).
-    pub async fn execute(&self, claim: &mut TaskClaim) -> TaskResult {
-        let desired = match claim.desired.take() {
-            Some(desired) => Ok(desired),
-            None => self.store.desired(claim.project_id).await,
-        };
-        match desired {
-            Ok(Some(desired)) => {
-                self.peers
-                    .run(claim.target, &desired, claim.change_id)
-                    .await
-            }
-            Ok(None) => TaskResult::Permanent {
-                operation: Operation::Apply,
-                message: format!("project {} was never read from SMRT Link", claim.project_id),
-                report: None,
-            },
-            Err(error) => TaskResult::Retry {
-                operation: Operation::Apply,
-                message: format!("reading the desired state failed: {error}"),
-                report: None,
-            },
+            .claim_task(target, &self.owner, self.config.lease.lease_ms())
+            .await?;
+        match claim {
+            Some(claim) => Ok(Some(self.run_claim(claim, abort).await)),
+            None => Ok(None),
         }
     }
 
-    /// Records a result under fencing; false when discarded.
-    pub async fn record(&self, claim: &TaskClaim, result: TaskResult) -> anyhow::Result<bool> {
-        Ok(self
-            .store
-            .finish_task(claim, result, self.config.backoff)
-            .await?)
-    }
-
-    /// Claims, runs and records one task of `target`; `None` when nothing is due.
-    pub async fn run_once(&self, target: Target) -> anyhow::Result<Option<Execution>> {
-        let Some(mut claim) = self.claim(target).await? else {
-            return Ok(None);
+    /// Runs a claimed task while its lease is renewed: reads the desired state, calls the
+    /// service, records the result. When the claim is lost meanwhile the call is dropped and
+    /// nothing is recorded; when `abort` fires the call is dropped and the task handed back.
+    pub async fn run_claim(&self, claim: TaskClaim, abort: &CancellationToken) -> Execution {
+        let renewal = {
+            let (store, held, owner) = (self.store.clone(), claim.clone(), self.owner.clone());
+            let lease_ms = self.config.lease.lease_ms();
+            Renewal::start("task", self.config.lease, move || {
+                let (store, held, owner) = (store.clone(), held.clone(), owner.clone());
+                Box::pin(async move { store.renew_task(&held, &owner, lease_ms).await })
+            })
         };
         let started = Instant::now();
-        let result = self.execute(&mut claim).await;
-        Ok(Some(
-            self.finish(
-                Ran {
-                    claim,
-                    result,
-                    started,
-                },
-                false,
-            )
-            .await?
-            .0,
-        ))
-    }
-
-    /// Records a task that ran; with `chain`, the record also claims the next due task of the
-    /// same target, in the same transaction, and answers it.
-    async fn finish(
-        &self,
-        ran: Ran,
-        chain: bool,
-    ) -> anyhow::Result<(Execution, Option<TaskClaim>)> {
-        let Ran {
-            claim,
-            result,
-            started,
-        } = ran;
-        let next = chain.then(|| NextClaim {
-            owner: self.owner.clone(),
-            lease_ms: crate::clock::millis(self.config.lease),
-            reap: self.reap_due(claim.target),
-        });
-        let (recorded, next) = self
-            .store
-            .finish_and_claim(&claim, result.clone(), self.config.backoff, next)
-            .await?;
+        let ran = tokio::select! {
+            ran = renewal.hold(self.execute(&claim)) => ran,
+            () = abort.cancelled() => None,
+        };
+        drop(renewal);
         let took = started.elapsed();
+        let Some((result, hash)) = ran else {
+            let outcome = if abort.is_cancelled() {
+                // Handed back at once, so another replica need not wait for the lease to lapse.
+                if let Err(error) = self.store.release_task(&claim, &self.owner).await {
+                    tracing::warn!(task_id = claim.task_id, %error, "handing a task back failed; its lease lapses");
+                }
+                tracing::warn!(task_id = claim.task_id, project_id = claim.project_id, task_target = %claim.target,
+                    "shutting down: the call in flight was abandoned and the task handed back");
+                "abandoned"
+            } else {
+                tracing::warn!(task_id = claim.task_id, project_id = claim.project_id, task_target = %claim.target,
+                    attempt = claim.attempts, "the task's lease was lost: the call was dropped and nothing recorded");
+                "lost"
+            };
+            self.metrics
+                .task_finished(claim.target.as_str(), outcome, took);
+            return Execution {
+                claim,
+                result: None,
+                recorded: false,
+            };
+        };
+        let recorded = match self
+            .store
+            .finish_task(&claim, &result, &hash, &self.config.retry)
+            .await
+        {
+            Ok(recorded) => recorded,
+            Err(error) => {
+                // The lease lapses and the task runs again.
+                tracing::warn!(task_id = claim.task_id, %error, "recording a task result failed");
+                false
+            }
+        };
         let outcome = match (&result, recorded) {
             (_, false) => "discarded",
             (TaskResult::Ok { .. }, true) => "ok",
@@ -223,111 +205,112 @@ impl Engine {
         self.metrics
             .task_finished(claim.target.as_str(), outcome, took);
         log_execution(&claim, &result, recorded, took);
-        let execution = Execution {
+        if recorded && matches!(result, TaskResult::Retry { .. }) {
+            // A retry may be due before any worker's next look.
+            self.wake.of(claim.target).notify_one();
+        }
+        Execution {
             claim,
-            result,
+            result: Some(result),
             recorded,
-        };
-        Ok((execution, next))
+        }
     }
 
-    /// Whether a claim made along with a record should reap expired leases first: at most once
-    /// a second per target and engine. (A claim on its own checks for them every time; while
-    /// workers go from one task straight to the next, this keeps a dead replica's tasks from
-    /// waiting until the work runs out.)
-    fn reap_due(&self, target: Target) -> bool {
-        let last = match target {
-            Target::Staging => &self.last_reap[0],
-            Target::Access => &self.last_reap[1],
-        };
+    /// The desired state and what the service answered, with the state's fingerprint.
+    async fn execute(&self, claim: &TaskClaim) -> (TaskResult, String) {
+        match self.store.desired(claim.project_id).await {
+            Ok(Some(desired)) => {
+                let hash = desired.fingerprint();
+                (
+                    self.peers
+                        .run(claim.target, &desired, claim.change_id)
+                        .await,
+                    hash,
+                )
+            }
+            Ok(None) => (
+                TaskResult::Permanent {
+                    operation: Operation::Apply,
+                    message: format!("project {} was never read from SMRT Link", claim.project_id),
+                    report: None,
+                    residue: Vec::new(),
+                },
+                String::new(),
+            ),
+            Err(error) => (
+                TaskResult::Retry {
+                    operation: Operation::Apply,
+                    message: format!("reading the desired state failed: {error}"),
+                    report: None,
+                },
+                String::new(),
+            ),
+        }
+    }
+
+    /// Takes back tasks whose worker vanished, at most once a second per engine.
+    async fn reap_now_and_then(&self) {
         let now = self.store.now();
-        let seen = last.load(Ordering::Relaxed);
-        now - seen >= REAP_EVERY_MS
-            && last
+        let seen = self.last_reap.load(Ordering::Relaxed);
+        if now - seen < REAP_EVERY_MS
+            || self
+                .last_reap
                 .compare_exchange(seen, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+                .is_err()
+        {
+            return;
+        }
+        match self.store.reap_expired(&self.config.retry).await {
+            Ok(reaped) if !reaped.is_empty() => self.wake.all(),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "taking back expired tasks failed"),
+        }
     }
 
-    /// Starts the workers; they stop when `cancel` fires (finishing the task in hand).
-    pub fn spawn(&self, cancel: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Starts the workers. They stop claiming when `cancel` fires and finish the task in hand;
+    /// when `abort` fires they drop the call in flight and hand the task back.
+    pub fn spawn(
+        &self,
+        cancel: CancellationToken,
+        abort: CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut handles = Vec::new();
         for target in Target::ALL {
             for worker in 0..self.config.workers_per_target.max(1) {
                 let engine = self.clone();
-                let cancel = cancel.clone();
+                let (cancel, abort) = (cancel.clone(), abort.clone());
                 handles.push(tokio::spawn(async move {
-                    engine.worker(target, worker, cancel).await
+                    engine.worker(target, worker, cancel, abort).await
                 }));
             }
         }
         handles
     }
 
-    /// One worker. It keeps its database work off its tasks' path: while it runs one task it
-    /// records the one before and claims the one after, in one transaction, so a task's cycle
-    /// is its call to the service rather than that call plus the database's round trips. When
-    /// nothing is due it records what it ran and sleeps until woken, until the next task is due,
-    /// or for the poll interval. Every task claimed is run and recorded, even once `cancel` has
-    /// fired (no claim is left to expire); no new one is claimed then.
-    async fn worker(&self, target: Target, worker: usize, cancel: CancellationToken) {
+    /// One worker: claims and runs tasks while any is due, then sleeps until woken, until the
+    /// next task is due, or for the poll interval.
+    async fn worker(
+        &self,
+        target: Target,
+        worker: usize,
+        cancel: CancellationToken,
+        abort: CancellationToken,
+    ) {
         tracing::debug!(%target, worker, "task worker started");
         let mut failures = 0u32;
-        // Claimed and not run yet; run and not recorded yet.
-        let mut claimed: Option<TaskClaim> = None;
-        let mut ran: Option<Ran> = None;
-        // The last record claimed nothing (nothing was due then).
-        let mut drained = false;
-        loop {
-            let chain = !cancel.is_cancelled();
-            let step = match (claimed.take(), ran.take()) {
-                (Some(mut claim), before) => {
-                    let started = Instant::now();
-                    let (result, next) = tokio::join!(self.execute(&mut claim), async {
-                        match before {
-                            Some(before) => self.finish(before, chain).await.map(|(_, next)| next),
-                            None if chain => self.claim(target).await,
-                            None => Ok(None),
-                        }
-                    });
-                    ran = Some(Ran {
-                        claim,
-                        result,
-                        started,
-                    });
-                    next.map(|next| claimed = next)
+        while !cancel.is_cancelled() {
+            match self.run_once(target, &abort).await {
+                Ok(Some(_)) => failures = 0,
+                Ok(None) => {
+                    failures = 0;
+                    let wait = self.idle_wait(target).await;
+                    if self.pause(target, wait, &cancel).await {
+                        break;
+                    }
                 }
-                (None, Some(before)) => self.finish(before, chain).await.map(|(_, next)| {
-                    // A record that claimed nothing found nothing due: straight to sleep.
-                    drained = next.is_none();
-                    claimed = next;
-                }),
-                (None, None) if !chain => break,
-                (None, None) => match self
-                    .claim_unless(target, std::mem::take(&mut drained))
-                    .await
-                {
-                    Ok(Some(claim)) => {
-                        claimed = Some(claim);
-                        Ok(())
-                    }
-                    Ok(None) => {
-                        failures = 0;
-                        let wait = self.idle_wait(target).await;
-                        if self.pause(target, wait, &cancel).await {
-                            break;
-                        }
-                        continue;
-                    }
-                    Err(error) => Err(error),
-                },
-            };
-            match step {
-                Ok(()) => failures = 0,
                 Err(error) => {
-                    // A result whose record failed is lost, and so are the claims in hand when
-                    // `cancel` fires now: their leases expire and the tasks run again.
                     failures += 1;
-                    tracing::warn!(%target, worker, error = format!("{error:#}"), "claiming or recording a task failed");
+                    tracing::warn!(%target, worker, error = format!("{error:#}"), "claiming a task failed");
                     let wait = Duration::from_millis(100 * u64::from(failures.min(50)));
                     if self.pause(target, wait, &cancel).await {
                         break;
@@ -336,18 +319,6 @@ impl Engine {
             }
         }
         tracing::debug!(%target, worker, "task worker stopped");
-    }
-
-    /// Claims one due task of `target`, unless `drained` says the last look found none.
-    async fn claim_unless(
-        &self,
-        target: Target,
-        drained: bool,
-    ) -> anyhow::Result<Option<TaskClaim>> {
-        if drained {
-            return Ok(None);
-        }
-        self.claim(target).await
     }
 
     /// Sleeps for `wait` or until woken; true when `cancel` fired.
@@ -359,9 +330,12 @@ impl Engine {
         }
     }
 
-    /// Sleep until the next task is due, at most `poll`.
+    /// Sleep until the next task is due, at most `poll` (and at most until the next reaping).
     async fn idle_wait(&self, target: Target) -> Duration {
-        let poll = self.config.poll;
+        let poll = self
+            .config
+            .poll
+            .min(Duration::from_millis(REAP_EVERY_MS as u64));
         match self.store.next_due(target).await {
             Ok(Some(due)) => {
                 let ms = (due - self.store.now()).max(5);
@@ -375,19 +349,20 @@ impl Engine {
 // Fields avoid the names `message` and `target`: the JSON log format uses them for the event's
 // text and the module.
 fn log_execution(claim: &TaskClaim, result: &TaskResult, recorded: bool, took: Duration) {
-    let (outcome, message) = match result {
+    let (outcome, detail) = match result {
         TaskResult::Ok { message, .. } => ("ok", message),
         TaskResult::Retry { message, .. } => ("retry", message),
         TaskResult::Permanent { message, .. } => ("failed", message),
     };
+    let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
     if !recorded {
-        tracing::warn!(task_id = claim.task_id, project_id = claim.project_id, task_target = %claim.target, attempt = claim.attempts,
-            change_id = claim.change_id, "late result discarded: the lease was lost to another worker");
+        tracing::warn!(task_id = claim.task_id, project_id = claim.project_id, task_target = %claim.target,
+            attempt = claim.attempts, change_id = claim.change_id, "late result discarded: the task was taken back");
     } else if outcome == "ok" {
-        tracing::info!(task_id = claim.task_id, project_id = claim.project_id, task_target = %claim.target, attempt = claim.attempts,
-            change_id = claim.change_id, took_ms = took.as_millis() as u64, detail = %message, "task done");
+        tracing::info!(task_id = claim.task_id, project_id = claim.project_id, task_target = %claim.target,
+            attempt = claim.attempts, change_id = claim.change_id, took_ms, detail = %detail, "task done");
     } else {
-        tracing::warn!(task_id = claim.task_id, project_id = claim.project_id, task_target = %claim.target, attempt = claim.attempts,
-            change_id = claim.change_id, took_ms = took.as_millis() as u64, outcome, detail = %message, "task failed");
+        tracing::warn!(task_id = claim.task_id, project_id = claim.project_id, task_target = %claim.target,
+            attempt = claim.attempts, change_id = claim.change_id, took_ms, outcome, detail = %detail, "task failed");
     }
 }

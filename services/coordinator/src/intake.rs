@@ -25,6 +25,9 @@ pub const SECRET_HEADER: &str = "x-smrtshare-mirror-secret";
 pub struct IntakeConfig {
     /// Wait this long after a mirrored request before reading SMRT Link.
     pub settle: Duration,
+    /// A request merged into a settling change pushes its settle time, but never beyond this
+    /// long after the change was first recorded.
+    pub max_settle: Duration,
     /// Shared secret the mirror must send in `X-Smrtshare-Mirror-Secret`, if set.
     pub secret: Option<Secret>,
     /// Source addresses allowed to post (loopback by default).
@@ -188,6 +191,7 @@ async fn answer(
             let store = intake.store.clone();
             let wake = intake.wake_readers.clone();
             let metrics = intake.metrics.clone();
+            let max_settle = intake.config.max_settle;
             // Answer first; record after. A crash in between is repaired by resync.
             tokio::spawn(async move {
                 let new = NewChange {
@@ -197,8 +201,9 @@ async fn answer(
                     request: request.clone(),
                     caused_by: 0,
                     settle_until,
+                    max_settle_ms: crate::clock::millis(max_settle),
                 };
-                match store.record_change(new).await {
+                match store.record_change(&new).await {
                     Ok((change_id, merged)) => {
                         if !merged {
                             metrics.change_recorded(ChangeReason::Mirror.as_str(), kind.as_str());

@@ -12,12 +12,15 @@ pub mod config;
 pub mod convert;
 pub mod engine;
 pub mod intake;
+pub mod lease;
 pub mod metrics;
 pub mod model;
 pub mod naming;
 pub mod peers;
 pub mod reader;
+pub mod replica;
 pub mod resync;
+pub mod rules;
 pub mod service;
 pub mod smrtlink;
 pub mod source;
@@ -61,6 +64,9 @@ pub struct Settings {
     pub namer: DirectoryNamer,
     /// This replica's name in leases.
     pub owner: String,
+    /// After the drain (`ServerOptions::drain_timeout`, in which work in flight may finish),
+    /// how long abandoned work gets to hand its claims back before the process exits.
+    pub drain_grace: Duration,
 }
 
 impl std::fmt::Debug for Settings {
@@ -106,6 +112,11 @@ impl std::fmt::Debug for Deps {
 
 /// Runs the coordinator until `shutdown`: gRPC on `grpc`, the mirror intake on `intake`,
 /// readers, task workers and the periodic resync.
+///
+/// It registers as its replica first (taking back the claims a previous process of the same name
+/// left). When `shutdown` fires, nothing new is claimed, the gRPC server drains and work in flight
+/// may finish, both within `options.drain_timeout`; work still running then is abandoned and its
+/// claims handed back within `settings.drain_grace`. So the process ends within the sum.
 pub async fn run(
     listeners: Listeners,
     options: ServerOptions,
@@ -121,7 +132,24 @@ pub async fn run(
     let metrics = deps.metrics.clone();
     let wake_tasks = engine::TaskWake::new();
     let wake_readers = Arc::new(Notify::new());
-    let cancel = CancellationToken::new();
+    // `cancel`: stop claiming; `abort`: drop work in flight and hand it back; `lost`: another
+    // process took this replica's name.
+    let (cancel, abort, lost) = (
+        CancellationToken::new(),
+        CancellationToken::new(),
+        CancellationToken::new(),
+    );
+
+    let me = replica::Identity::of_this_process(&settings.owner);
+    replica::register(&deps.store, &me, settings.engine.lease).await?;
+    let heartbeat_stop = CancellationToken::new();
+    let heartbeat = replica::spawn_heartbeat(
+        deps.store.clone(),
+        me,
+        settings.engine.lease.renew_every,
+        heartbeat_stop.clone(),
+        lost.clone(),
+    );
 
     let engine = Engine::new(
         deps.store.clone(),
@@ -151,8 +179,8 @@ pub async fn run(
     )
     .with_metrics(metrics.clone());
 
-    let mut background = engine.spawn(cancel.clone());
-    background.extend(reader.spawn(cancel.clone()));
+    let mut background = engine.spawn(cancel.clone(), abort.clone());
+    background.extend(reader.spawn(cancel.clone(), abort.clone()));
     if settings.periodic_resync {
         background.push(resync.spawn_periodic(cancel.clone()));
     }
@@ -185,17 +213,20 @@ pub async fn run(
         metrics.clone(),
     );
     let intake_cancel = cancel.clone();
-    let intake_task = tokio::spawn(async move {
-        axum::serve(
+    background.push(tokio::spawn(async move {
+        let served = axum::serve(
             intake,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move { intake_cancel.cancelled().await })
-        .await
-    });
+        .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the mirror intake failed");
+        }
+    }));
     tracing::info!(address = %intake_addr, "mirror intake listening");
 
-    let max = options.max_message_bytes;
+    let (max, drain) = (options.max_message_bytes, options.drain_timeout);
     let mut server = GrpcServer::new(options)?;
     let service =
         service::CoordinatorService::new(deps.store.clone(), resync, wake_readers, metrics);
@@ -204,20 +235,52 @@ pub async fn run(
             .max_decoding_message_size(max)
             .max_encoding_message_size(max),
     );
-    let served = server.serve(grpc, async { Ok(()) }, shutdown).await;
-
-    cancel.cancel();
-    let drain = async {
-        for handle in background {
-            let _ = handle.await;
+    // Shutdown begins at the signal, or when another process took this replica's name.
+    let began = Arc::new(std::sync::OnceLock::new());
+    let stopping = {
+        let (began, cancel, lost) = (began.clone(), cancel.clone(), lost.clone());
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = lost.cancelled() => {}
+            }
+            let _ = began.set(tokio::time::Instant::now());
+            cancel.cancel();
         }
-        let _ = intake_task.await;
     };
-    if tokio::time::timeout(Duration::from_secs(30), drain)
+    let served = server.serve(grpc, async { Ok(()) }, stopping).await;
+
+    // Work in flight had the drain to finish; then it is dropped and handed back.
+    cancel.cancel();
+    let deadline = began
+        .get()
+        .copied()
+        .unwrap_or_else(tokio::time::Instant::now)
+        + drain;
+    let mut pending = futures::future::join_all(background);
+    if tokio::time::timeout_at(deadline, &mut pending)
         .await
         .is_err()
     {
-        tracing::warn!("background work did not stop within 30 s");
+        tracing::warn!(
+            ?drain,
+            "work still in flight after the drain; abandoning it and handing its claims back"
+        );
+        abort.cancel();
+        if tokio::time::timeout(settings.drain_grace, &mut pending)
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?settings.drain_grace, "claims not handed back within the grace; they lapse");
+        }
+    }
+    heartbeat_stop.cancel();
+    let _ = heartbeat.await;
+    if lost.is_cancelled() {
+        anyhow::bail!(
+            "another process registered under replica name {:?}",
+            settings.owner
+        );
     }
     served
 }

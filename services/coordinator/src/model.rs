@@ -211,6 +211,38 @@ impl Desired {
     pub fn globus_path(&self) -> String {
         format!("/{}/", self.directory)
     }
+
+    /// A fingerprint of what a target is sent: equal for equal states whatever the order of
+    /// datasets and members. A task records the one it ran with, so resync can tell a project
+    /// that is unchanged since its last final task from one that changed.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let mut datasets: Vec<&DatasetTruth> = self.datasets.iter().collect();
+        datasets.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+        let mut logins: Vec<&str> = self.shared_logins.iter().map(String::as_str).collect();
+        logins.sort_unstable();
+        logins.dedup();
+        let mut hash = sha2::Sha256::new();
+        // Each field ends with a NUL, which no field holds, so fields cannot run together.
+        let mut field = |text: &str| {
+            hash.update(text.as_bytes());
+            hash.update([0]);
+        };
+        field(if self.deleted { "deleted" } else { "alive" });
+        field(&self.directory);
+        for d in datasets {
+            field(&d.uuid);
+            field(&d.name);
+            field(&d.path);
+            field(d.parent_uuid.as_deref().unwrap_or_default());
+            field(&d.num_children.to_string());
+        }
+        field("members");
+        for login in logins {
+            field(login);
+        }
+        hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// Cuts text to at most `max` bytes on a character boundary, marking the cut.

@@ -12,7 +12,7 @@ use smrtshare_common::client::{PeerChannel, PeerOptions, peer_channel};
 use tonic::Code;
 
 use crate::model::{Desired, Operation, Target};
-use crate::store::TaskResult;
+use crate::rules::TaskResult;
 
 /// Largest encoded report stored with a task; longer lists are cut.
 const MAX_REPORT_BYTES: usize = 256 * 1024;
@@ -81,6 +81,27 @@ impl Peers {
                     .filter(|d| d.state == staging::DatasetState::Failed as i32)
                     .map(|d| format!("{}: {}", d.uuid, d.error))
                     .collect();
+                // Items that failed for good, and whether anything failed that a retry may cure.
+                let mut residue = Residue::default();
+                for d in answer
+                    .datasets
+                    .iter()
+                    .filter(|d| d.state == staging::DatasetState::Failed as i32)
+                {
+                    residue.add(d.permanent, format!("dataset:{}", d.uuid));
+                }
+                for a in answer
+                    .actions
+                    .iter()
+                    .filter(|a| a.outcome == staging::ActionOutcome::Failed as i32)
+                {
+                    let key = if a.dataset_uuid.is_empty() {
+                        format!("path:{}", a.path)
+                    } else {
+                        format!("dataset:{}", a.dataset_uuid)
+                    };
+                    residue.add(a.permanent, key);
+                }
                 let actions = answer.actions.len();
                 let action_failures = answer
                     .actions
@@ -120,11 +141,7 @@ impl Peers {
                             .collect::<Vec<_>>()
                             .join("; ")
                     );
-                    TaskResult::Retry {
-                        operation: op,
-                        message,
-                        report,
-                    }
+                    residue.result(op, message, report)
                 }
             }
         }
@@ -191,6 +208,7 @@ impl Peers {
                 let answer = answer.into_inner();
                 let complete = answer.complete;
                 let (summary, failures) = member_summary(&answer.members);
+                let residue = member_residue(&answer.members);
                 let report = encode(pb::task_report::Report::AccessApply(answer), false);
                 if complete {
                     TaskResult::Ok {
@@ -199,11 +217,11 @@ impl Peers {
                         report,
                     }
                 } else {
-                    TaskResult::Retry {
-                        operation: op,
-                        message: format!("access incomplete: {failures}; {summary}"),
+                    residue.result(
+                        op,
+                        format!("access incomplete: {failures}; {summary}"),
                         report,
-                    }
+                    )
                 }
             }
         }
@@ -222,6 +240,7 @@ impl Peers {
                 let answer = answer.into_inner();
                 let complete = answer.complete;
                 let (summary, failures) = member_summary(&answer.members);
+                let residue = member_residue(&answer.members);
                 let report = encode(pb::task_report::Report::AccessRevoke(answer), false);
                 if complete {
                     TaskResult::Ok {
@@ -230,47 +249,181 @@ impl Peers {
                         report,
                     }
                 } else {
-                    TaskResult::Retry {
-                        operation: op,
-                        message: format!("revocation incomplete: {failures}; {summary}"),
+                    residue.result(
+                        op,
+                        format!("revocation incomplete: {failures}; {summary}"),
                         report,
-                    }
+                    )
                 }
             }
         }
     }
 
-    /// Every project staging holds: `(project_id, directory, dataset uuids)`.
-    pub async fn staged_projects(&self) -> Result<Vec<(i64, String, Vec<String>)>, tonic::Status> {
+    /// Every project staging holds.
+    pub async fn staged_projects(&self) -> Result<Vec<StagedProject>, PeerError> {
+        let fail = |status: tonic::Status| PeerError::of("staging", &status);
         let mut stream = self
             .staging
             .clone()
             .list_projects(staging::ListProjectsRequest {})
-            .await?
+            .await
+            .map_err(fail)?
             .into_inner();
         let mut out = Vec::new();
-        while let Some(item) = stream.message().await? {
-            out.push((item.project_id, item.directory, item.dataset_uuids));
+        while let Some(item) = stream.message().await.map_err(fail)? {
+            out.push(StagedProject {
+                project_id: item.project_id,
+                directory: item.directory,
+                dataset_uuids: item.dataset_uuids,
+            });
         }
         Ok(out)
     }
 
-    /// Every rule access holds.
-    pub async fn access_rules(&self) -> Result<Vec<access::Rule>, tonic::Status> {
+    /// Every rule access holds for smrtshare.
+    pub async fn access_rules(&self) -> Result<Vec<HeldRule>, PeerError> {
+        let fail = |status: tonic::Status| PeerError::of("access", &status);
         let mut stream = self
             .access
             .clone()
             .list_rules(access::ListRulesRequest { project_id: 0 })
-            .await?
+            .await
+            .map_err(fail)?
             .into_inner();
         let mut out = Vec::new();
-        while let Some(item) = stream.message().await? {
+        while let Some(item) = stream.message().await.map_err(fail)? {
             if let Some(rule) = item.rule {
-                out.push(rule);
+                out.push(HeldRule {
+                    project_id: rule.project_id,
+                    login: rule.login,
+                    path: rule.path,
+                    deleting: rule.state == access::RuleState::Deleting as i32,
+                });
             }
         }
         Ok(out)
     }
+}
+
+/// A project as staging holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StagedProject {
+    /// The project.
+    pub project_id: i64,
+    /// Its directory name.
+    pub directory: String,
+    /// The datasets staged in it (top-level directories).
+    pub dataset_uuids: Vec<String>,
+}
+
+/// A rule access holds for a member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldRule {
+    /// The project.
+    pub project_id: i64,
+    /// The member's SMRT Link login.
+    pub login: String,
+    /// The Globus path it grants.
+    pub path: String,
+    /// Being deleted (the member left, or the project was removed).
+    pub deleting: bool,
+}
+
+/// Why a service could not be asked.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The service did not answer, or answered with a code a later call may not meet.
+    #[error("{service} is unavailable ({code}): {message}")]
+    Unavailable {
+        /// Which service.
+        service: &'static str,
+        /// The gRPC code's name.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// The service refused the call.
+    #[error("{service} refused the call ({code}): {message}")]
+    Refused {
+        /// Which service.
+        service: &'static str,
+        /// The gRPC code's name.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+}
+
+impl PeerError {
+    fn of(service: &'static str, status: &tonic::Status) -> Self {
+        let code = format!("{:?}", status.code());
+        let message = status.message().to_owned();
+        if retryable(status.code()) {
+            Self::Unavailable {
+                service,
+                code,
+                message,
+            }
+        } else {
+            Self::Refused {
+                service,
+                code,
+                message,
+            }
+        }
+    }
+}
+
+/// The items of an incomplete answer: those that failed for good (`residue`), and whether any
+/// failed in a way a retry may cure.
+#[derive(Debug, Default)]
+struct Residue {
+    keys: std::collections::BTreeSet<String>,
+    passing: bool,
+}
+
+impl Residue {
+    fn add(&mut self, permanent: bool, key: String) {
+        if permanent {
+            self.keys.insert(key);
+        } else {
+            self.passing = true;
+        }
+    }
+
+    /// The result of an incomplete answer: retried while anything may still pass, final (with
+    /// the items that failed for good) otherwise.
+    fn result(self, operation: Operation, message: String, report: Option<Vec<u8>>) -> TaskResult {
+        if self.passing || self.keys.is_empty() {
+            TaskResult::Retry {
+                operation,
+                message,
+                report,
+            }
+        } else {
+            TaskResult::Permanent {
+                operation,
+                message: format!(
+                    "{message}; not retried: these failures last until the project, the dataset or \
+                     the member changes"
+                ),
+                report,
+                residue: self.keys.into_iter().collect(),
+            }
+        }
+    }
+}
+
+/// The residue of member outcomes.
+fn member_residue(members: &[access::MemberOutcome]) -> Residue {
+    use access::MemberOutcomeKind as K;
+    let mut residue = Residue::default();
+    for m in members {
+        if matches!(K::try_from(m.outcome), Ok(K::Failed | K::UnknownIdentity)) {
+            residue.add(m.permanent, format!("login:{}", m.login));
+        }
+    }
+    residue
 }
 
 /// Counts member outcomes ("2 granted, 1 already granted") and lists the failures.
@@ -359,6 +512,7 @@ fn failure(operation: Operation, service: &str, status: &tonic::Status) -> TaskR
             operation,
             message,
             report: None,
+            residue: Vec::new(),
         }
     }
 }

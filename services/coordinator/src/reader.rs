@@ -1,6 +1,7 @@
 //! Readers: once a change's settle delay has passed, read SMRT Link's truth for it and record
-//! what changed (tasks for the project, effect changes for projects that lost datasets, one
-//! change per newly discovered project).
+//! what changed (tasks for the project, effect changes for projects datasets moved between, one
+//! change per newly listed project). Every read of a project is stamped when it starts, so an
+//! older read never replaces a newer truth.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,25 +11,28 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::TaskWake;
-use crate::model::ChangeKind;
+use crate::lease::{LeaseTimes, Renewal};
+use crate::model::{ChangeKind, ProjectTruth};
 use crate::naming::DirectoryNamer;
+use crate::rules::RetryPolicy;
 use crate::source::{ProjectSource, SourceError};
-use crate::store::{Backoff, ChangeClaim, ReadOutcome, Store};
+use crate::store::{Found, ReadClaim, Store};
 
 /// Reader settings.
 #[derive(Clone, Debug)]
 pub struct ReaderConfig {
     /// Concurrent readers.
     pub readers: usize,
-    /// How long a reader holds a change.
-    pub lease: Duration,
-    /// Backoff between failed reads of one change.
-    pub backoff: Backoff,
-    /// Reads of one change before it is given up as FAILED (resync repairs later).
-    pub max_attempts: i64,
+    /// How long a reader's claim holds, and how often it is renewed.
+    pub lease: LeaseTimes,
+    /// Retries of a failed read (after the last, the change is FAILED; resync repairs later).
+    pub retry: RetryPolicy,
     /// Longest sleep between claim attempts.
     pub poll: Duration,
 }
+
+/// Most datasets a project lost whose new project is looked up per read.
+const MOST_LOOKUPS: usize = 100;
 
 /// Reads SMRT Link for settled changes.
 #[derive(Clone)]
@@ -73,26 +77,48 @@ impl Reader {
         }
     }
 
-    /// Claims and reads one settled change; false when none was due.
-    pub async fn read_once(&self) -> anyhow::Result<bool> {
-        let lease = crate::clock::millis(self.config.lease);
-        let Some(claim) = self.store.claim_settled_change(&self.owner, lease).await? else {
+    /// Claims, reads and records one settled change; false when none was due.
+    pub async fn read_once(&self, abort: &CancellationToken) -> anyhow::Result<bool> {
+        let Some(claim) = self
+            .store
+            .claim_read(&self.owner, self.config.lease.lease_ms())
+            .await?
+        else {
             return Ok(false);
         };
-        let outcome = self.read(&claim).await;
-        self.finish(claim, outcome, false).await?;
+        self.run_claim(claim, abort).await;
         Ok(true)
     }
 
-    /// Records what a read found; with `chain`, the record also claims the next settled change,
-    /// in the same transaction, and answers it.
-    async fn finish(
-        &self,
-        claim: ChangeClaim,
-        outcome: ReadOutcome,
-        chain: bool,
-    ) -> anyhow::Result<Option<ChangeClaim>> {
-        if let ReadOutcome::Failed { message, .. } = &outcome {
+    /// Reads a claimed change while its lease is renewed, and records what was found.
+    async fn run_claim(&self, claim: ReadClaim, abort: &CancellationToken) {
+        let renewal = {
+            let (store, held, owner) = (self.store.clone(), claim.clone(), self.owner.clone());
+            let lease_ms = self.config.lease.lease_ms();
+            Renewal::start("read", self.config.lease, move || {
+                let (store, held, owner) = (store.clone(), held.clone(), owner.clone());
+                Box::pin(async move { store.renew_read(&held, &owner, lease_ms).await })
+            })
+        };
+        let found = tokio::select! {
+            found = renewal.hold(self.read(&claim)) => found,
+            () = abort.cancelled() => None,
+        };
+        drop(renewal);
+        let Some(found) = found else {
+            if abort.is_cancelled() {
+                if let Err(error) = self.store.release_read(&claim, &self.owner).await {
+                    tracing::warn!(change_id = claim.change_id, %error, "handing a read back failed; its lease lapses");
+                }
+            } else {
+                tracing::warn!(
+                    change_id = claim.change_id,
+                    "the read's lease was lost; nothing recorded"
+                );
+            }
+            return;
+        };
+        if let Found::Failed { message, .. } = &found {
             tracing::warn!(
                 change_id = claim.change_id,
                 project_id = claim.project_id,
@@ -101,161 +127,145 @@ impl Reader {
                 "reading SMRT Link failed"
             );
         }
-        let lease = chain.then(|| crate::clock::millis(self.config.lease));
-        let (recorded, next) = self
-            .store
-            .finish_read_and_claim(&claim, &self.owner, outcome, lease)
-            .await?;
-        if recorded {
-            // A read makes at most one task per target (a listing may make more changes, which
-            // readers pick up); one more reader looks for the next settled change, and so on, so
-            // readers join in as long as there is work without all rushing at each change.
-            self.wake_tasks.one_each();
-            self.wake_readers.notify_one();
-        } else {
-            tracing::warn!(
+        match self.store.finish_read(&claim, &self.owner, &found).await {
+            Ok(true) => {
+                // A read makes at most one task per target; one more reader looks for the next
+                // settled change (effects and discoveries settle at once).
+                self.wake_tasks.one_each();
+                self.wake_readers.notify_one();
+            }
+            Ok(false) => tracing::warn!(
                 change_id = claim.change_id,
-                "read result discarded: the change was reclaimed by another reader"
-            );
+                "read result discarded: the change was taken over by another reader"
+            ),
+            Err(error) => {
+                tracing::warn!(change_id = claim.change_id, %error, "recording a read failed; it is read again")
+            }
         }
-        Ok(next)
     }
 
-    async fn read(&self, claim: &ChangeClaim) -> ReadOutcome {
+    /// Reads SMRT Link for a change.
+    async fn read(&self, claim: &ReadClaim) -> Found {
         let result = match claim.kind {
             ChangeKind::ProjectChanged | ChangeKind::ProjectDeleted => {
                 if claim.project_id <= 1 {
-                    return ReadOutcome::Failed {
+                    return Found::Failed {
                         message: format!("project {} is never shared", claim.project_id),
                         retry_at: None,
                     };
                 }
-                self.source
-                    .get_project(claim.project_id)
-                    .await
-                    .map(|truth| {
-                        let directory = truth
-                            .as_ref()
-                            .map(|t| self.namer.name(t.id, &t.name))
-                            .unwrap_or_default();
-                        ReadOutcome::Project { truth, directory }
-                    })
+                self.read_project(claim.project_id).await
             }
-            ChangeKind::ProjectsCreated => match self.source.list_project_ids().await {
-                Ok(ids) => match self.store.known_projects().await {
-                    Ok(known) => {
-                        let known: BTreeSet<i64> = known.into_iter().map(|(id, _)| id).collect();
-                        let listed = ids.len();
-                        let new_ids = ids
-                            .into_iter()
-                            .filter(|id| *id > 1 && !known.contains(id))
-                            .collect::<BTreeSet<_>>();
-                        Ok(ReadOutcome::Discovered {
-                            new_ids: new_ids.into_iter().collect(),
-                            listed,
-                        })
-                    }
-                    Err(error) => Err(SourceError::Unavailable(format!(
-                        "reading known projects: {error}"
-                    ))),
-                },
-                Err(error) => Err(error),
-            },
+            ChangeKind::ProjectsCreated => self
+                .source
+                .list_project_ids()
+                .await
+                .map(|ids| Found::Listing { ids }),
             ChangeKind::AnalysisSubmitted => self
                 .source
                 .list_analysis_jobs()
                 .await
-                .map(|jobs| ReadOutcome::Jobs { jobs }),
+                .map(|jobs| Found::Jobs { listed: jobs.len() }),
         };
-        match result {
-            Ok(outcome) => outcome,
+        result.unwrap_or_else(|error| Found::Failed {
+            message: error.to_string(),
+            retry_at: self
+                .config
+                .retry
+                .next_try(claim.read_attempts, self.store.now()),
+        })
+    }
+
+    /// Reads one project, stamped when the read starts.
+    async fn read_project(&self, id: i64) -> Result<Found, SourceError> {
+        let stamp =
+            self.store.next_stamp().await.map_err(|error| {
+                SourceError::Unavailable(format!("taking a read stamp: {error}"))
+            })?;
+        Ok(match self.source.get_project(id).await? {
+            Some(truth) => Found::Project {
+                directory: self.namer.name(truth.id, &truth.name),
+                moved_to: self.moved_to(&truth).await,
+                truth,
+                stamp,
+            },
+            None => Found::Gone { stamp },
+        })
+    }
+
+    /// The projects that now hold datasets this project had (SMRT Link moves a dataset between
+    /// projects with one request, which the mirror may report for one project only).
+    async fn moved_to(&self, truth: &ProjectTruth) -> Vec<i64> {
+        let stored = match self.store.project_datasets(truth.id).await {
+            Ok(stored) => stored,
             Err(error) => {
-                let retry_at = (claim.read_attempts < self.config.max_attempts)
-                    .then(|| self.store.now() + self.config.backoff.delay(claim.read_attempts));
-                ReadOutcome::Failed {
-                    message: error.to_string(),
-                    retry_at,
+                tracing::warn!(project_id = truth.id, %error, "reading the stored datasets failed; moves are found by resync");
+                return Vec::new();
+            }
+        };
+        let kept: BTreeSet<&str> = truth.datasets.iter().map(|d| d.uuid.as_str()).collect();
+        let mut holders = BTreeSet::new();
+        for lost in stored
+            .iter()
+            .filter(|d| !kept.contains(d.uuid.as_str()))
+            .take(MOST_LOOKUPS)
+        {
+            match self.source.dataset_project(&lost.uuid).await {
+                Ok(Some(other)) if other > 1 && other != truth.id => {
+                    holders.insert(other);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(project_id = truth.id, uuid = lost.uuid, %error, "looking up where a dataset went failed; resync finds it");
                 }
             }
         }
+        holders.into_iter().collect()
     }
 
-    /// Starts the readers; they stop when `cancel` fires.
-    pub fn spawn(&self, cancel: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Starts the readers. They stop claiming when `cancel` fires and finish the read in hand;
+    /// when `abort` fires they drop it and hand the change back.
+    pub fn spawn(
+        &self,
+        cancel: CancellationToken,
+        abort: CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         (0..self.config.readers.max(1))
             .map(|n| {
                 let reader = self.clone();
-                let cancel = cancel.clone();
-                tokio::spawn(async move { reader.run(n, cancel).await })
+                let (cancel, abort) = (cancel.clone(), abort.clone());
+                tokio::spawn(async move { reader.run(n, cancel, abort).await })
             })
             .collect()
     }
 
-    /// One reader. Like a task worker it keeps its database work off the reads' path: while it
-    /// reads one change from SMRT Link it records the one before and claims the one after, in
-    /// one transaction. When nothing is settled it records what it read and sleeps until woken,
-    /// until the next settle time, or for the poll interval. Every change claimed is read and
-    /// recorded, even once `cancel` has fired; no new one is claimed then.
-    async fn run(&self, n: usize, cancel: CancellationToken) {
-        let lease = crate::clock::millis(self.config.lease);
+    /// One reader: reads settled changes while any is due, then sleeps until woken, until the
+    /// next settle time, or for the poll interval.
+    async fn run(&self, n: usize, cancel: CancellationToken, abort: CancellationToken) {
         let mut failures = 0u32;
-        // Claimed and not read yet; read and not recorded yet.
-        let mut claimed: Option<ChangeClaim> = None;
-        let mut read: Option<(ChangeClaim, ReadOutcome)> = None;
-        loop {
-            let chain = !cancel.is_cancelled();
-            let step = match (claimed.take(), read.take()) {
-                (Some(claim), before) => {
-                    let (outcome, next) = tokio::join!(self.read(&claim), async {
-                        match before {
-                            Some((before, outcome)) => self.finish(before, outcome, chain).await,
-                            None if chain => {
-                                Ok(self.store.claim_settled_change(&self.owner, lease).await?)
-                            }
-                            None => Ok(None),
+        while !cancel.is_cancelled() {
+            match self.read_once(&abort).await {
+                Ok(true) => failures = 0,
+                Ok(false) => {
+                    failures = 0;
+                    let wait = match self.store.next_settle().await {
+                        Ok(Some(due)) => {
+                            let ms =
+                                u64::try_from((due - self.store.now()).max(1)).unwrap_or(u64::MAX);
+                            self.config.poll.min(Duration::from_millis(ms))
                         }
-                    });
-                    read = Some((claim, outcome));
-                    next.map(|next| claimed = next)
+                        _ => self.config.poll,
+                    };
+                    if self.pause(wait, &cancel).await {
+                        break;
+                    }
                 }
-                (None, Some((before, outcome))) => self
-                    .finish(before, outcome, chain)
-                    .await
-                    .map(|next| claimed = next),
-                (None, None) if !chain => break,
-                (None, None) => match self.store.claim_settled_change(&self.owner, lease).await {
-                    Ok(Some(claim)) => {
-                        claimed = Some(claim);
-                        Ok(())
-                    }
-                    Ok(None) => {
-                        failures = 0;
-                        let wait = match self.store.next_settle().await {
-                            Ok(Some(due)) => {
-                                let ms = u64::try_from((due - self.store.now()).max(1))
-                                    .unwrap_or(u64::MAX);
-                                self.config.poll.min(Duration::from_millis(ms))
-                            }
-                            _ => self.config.poll,
-                        };
-                        if self.pause(wait, &cancel).await {
-                            break;
-                        }
-                        continue;
-                    }
-                    Err(error) => Err(error.into()),
-                },
-            };
-            match step {
-                Ok(()) => failures = 0,
                 Err(error) => {
-                    // A read whose record failed is lost, and so are the claims in hand when
-                    // `cancel` fires now: their leases expire and the changes are read again.
                     failures += 1;
                     tracing::warn!(
                         reader = n,
                         error = format!("{error:#}"),
-                        "claiming or recording a read failed"
+                        "claiming a change failed"
                     );
                     let wait = Duration::from_millis(100 * u64::from(failures.min(50)));
                     if self.pause(wait, &cancel).await {

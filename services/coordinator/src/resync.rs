@@ -1,22 +1,23 @@
-//! Resync: rebuild the project tables from SMRT Link, compare with what staging and access hold,
-//! and create tasks only where they differ. Runs at start (startup renewal), periodically, and
-//! on request; a named lease keeps replicas from running it twice.
+//! Resync: rebuild the project tables from SMRT Link, then compare with what staging and access
+//! hold, and create tasks only where they differ (DESIGN.md section 5). Runs at start (the
+//! startup renewal), periodically, and on request; a named lease, renewed while it runs, keeps
+//! replicas from running it twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::TaskWake;
 use futures::StreamExt as _;
-use smrtshare_api::access::v1 as access;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::TaskWake;
+use crate::lease::{LeaseTimes, Renewal};
 use crate::metrics::Metrics;
-use crate::model::{ChangeReason, Desired, Operation, ProjectTruth, Target};
+use crate::model::{ChangeReason, Desired, Operation, ProjectTruth, Target, TaskState};
 use crate::naming::DirectoryNamer;
-use crate::peers::Peers;
+use crate::peers::{HeldRule, Peers, StagedProject};
 use crate::source::ProjectSource;
-use crate::store::Store;
+use crate::store::{LatestTask, Store, StoreError};
 
 /// The lease that makes resync a singleton.
 pub const LEASE: &str = "resync";
@@ -30,8 +31,8 @@ pub struct ResyncConfig {
     pub max_removal_share: f64,
     /// Concurrent SMRT Link project reads.
     pub read_concurrency: usize,
-    /// How long the resync lease is held (renewed by finishing; must outlast one resync).
-    pub lease: Duration,
+    /// How long the resync lease holds, and how often it is renewed while resync runs.
+    pub lease: LeaseTimes,
 }
 
 /// One difference found.
@@ -64,21 +65,25 @@ pub struct Report {
     pub refused_reason: String,
     /// Differences.
     pub items: Vec<Item>,
-    /// Projects already in sync.
+    /// Projects already in step.
     pub in_sync: usize,
     /// Problems met.
     pub warnings: Vec<String>,
 }
 
-/// Errors that stop a resync before it starts.
+/// Errors that stop a resync.
 #[derive(Debug, thiserror::Error)]
 pub enum ResyncError {
     /// Another replica (or request) holds the resync lease.
     #[error("another resync is running (lease held)")]
     Busy,
+    /// The lease was lost while resync ran (the database was unreachable for a lease's length,
+    /// or another replica took it over): it stopped half-way; the next resync finishes the work.
+    #[error("the resync lease was lost while it ran; it stopped")]
+    LeaseLost,
     /// The database failed.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
 }
 
 /// Runs resyncs.
@@ -92,6 +97,8 @@ pub struct Resync {
     owner: String,
     wake_tasks: TaskWake,
     metrics: Metrics,
+    /// One resync at a time in this process (the lease keeps other replicas out).
+    running: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Resync {
@@ -103,8 +110,25 @@ impl std::fmt::Debug for Resync {
     }
 }
 
-/// What staging holds for a project: directory and dataset uuids.
-type Staged = BTreeMap<i64, (String, BTreeSet<String>)>;
+/// Gives the lease back when dropped: when resync ends, and when its future is dropped half-way
+/// (a cancelled request, a shutdown), so the next resync need not wait for it to lapse.
+struct Held {
+    store: Store,
+    owner: String,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let (store, owner) = (self.store.clone(), std::mem::take(&mut self.owner));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = store.release_lease(LEASE, &owner).await {
+                    tracing::warn!(%error, "releasing the resync lease failed; it lapses by itself");
+                }
+            });
+        }
+    }
+}
 
 impl Resync {
     /// A resync runner.
@@ -126,6 +150,7 @@ impl Resync {
             owner,
             wake_tasks,
             metrics: Metrics::new(),
+            running: Arc::default(),
         }
     }
 
@@ -135,27 +160,18 @@ impl Resync {
         self
     }
 
-    /// One resync under the singleton lease.
+    /// One resync under the singleton lease, renewed while it runs.
     pub async fn run(&self, dry_run: bool, force: bool) -> Result<Report, ResyncError> {
-        let lease = crate::clock::millis(self.config.lease);
-        if !self.store.try_lease(LEASE, &self.owner, lease).await? {
-            self.metrics.resync_finished("busy", 0);
-            return Err(ResyncError::Busy);
-        }
-        let result = self.run_locked(dry_run, force).await;
-        if let Err(error) = self.store.release_lease(LEASE, &self.owner).await {
-            tracing::warn!(%error, "releasing the resync lease failed; it lapses by itself");
-        }
-        match &result {
-            Ok(report) if report.removals_refused => {
-                self.metrics.resync_finished("refused", report.items.len())
-            }
-            Ok(report) if !report.listing_complete => self
-                .metrics
-                .resync_finished("incomplete", report.items.len()),
-            Ok(report) => self.metrics.resync_finished("complete", report.items.len()),
-            Err(_) => self.metrics.resync_finished("error", 0),
-        }
+        let result = self.run_leased(dry_run, force).await;
+        let outcome = match &result {
+            Ok(report) if report.removals_refused => "refused",
+            Ok(report) if !report.listing_complete => "incomplete",
+            Ok(_) => "complete",
+            Err(ResyncError::Busy) => "busy",
+            Err(_) => "error",
+        };
+        self.metrics
+            .resync_finished(outcome, result.as_ref().map_or(0, |r| r.items.len()));
         if let Ok(report) = &result {
             tracing::info!(
                 dry_run,
@@ -177,13 +193,54 @@ impl Resync {
         result
     }
 
+    async fn run_leased(&self, dry_run: bool, force: bool) -> Result<Report, ResyncError> {
+        let Ok(_alone) = self.running.try_lock() else {
+            return Err(ResyncError::Busy);
+        };
+        let lease = self.config.lease;
+        if !self
+            .store
+            .try_lease(LEASE, &self.owner, lease.lease_ms())
+            .await?
+        {
+            return Err(ResyncError::Busy);
+        }
+        let _held = Held {
+            store: self.store.clone(),
+            owner: self.owner.clone(),
+        };
+        let renewal = {
+            let (store, owner) = (self.store.clone(), self.owner.clone());
+            Renewal::start("resync", lease, move || {
+                let (store, owner) = (store.clone(), owner.clone());
+                Box::pin(async move { store.renew_lease(LEASE, &owner, lease.lease_ms()).await })
+            })
+        };
+        renewal
+            .hold(self.run_locked(dry_run, force))
+            .await
+            .unwrap_or(Err(ResyncError::LeaseLost))
+    }
+
     async fn run_locked(&self, dry_run: bool, force: bool) -> Result<Report, ResyncError> {
         let mut report = Report {
             dry_run,
             ..Report::default()
         };
 
-        // 1. SMRT Link: a complete listing, then every project.
+        // 1. What the coordinator knew before the listing, and the stamp it started at: a
+        //    project read after it (by a change while resync runs) is not resync's to judge.
+        let started = self.store.next_stamp().await?;
+        let known_before: BTreeSet<i64> = self
+            .store
+            .known_projects()
+            .await?
+            .into_iter()
+            .filter(|p| !p.deleted && p.project_id > 1)
+            .map(|p| p.project_id)
+            .collect();
+
+        // 2. SMRT Link: a complete listing, then every project, each read stamped as it starts.
         let listed: BTreeSet<i64> = match self.source.list_project_ids().await {
             Ok(ids) => {
                 report.listing_complete = true;
@@ -198,18 +255,29 @@ impl Resync {
         };
         report.listed = listed.len();
         let reads: Vec<(i64, _)> = futures::stream::iter(listed.iter().copied())
-            .map(|id| async move { (id, self.source.get_project(id).await) })
+            .map(|id| async move {
+                let read = match self.store.next_stamp().await {
+                    Ok(stamp) => self
+                        .source
+                        .get_project(id)
+                        .await
+                        .map(|truth| (stamp, truth))
+                        .map_err(|e| e.to_string()),
+                    Err(error) => Err(format!("taking a read stamp: {error}")),
+                };
+                (id, read)
+            })
             .buffer_unordered(self.config.read_concurrency.max(1))
             .collect()
             .await;
-        let mut truths: BTreeMap<i64, ProjectTruth> = BTreeMap::new();
+        let mut truths: BTreeMap<i64, (i64, ProjectTruth)> = BTreeMap::new();
         let mut unreadable = BTreeSet::new();
         for (id, read) in reads {
             match read {
-                Ok(Some(truth)) => {
-                    truths.insert(id, truth);
+                Ok((stamp, Some(truth))) => {
+                    truths.insert(id, (stamp, truth));
                 }
-                Ok(None) => {} // listed, then gone: a removal candidate like any other
+                Ok((_, None)) => {} // listed, then gone: a removal candidate like any other
                 Err(error) => {
                     report.listing_complete = false;
                     unreadable.insert(id);
@@ -220,175 +288,139 @@ impl Resync {
             }
         }
 
-        // 2. What the coordinator and the services hold.
-        let known: BTreeMap<i64, bool> = self.store.known_projects().await?.into_iter().collect();
-        let staged: Option<Staged> = match self.peers.staged_projects().await {
-            Ok(list) => Some(
-                list.into_iter()
-                    .map(|(id, dir, uuids)| (id, (dir, uuids.into_iter().collect())))
-                    .collect(),
-            ),
-            Err(status) => {
-                report.warnings.push(format!(
-                    "listing staging failed ({:?}: {}); staging not compared",
-                    status.code(),
-                    status.message()
-                ));
+        // 3. What the services hold.
+        let staged: Option<BTreeMap<i64, StagedProject>> = match self.peers.staged_projects().await
+        {
+            Ok(list) => Some(list.into_iter().map(|p| (p.project_id, p)).collect()),
+            Err(error) => {
+                report
+                    .warnings
+                    .push(format!("{error}; staging not compared"));
                 None
             }
         };
-        let rules: Option<BTreeMap<i64, Vec<access::Rule>>> = match self.peers.access_rules().await
-        {
+        let rules: Option<BTreeMap<i64, Vec<HeldRule>>> = match self.peers.access_rules().await {
             Ok(list) => {
-                let mut by_project: BTreeMap<i64, Vec<access::Rule>> = BTreeMap::new();
+                let mut by_project: BTreeMap<i64, Vec<HeldRule>> = BTreeMap::new();
                 for rule in list {
                     by_project.entry(rule.project_id).or_default().push(rule);
                 }
                 Some(by_project)
             }
-            Err(status) => {
-                report.warnings.push(format!(
-                    "listing access rules failed ({:?}: {}); access not compared",
-                    status.code(),
-                    status.message()
-                ));
+            Err(error) => {
+                report
+                    .warnings
+                    .push(format!("{error}; access not compared"));
                 None
             }
         };
+        let latest: BTreeMap<(i64, Target), LatestTask> = self
+            .store
+            .latest_tasks()
+            .await?
+            .into_iter()
+            .map(|t| ((t.project_id, t.target), t))
+            .collect();
 
-        // 3. Projects SMRT Link has: rebuild the tables and compare.
+        // 4. Projects SMRT Link has: rebuild the tables first, then compare.
         let mut per_project: BTreeMap<i64, Vec<Item>> = BTreeMap::new();
-        for (id, truth) in &truths {
+        let mut in_step = 0;
+        for (id, (stamp, truth)) in &truths {
             let directory = self.namer.name(*id, &truth.name);
-            if !dry_run {
-                self.store.store_project_truth(truth, &directory).await?;
-            }
-            let desired = Desired {
-                project_id: *id,
-                deleted: false,
-                directory: directory.clone(),
-                datasets: truth.datasets.clone(),
-                shared_logins: {
-                    let mut logins: Vec<String> = truth
-                        .members
-                        .iter()
-                        .filter(|m| m.is_shared())
-                        .map(|m| m.login.clone())
-                        .collect();
-                    logins.sort();
-                    logins.dedup();
-                    logins
-                },
-            };
-            if let Some(staged) = &staged
-                && let Some(reason) = staging_difference(&desired, staged.get(id))
+            if !dry_run
+                && !self
+                    .store
+                    .store_project_truth(truth, &directory, *stamp)
+                    .await?
             {
-                per_project.entry(*id).or_default().push(item(
-                    *id,
-                    Target::Staging,
-                    Operation::Apply,
-                    reason,
-                ));
+                // A change read the project after this resync did: it carries the project.
+                in_step += 1;
+                continue;
+            }
+            let desired = desired_of(*id, directory, truth);
+            let mut items = Vec::new();
+            if let Some(staged) = &staged
+                && let Some(diff) = staging_difference(&desired, staged.get(id))
+                && !explained(&diff, latest.get(&(*id, Target::Staging)), &desired)
+            {
+                items.push(item(*id, Target::Staging, Operation::Apply, diff.reason));
             }
             if let Some(rules) = &rules
-                && let Some(reason) = access_difference(
+                && let Some(diff) = access_difference(
                     &desired,
                     rules.get(id).map(Vec::as_slice).unwrap_or_default(),
                 )
+                && !explained(&diff, latest.get(&(*id, Target::Access)), &desired)
             {
-                per_project.entry(*id).or_default().push(item(
-                    *id,
-                    Target::Access,
-                    Operation::Apply,
-                    reason,
-                ));
+                items.push(item(*id, Target::Access, Operation::Apply, diff.reason));
+            }
+            if items.is_empty() {
+                in_step += 1;
+            } else {
+                per_project.insert(*id, items);
             }
         }
-        report.in_sync = truths.len() - per_project.len();
+        report.in_sync = in_step;
 
-        // 4. Projects SMRT Link no longer has: removal candidates, guarded.
-        let mut holders: BTreeSet<i64> = known
-            .iter()
-            .filter(|(_, deleted)| !**deleted)
-            .map(|(id, _)| *id)
+        // 5. Projects SMRT Link no longer lists: removal candidates, guarded.
+        let recorded_since: BTreeSet<i64> = self
+            .store
+            .known_projects()
+            .await?
+            .into_iter()
+            .filter(|p| p.stamp > started)
+            .map(|p| p.project_id)
             .collect();
-        if let Some(staged) = &staged {
-            holders.extend(staged.keys().copied());
-        }
-        if let Some(rules) = &rules {
-            holders.extend(rules.keys().copied());
-        }
+        let mut holders = known_before.clone();
+        holders.extend(staged.iter().flat_map(|s| s.keys().copied()));
+        holders.extend(rules.iter().flat_map(|r| r.keys().copied()));
         holders.remove(&1);
-        let candidates: BTreeSet<i64> = holders
-            .iter()
-            .copied()
-            .filter(|id| {
-                !truths.contains_key(id)
-                    && !unreadable.contains(id)
-                    // Listed by a listing that failed half-way: it exists, though unread.
-                    && (report.listing_complete || !listed.contains(id))
-            })
-            .collect();
-        if !candidates.is_empty() {
-            let total = holders.len();
-            let share = candidates.len() as f64 / total.max(1) as f64;
-            let refusal = if !report.listing_complete {
-                Some(format!(
-                    "SMRT Link's listing was incomplete; {} projects not removed",
-                    candidates.len()
-                ))
-            } else if force {
-                None
-            } else if candidates.len() == total {
-                Some(format!(
-                    "the listing would remove all {total} known projects; pass force to allow it"
-                ))
-            } else if share > self.config.max_removal_share {
-                Some(format!(
-                    "the listing would remove {} of {total} known projects ({:.0}%), more than the allowed {:.0}%; pass force to allow it",
-                    candidates.len(),
-                    share * 100.0,
-                    self.config.max_removal_share * 100.0
-                ))
-            } else {
-                None
-            };
-            match refusal {
-                Some(reason) => {
-                    report.removals_refused = true;
-                    report.refused_reason = reason;
-                }
-                None => {
-                    for id in &candidates {
-                        if !dry_run && known.get(id) == Some(&false) {
-                            self.store.mark_project_deleted(*id).await?;
-                        }
-                        let mut items = Vec::new();
-                        if staged.as_ref().is_some_and(|s| s.contains_key(id)) {
-                            items.push(item(
-                                *id,
-                                Target::Staging,
-                                Operation::Remove,
-                                "gone from SMRT Link; still staged".into(),
-                            ));
-                        }
-                        if rules.as_ref().is_some_and(|r| r.contains_key(id)) {
-                            items.push(item(
-                                *id,
-                                Target::Access,
-                                Operation::Remove,
-                                "gone from SMRT Link; rules still held".into(),
-                            ));
-                        }
-                        if !items.is_empty() {
-                            per_project.insert(*id, items);
-                        }
+        let plan = removal_plan(&RemovalInputs {
+            holders: &holders,
+            listed: &listed,
+            read: &truths.keys().copied().collect(),
+            unreadable: &unreadable,
+            recorded_since: &recorded_since,
+            listing_complete: report.listing_complete,
+            force,
+            max_share: self.config.max_removal_share,
+        });
+        match plan {
+            Removal::None => {}
+            Removal::Refused(reason) => {
+                report.removals_refused = true;
+                report.refused_reason = reason;
+            }
+            Removal::Remove(candidates) => {
+                for id in candidates {
+                    if !dry_run && known_before.contains(&id) {
+                        self.store.mark_project_deleted(id, started).await?;
+                    }
+                    let mut items = Vec::new();
+                    if staged.as_ref().is_some_and(|s| s.contains_key(&id)) {
+                        items.push(item(
+                            id,
+                            Target::Staging,
+                            Operation::Remove,
+                            "gone from SMRT Link; still staged".into(),
+                        ));
+                    }
+                    if rules.as_ref().is_some_and(|r| r.contains_key(&id)) {
+                        items.push(item(
+                            id,
+                            Target::Access,
+                            Operation::Remove,
+                            "gone from SMRT Link; rules still held".into(),
+                        ));
+                    }
+                    if !items.is_empty() {
+                        per_project.insert(id, items);
                     }
                 }
             }
         }
 
-        // 5. One change per project that differs.
+        // 6. One change per project that differs.
         for (id, mut items) in per_project {
             if !dry_run {
                 let targets: Vec<Target> = items.iter().map(|i| i.target).collect();
@@ -422,10 +454,14 @@ impl Resync {
         let resync = self.clone();
         tokio::spawn(async move {
             loop {
-                let wait = match resync.run(false, false).await {
+                let ran = tokio::select! {
+                    () = cancel.cancelled() => break,
+                    ran = resync.run(false, false) => ran,
+                };
+                let wait = match ran {
                     Ok(report) if report.listing_complete => resync.config.interval,
+                    Err(ResyncError::Busy) => resync.config.interval.min(Duration::from_secs(300)),
                     Ok(_) => resync.config.interval.min(Duration::from_secs(60)),
-                    Err(ResyncError::Busy) => resync.config.interval,
                     Err(error) => {
                         tracing::warn!(%error, "resync failed");
                         resync.config.interval.min(Duration::from_secs(60))
@@ -451,6 +487,49 @@ fn item(project_id: i64, target: Target, operation: Operation, reason: String) -
     }
 }
 
+/// The desired state of a project SMRT Link lists.
+fn desired_of(project_id: i64, directory: String, truth: &ProjectTruth) -> Desired {
+    let mut shared_logins: Vec<String> = truth
+        .members
+        .iter()
+        .filter(|m| m.is_shared())
+        .map(|m| m.login.clone())
+        .collect();
+    shared_logins.sort();
+    shared_logins.dedup();
+    Desired {
+        project_id,
+        deleted: false,
+        directory,
+        datasets: truth.datasets.clone(),
+        shared_logins,
+    }
+}
+
+/// How a service's state differs from the desired state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Difference {
+    /// What differs, for the operator.
+    pub reason: String,
+    /// The items missing or extra (`dataset:<uuid>`, `login:<login>`).
+    pub items: BTreeSet<String>,
+    /// Differences no item explains (a directory to rename, rules on an old path).
+    pub structural: bool,
+}
+
+/// True when a difference is what the last task already reported as failing for good, for the
+/// same desired state: nothing changed since, so nothing is tried again until something does.
+fn explained(diff: &Difference, latest: Option<&LatestTask>, desired: &Desired) -> bool {
+    let Some(latest) = latest else {
+        return false;
+    };
+    latest.state == TaskState::Failed
+        && !diff.structural
+        && !latest.residue.is_empty()
+        && latest.desired_hash == desired.fingerprint()
+        && diff.items.iter().all(|i| latest.residue.contains(i))
+}
+
 /// Uuids staging keeps as directories of their own: children whose parent is in the same
 /// project live inside the parent's directory.
 fn top_level(datasets: &[crate::model::DatasetTruth]) -> BTreeSet<String> {
@@ -462,56 +541,163 @@ fn top_level(datasets: &[crate::model::DatasetTruth]) -> BTreeSet<String> {
         .collect()
 }
 
-fn staging_difference(
-    desired: &Desired,
-    staged: Option<&(String, BTreeSet<String>)>,
-) -> Option<String> {
-    let Some((directory, uuids)) = staged else {
-        return Some("not staged".into());
+fn staging_difference(desired: &Desired, staged: Option<&StagedProject>) -> Option<Difference> {
+    let Some(staged) = staged else {
+        return Some(Difference {
+            reason: "not staged".into(),
+            items: BTreeSet::new(),
+            structural: true,
+        });
     };
-    if *directory != desired.directory {
-        return Some(format!(
-            "staged as {directory:?}, SMRT Link names it {:?}",
-            desired.directory
-        ));
+    if staged.directory != desired.directory {
+        return Some(Difference {
+            reason: format!(
+                "staged as {:?}, SMRT Link names it {:?}",
+                staged.directory, desired.directory
+            ),
+            items: BTreeSet::new(),
+            structural: true,
+        });
     }
     let want = top_level(&desired.datasets);
     let all_desired: BTreeSet<&str> = desired.datasets.iter().map(|d| d.uuid.as_str()).collect();
-    let have: BTreeSet<String> = uuids
+    let have: BTreeSet<String> = staged
+        .dataset_uuids
         .iter()
         .filter(|u| !all_desired.contains(u.as_str()) || want.contains(*u))
         .cloned()
         .collect();
-    if want != have {
-        let missing = want.difference(&have).count();
-        let extra = have.difference(&want).count();
-        return Some(format!(
-            "{missing} datasets not staged, {extra} staged datasets no longer in the project"
-        ));
+    if want == have {
+        return None;
     }
-    None
+    let missing: BTreeSet<&String> = want.difference(&have).collect();
+    let extra: BTreeSet<&String> = have.difference(&want).collect();
+    Some(Difference {
+        reason: format!(
+            "{} datasets not staged, {} staged datasets no longer in the project",
+            missing.len(),
+            extra.len()
+        ),
+        items: missing
+            .iter()
+            .chain(extra.iter())
+            .map(|u| format!("dataset:{u}"))
+            .collect(),
+        structural: false,
+    })
 }
 
-fn access_difference(desired: &Desired, rules: &[access::Rule]) -> Option<String> {
+fn access_difference(desired: &Desired, rules: &[HeldRule]) -> Option<Difference> {
     let path = desired.globus_path();
     let want: BTreeSet<&str> = desired.shared_logins.iter().map(String::as_str).collect();
     let held: BTreeSet<&str> = rules
         .iter()
-        .filter(|r| r.path == path && r.state != access::RuleState::Deleting as i32)
+        .filter(|r| r.path == path && !r.deleting)
         .map(|r| r.login.as_str())
         .collect();
     let stale = rules
         .iter()
-        .filter(|r| r.path != path || r.state == access::RuleState::Deleting as i32)
+        .filter(|r| r.path != path || r.deleting)
         .count();
     if want == held && stale == 0 {
         return None;
     }
-    let missing = want.difference(&held).count();
-    let extra = held.difference(&want).count();
-    Some(format!(
-        "{missing} members without a rule, {extra} rules of former members, {stale} rules on an old path or being deleted"
-    ))
+    let missing: BTreeSet<&str> = want.difference(&held).copied().collect();
+    let extra: BTreeSet<&str> = held.difference(&want).copied().collect();
+    Some(Difference {
+        reason: format!(
+            "{} members without a rule, {} rules of former members, {stale} rules on an old path or being deleted",
+            missing.len(),
+            extra.len()
+        ),
+        items: missing
+            .iter()
+            .chain(extra.iter())
+            .map(|l| format!("login:{l}"))
+            .collect(),
+        structural: stale > 0,
+    })
+}
+
+/// What decides which projects a resync removes.
+#[derive(Debug)]
+pub struct RemovalInputs<'a> {
+    /// Projects the coordinator knew alive before the listing started, and those staging or
+    /// access hold.
+    pub holders: &'a BTreeSet<i64>,
+    /// Projects SMRT Link listed.
+    pub listed: &'a BTreeSet<i64>,
+    /// Listed projects that were read (a listed project whose read found nothing is gone).
+    pub read: &'a BTreeSet<i64>,
+    /// Listed projects whose read failed.
+    pub unreadable: &'a BTreeSet<i64>,
+    /// Projects a change recorded after the resync started: not resync's to judge.
+    pub recorded_since: &'a BTreeSet<i64>,
+    /// The listing and every read completed.
+    pub listing_complete: bool,
+    /// The operator allows any share.
+    pub force: bool,
+    /// Largest share removed without `force`.
+    pub max_share: f64,
+}
+
+/// What a resync does about projects SMRT Link no longer has.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Removal {
+    /// Nothing to remove.
+    None,
+    /// Removals refused, and why.
+    Refused(String),
+    /// These projects are removed.
+    Remove(BTreeSet<i64>),
+}
+
+/// The removal rule: candidates are held projects that SMRT Link no longer has (not listed, or
+/// listed and then gone), minus those a change recorded during the resync; the share counts them
+/// against every project held or listed (the tables are rebuilt first, then compared), so the next
+/// resync, seeing the same SMRT Link, computes the same share. Nothing is removed after an
+/// incomplete listing.
+pub fn removal_plan(inputs: &RemovalInputs<'_>) -> Removal {
+    let candidates: BTreeSet<i64> = inputs
+        .holders
+        .iter()
+        .copied()
+        .filter(|id| {
+            !inputs.read.contains(id)
+                && !inputs.unreadable.contains(id)
+                && !inputs.recorded_since.contains(id)
+                // Listed by a listing that failed half-way: it exists, though unread.
+                && (inputs.listing_complete || !inputs.listed.contains(id))
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Removal::None;
+    }
+    if !inputs.listing_complete {
+        // Lifted by itself once SMRT Link answers in full: no force asked for.
+        return Removal::Refused(format!(
+            "SMRT Link's listing was incomplete; {} projects not removed until a complete listing confirms them gone",
+            candidates.len()
+        ));
+    }
+    let total = inputs.holders.union(inputs.listed).count();
+    let share = candidates.len() as f64 / total.max(1) as f64;
+    if !inputs.force {
+        if candidates.len() == total {
+            return Removal::Refused(format!(
+                "the listing would remove all {total} projects; pass force to allow it"
+            ));
+        }
+        if share > inputs.max_share {
+            return Removal::Refused(format!(
+                "the listing would remove {} of {total} projects ({:.0}%), more than the allowed {:.0}%; pass force to allow it",
+                candidates.len(),
+                share * 100.0,
+                inputs.max_share * 100.0
+            ));
+        }
+    }
+    Removal::Remove(candidates)
 }
 
 #[cfg(test)]
@@ -539,6 +725,14 @@ mod tests {
         }
     }
 
+    fn staged(dir: &str, uuids: &[&str]) -> StagedProject {
+        StagedProject {
+            project_id: 2,
+            directory: dir.into(),
+            dataset_uuids: uuids.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
     #[test]
     fn staging_comparison_ignores_children_inside_their_parent() {
         let d = desired(
@@ -549,55 +743,178 @@ mod tests {
             ],
             &[],
         );
-        let staged = (
-            "Project 2: Tomato".to_owned(),
-            ["p", "orphan"].iter().map(|s| s.to_string()).collect(),
+        assert_eq!(
+            staging_difference(&d, Some(&staged("Project 2: Tomato", &["p", "orphan"]))),
+            None
         );
-        assert_eq!(staging_difference(&d, Some(&staged)), None);
-        let staged_with_child = (
-            "Project 2: Tomato".to_owned(),
-            ["p", "c", "orphan"].iter().map(|s| s.to_string()).collect(),
-        );
-        assert_eq!(staging_difference(&d, Some(&staged_with_child)), None);
-        let renamed = ("Project 2: Old".to_owned(), staged.1.clone());
-        assert!(staging_difference(&d, Some(&renamed)).is_some());
-        assert!(staging_difference(&d, None).is_some());
-        let missing = (
-            "Project 2: Tomato".to_owned(),
-            ["p"].iter().map(|s| s.to_string()).collect(),
+        assert_eq!(
+            staging_difference(
+                &d,
+                Some(&staged("Project 2: Tomato", &["p", "c", "orphan"]))
+            ),
+            None
         );
         assert!(
-            staging_difference(&d, Some(&missing))
-                .unwrap()
-                .contains("1 datasets not staged")
+            staging_difference(&d, Some(&staged("Project 2: Old", &["p", "orphan"])))
+                .is_some_and(|d| d.structural)
         );
+        assert!(staging_difference(&d, None).is_some());
+        let missing = staging_difference(&d, Some(&staged("Project 2: Tomato", &["p"]))).unwrap();
+        assert!(
+            missing.reason.contains("1 datasets not staged"),
+            "{missing:?}"
+        );
+        assert_eq!(missing.items, BTreeSet::from(["dataset:orphan".to_owned()]));
     }
 
     #[test]
     fn access_comparison_counts_missing_extra_and_stale_rules() {
-        let rule = |login: &str, path: &str, state: access::RuleState| access::Rule {
+        let rule = |login: &str, path: &str, deleting: bool| HeldRule {
             project_id: 2,
             login: login.into(),
             path: path.into(),
-            state: state as i32,
-            ..Default::default()
+            deleting,
         };
         let d = desired(vec![], &["alice", "bob"]);
         let good = [
-            rule("alice", "/Project 2: Tomato/", access::RuleState::Active),
-            rule("bob", "/Project 2: Tomato/", access::RuleState::Pending),
+            rule("alice", "/Project 2: Tomato/", false),
+            rule("bob", "/Project 2: Tomato/", false),
         ];
         assert_eq!(access_difference(&d, &good), None);
+        let missing = access_difference(&d, &good[..1]).unwrap();
         assert!(
-            access_difference(&d, &good[..1])
-                .unwrap()
-                .starts_with("1 members without a rule")
+            missing.reason.starts_with("1 members without a rule"),
+            "{missing:?}"
         );
-        let moved = [
-            rule("alice", "/Project 2: Old/", access::RuleState::Active),
-            good[1].clone(),
-        ];
-        assert!(access_difference(&d, &moved).is_some());
+        assert_eq!(missing.items, BTreeSet::from(["login:bob".to_owned()]));
+        let moved = [rule("alice", "/Project 2: Old/", false), good[1].clone()];
+        assert!(access_difference(&d, &moved).is_some_and(|d| d.structural));
         assert_eq!(access_difference(&desired(vec![], &[]), &[]), None);
+    }
+
+    #[test]
+    fn a_difference_the_last_task_reported_is_explained_only_while_nothing_changed() {
+        let d = desired(vec![], &["alice", "bob"]);
+        let diff = access_difference(&d, &[]).unwrap();
+        let latest = |residue: &[&str], hash: String| LatestTask {
+            project_id: 2,
+            target: Target::Access,
+            task_id: 1,
+            state: TaskState::Failed,
+            change_id: 1,
+            last_message: String::new(),
+            finished_at: 1,
+            desired_hash: hash,
+            residue: residue.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(explained(
+            &diff,
+            Some(&latest(&["login:alice", "login:bob"], d.fingerprint())),
+            &d
+        ));
+        // Only part of it reported: the rest is tried again.
+        assert!(!explained(
+            &diff,
+            Some(&latest(&["login:bob"], d.fingerprint())),
+            &d
+        ));
+        // The project changed since.
+        assert!(!explained(
+            &diff,
+            Some(&latest(&["login:alice", "login:bob"], "other".into())),
+            &d
+        ));
+        assert!(!explained(&diff, None, &d));
+    }
+
+    fn ids(range: std::ops::RangeInclusive<i64>) -> BTreeSet<i64> {
+        range.collect()
+    }
+
+    #[test]
+    fn the_share_counts_known_and_listed_projects_together() {
+        // 15 known before the listing; SMRT Link lists 11 of them and 6 new ones (17): removing
+        // 4 of 21 is 19%, under a 25% bound. (Counted against the 15 known alone it was 27%.)
+        let holders = ids(2..=16);
+        let listed: BTreeSet<i64> = ids(2..=12).into_iter().chain(ids(20..=25)).collect();
+        let plan = removal_plan(&RemovalInputs {
+            holders: &holders,
+            listed: &listed,
+            read: &listed,
+            unreadable: &BTreeSet::new(),
+            recorded_since: &BTreeSet::new(),
+            listing_complete: true,
+            force: false,
+            max_share: 0.25,
+        });
+        assert_eq!(plan, Removal::Remove(ids(13..=16)));
+
+        // 7 known, 6 of them listed: one removal, not "all 7".
+        let holders = ids(2..=8);
+        let listed = ids(2..=7);
+        let plan = removal_plan(&RemovalInputs {
+            holders: &holders,
+            listed: &listed,
+            read: &listed,
+            unreadable: &BTreeSet::new(),
+            recorded_since: &BTreeSet::new(),
+            listing_complete: true,
+            force: false,
+            max_share: 0.25,
+        });
+        assert_eq!(plan, Removal::Remove(BTreeSet::from([8])));
+    }
+
+    #[test]
+    fn projects_recorded_during_the_resync_are_not_removed() {
+        let (holders, listed) = (ids(2..=5), ids(2..=4));
+        let plan = |recorded_since: &BTreeSet<i64>| {
+            removal_plan(&RemovalInputs {
+                holders: &holders,
+                listed: &listed,
+                read: &listed,
+                unreadable: &BTreeSet::new(),
+                recorded_since,
+                listing_complete: true,
+                force: false,
+                max_share: 0.5,
+            })
+        };
+        assert_eq!(plan(&BTreeSet::new()), Removal::Remove(BTreeSet::from([5])));
+        assert_eq!(plan(&BTreeSet::from([5])), Removal::None);
+    }
+
+    #[test]
+    fn refusals_ask_for_force_only_when_they_would_last() {
+        let holders = ids(2..=5);
+        let nothing = BTreeSet::new();
+        let incomplete = removal_plan(&RemovalInputs {
+            holders: &holders,
+            listed: &nothing,
+            read: &nothing,
+            unreadable: &nothing,
+            recorded_since: &nothing,
+            listing_complete: false,
+            force: true,
+            max_share: 0.25,
+        });
+        assert!(
+            matches!(&incomplete, Removal::Refused(r) if !r.contains("force")),
+            "{incomplete:?}"
+        );
+        let all = removal_plan(&RemovalInputs {
+            holders: &holders,
+            listed: &nothing,
+            read: &nothing,
+            unreadable: &nothing,
+            recorded_since: &nothing,
+            listing_complete: true,
+            force: false,
+            max_share: 0.25,
+        });
+        assert!(
+            matches!(&all, Removal::Refused(r) if r.contains("all 4") && r.contains("force")),
+            "{all:?}"
+        );
     }
 }

@@ -14,7 +14,7 @@ use crate::convert;
 use crate::metrics::Metrics;
 use crate::model::{ChangeKind, ChangeReason, ChangeStatus};
 use crate::resync::{Resync, ResyncError};
-use crate::store::{NewChange, Store, StoreError};
+use crate::store::{ChangeFilter, NewChange, Store, StoreError};
 
 /// Errors of the coordinator API.
 #[derive(Debug, thiserror::Error)]
@@ -39,9 +39,13 @@ impl From<Error> for Status {
             Error::InvalidArgument(m) => Status::invalid_argument(m),
             Error::NotFound(m) => Status::not_found(m),
             Error::Busy => Status::aborted(error.to_string()),
-            Error::Store(StoreError::Database(e)) => {
-                tracing::error!(error = %e, "database error");
+            Error::Store(StoreError::Unavailable(e) | StoreError::Conflict(e)) => {
+                tracing::error!(error = e, "database unavailable");
                 Status::unavailable("the coordinator's database is unavailable")
+            }
+            Error::Store(StoreError::Internal(e)) => {
+                tracing::error!(error = e, "database error");
+                Status::internal("the coordinator's database failed a statement")
             }
             Error::Store(StoreError::Corrupt(m)) => {
                 tracing::error!(detail = m, "corrupt row");
@@ -57,6 +61,9 @@ impl From<ResyncError> for Error {
     fn from(error: ResyncError) -> Self {
         match error {
             ResyncError::Busy => Error::Busy,
+            lost @ ResyncError::LeaseLost => {
+                Error::Store(StoreError::Unavailable(lost.to_string()))
+            }
             ResyncError::Store(e) => Error::Store(e),
         }
     }
@@ -95,8 +102,10 @@ impl CoordinatorService {
             request: String::new(),
             caused_by: 0,
             settle_until: self.store.now(),
+            // Read as soon as possible: a notification never delays a settling change.
+            max_settle_ms: 0,
         };
-        let (change_id, merged) = self.store.record_change(new).await?;
+        let (change_id, merged) = self.store.record_change(&new).await?;
         tracing::info!(change_id, project_id, %kind, merged, "change notified");
         if !merged {
             self.metrics
@@ -162,8 +171,13 @@ fn page_size(size: u32, default: u32, max: u32) -> Result<i64, Error> {
 
 /// True when nothing more will happen to the change without a new event.
 fn is_final(change: &pb::Change) -> bool {
-    let status = pb::ChangeStatus::try_from(change.status).unwrap_or(pb::ChangeStatus::InProgress);
-    status != pb::ChangeStatus::InProgress && !change.tasks.iter().any(|t| t.retry_scheduled)
+    let status = match pb::ChangeStatus::try_from(change.status) {
+        Ok(pb::ChangeStatus::Ok) => ChangeStatus::Ok,
+        Ok(pb::ChangeStatus::Partial) => ChangeStatus::Partial,
+        Ok(pb::ChangeStatus::Failed) => ChangeStatus::Failed,
+        _ => ChangeStatus::InProgress,
+    };
+    crate::rules::is_final(status)
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchChangeResponse, Status>> + Send>>;
@@ -244,7 +258,12 @@ impl Coordinator for CoordinatorService {
         let before = page_token(&r.page_token, "ListChanges")?;
         let rows = self
             .store
-            .list_changes(r.project_id, status, before, limit)
+            .list_changes(ChangeFilter {
+                project_id: r.project_id,
+                status,
+                before,
+                limit,
+            })
             .await
             .map_err(Error::from)?;
         // Tasks and effects of the whole page in two statements, not two per change.

@@ -145,6 +145,20 @@ impl ProjectSource for SmrtLinkSource {
         })
     }
 
+    fn dataset_project(&self, uuid: &str) -> BoxFuture<'_, Result<Option<i64>, SourceError>> {
+        let uuid = uuid.parse::<uuid::Uuid>();
+        Box::pin(async move {
+            let uuid =
+                uuid.map_err(|error| SourceError::Protocol(format!("dataset uuid: {error}")))?;
+            let answer = self.client.get_dataset(uuid).await;
+            self.count("get_dataset", &answer);
+            Ok(answer
+                .map_err(source_error)?
+                .filter(|d| d.is_active)
+                .map(|d| d.project_id))
+        })
+    }
+
     fn list_analysis_jobs(&self) -> BoxFuture<'_, Result<Vec<AnalysisJobTruth>, SourceError>> {
         Box::pin(async move {
             let answer = self.client.list_analysis_jobs(None).await;

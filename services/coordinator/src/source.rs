@@ -29,6 +29,10 @@ pub trait ProjectSource: Send + Sync + 'static {
     /// (404, or soft-deleted).
     fn get_project(&self, id: i64) -> BoxFuture<'_, Result<Option<ProjectTruth>, SourceError>>;
 
+    /// The project a dataset belongs to now (`None`: SMRT Link does not know it, or it is not
+    /// active).
+    fn dataset_project(&self, uuid: &str) -> BoxFuture<'_, Result<Option<i64>, SourceError>>;
+
     /// Every analysis job.
     fn list_analysis_jobs(&self) -> BoxFuture<'_, Result<Vec<AnalysisJobTruth>, SourceError>>;
 }

@@ -1,60 +1,104 @@
-//! Named singleton leases (owner, expiry, version), taken by compare-and-set so several replicas
-//! never run the same singleton work at once and a crashed holder's lease lapses by itself.
+//! Named singleton leases (owner, expiry, version: taken and renewed by compare-and-set, so
+//! several replicas never run the same singleton work at once), the replicas registry, and the
+//! release of a restarted replica's claims.
 
-use sqlx::Row as _;
-
+use super::rows::{LeaseRow, ReplicaRow};
 use super::{Result, Store};
+use crate::rules;
 
 impl Store {
-    /// Takes (or renews) the lease `name` for `owner` until now + `ttl_ms`. Succeeds when the
-    /// lease is free, expired, or already held by `owner`; the version check makes the
-    /// take-over a compare-and-set.
+    /// Takes the lease `name` for `owner` until now + `ttl_ms` when [`rules::lease_free`] allows.
     pub async fn try_lease(&self, name: &str, owner: &str, ttl_ms: i64) -> Result<bool> {
         let now = self.now();
-        let (name, owner) = (name.to_owned(), owner.to_owned());
-        self.write(|tx| {
-            let (name, owner) = (name.clone(), owner.clone());
-            Box::pin(async move {
-                sqlx::query("INSERT INTO leases (name, owner, expires_at, version) VALUES ($1, '', 0, 0) ON CONFLICT (name) DO NOTHING")
-                    .bind(&name)
-                    .execute(&mut *tx)
-                    .await?;
-                let row = sqlx::query("SELECT owner, expires_at, version FROM leases WHERE name = $1")
-                    .bind(&name)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let holder: String = row.try_get("owner")?;
-                let expires_at: i64 = row.try_get("expires_at")?;
-                let version: i64 = row.try_get("version")?;
-                if holder != owner && expires_at > now {
-                    return Ok(false);
+        self.retrying("taking a lease", || async move {
+            let mut tx = self.begin().await?;
+            let current = tx.lease(name).await?;
+            let taken = match &current {
+                Some(l) if !rules::lease_free(&l.owner, l.expires_at, owner, now) => false,
+                _ => {
+                    let next = LeaseRow {
+                        name: name.to_owned(),
+                        owner: owner.to_owned(),
+                        expires_at: now + ttl_ms,
+                        version: current.as_ref().map_or(1, |l| l.version + 1),
+                    };
+                    tx.put_lease(&next, current.as_ref().map(|l| l.version))
+                        .await?
                 }
-                let taken = sqlx::query("UPDATE leases SET owner = $1, expires_at = $2, version = version + 1 WHERE name = $3 AND version = $4")
-                    .bind(&owner)
-                    .bind(now + ttl_ms)
-                    .bind(&name)
-                    .bind(version)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(taken.rows_affected() == 1)
-            })
+            };
+            tx.commit().await?;
+            Ok(taken)
         })
         .await
     }
 
-    /// Gives the lease up if `owner` holds it.
+    /// Moves the expiry of a lease `owner` holds to now + `ttl_ms`; false when it holds it no
+    /// longer.
+    pub async fn renew_lease(&self, name: &str, owner: &str, ttl_ms: i64) -> Result<bool> {
+        self.put_own_lease(name, owner, self.now() + ttl_ms).await
+    }
+
+    /// Gives a lease up if `owner` holds it.
     pub async fn release_lease(&self, name: &str, owner: &str) -> Result<()> {
-        let (name, owner) = (name.to_owned(), owner.to_owned());
-        self.write(|tx| {
-            let (name, owner) = (name.clone(), owner.clone());
-            Box::pin(async move {
-                sqlx::query("UPDATE leases SET owner = '', expires_at = 0, version = version + 1 WHERE name = $1 AND owner = $2")
-                    .bind(&name)
-                    .bind(&owner)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(())
-            })
+        self.put_own_lease(name, owner, 0).await.map(|_| ())
+    }
+
+    /// Writes a new expiry for a lease `owner` holds (0: released); false when it does not.
+    async fn put_own_lease(&self, name: &str, owner: &str, expires_at: i64) -> Result<bool> {
+        self.retrying("writing a lease", || async move {
+            let mut tx = self.begin().await?;
+            let held = match tx.lease(name).await? {
+                Some(l) if l.owner == owner => {
+                    let next = LeaseRow {
+                        owner: if expires_at == 0 {
+                            String::new()
+                        } else {
+                            l.owner.clone()
+                        },
+                        expires_at,
+                        version: l.version + 1,
+                        ..l.clone()
+                    };
+                    tx.put_lease(&next, Some(l.version)).await?
+                }
+                _ => false,
+            };
+            tx.commit().await?;
+            Ok(held)
+        })
+        .await
+    }
+
+    /// The process registered under a replica name, if any.
+    pub async fn replica(&self, name: &str) -> Result<Option<ReplicaRow>> {
+        let mut tx = self.begin_read().await?;
+        let replica = tx.replica(name).await?;
+        tx.commit().await?;
+        Ok(replica)
+    }
+
+    /// Registers this process under its replica name and ends every lease the name holds (a
+    /// previous process of this replica is gone: its claims are taken back at once instead of
+    /// lapsing). Answers how many reads, tasks and named leases were released.
+    pub async fn register_replica(&self, me: &ReplicaRow) -> Result<[u64; 3]> {
+        self.retrying("registering the replica", || async move {
+            let mut tx = self.begin().await?;
+            tx.put_replica(me).await?;
+            let released = tx.expire_claims(&me.name).await?;
+            tx.commit().await?;
+            Ok(released)
+        })
+        .await
+    }
+
+    /// Records this process's heartbeat; false when another process registered under its name.
+    pub async fn beat(&self, name: &str, instance: &str) -> Result<bool> {
+        let now = self.now();
+        self.retrying("recording a heartbeat", || async move {
+            let mut tx = self.begin().await?;
+            let mine = tx.beat(name, instance, now).await?;
+            tx.commit().await?;
+            Ok(mine)
         })
         .await
     }
