@@ -220,7 +220,7 @@ impl Engine {
     async fn execute(&self, claim: &TaskClaim) -> (TaskResult, String) {
         match self.store.desired(claim.project_id).await {
             Ok(Some(desired)) => {
-                let hash = desired.fingerprint();
+                let hash = desired.fingerprint(claim.target);
                 (
                     self.peers
                         .run(claim.target, &desired, claim.change_id)

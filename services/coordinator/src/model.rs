@@ -212,16 +212,12 @@ impl Desired {
         format!("/{}/", self.directory)
     }
 
-    /// A fingerprint of what a target is sent: equal for equal states whatever the order of
-    /// datasets and members. A task records the one it ran with, so resync can tell a project
-    /// that is unchanged since its last final task from one that changed.
-    pub fn fingerprint(&self) -> String {
+    /// A fingerprint of what `target` is sent (staging: the directory and datasets; access: the
+    /// path and members): equal for equal states whatever the order of datasets and members. A
+    /// task records the one it ran with, so resync can tell a project that is unchanged for that
+    /// target since its last final task from one that changed.
+    pub fn fingerprint(&self, target: Target) -> String {
         use sha2::Digest as _;
-        let mut datasets: Vec<&DatasetTruth> = self.datasets.iter().collect();
-        datasets.sort_by(|a, b| a.uuid.cmp(&b.uuid));
-        let mut logins: Vec<&str> = self.shared_logins.iter().map(String::as_str).collect();
-        logins.sort_unstable();
-        logins.dedup();
         let mut hash = sha2::Sha256::new();
         // Each field ends with a NUL, which no field holds, so fields cannot run together.
         let mut field = |text: &str| {
@@ -230,16 +226,26 @@ impl Desired {
         };
         field(if self.deleted { "deleted" } else { "alive" });
         field(&self.directory);
-        for d in datasets {
-            field(&d.uuid);
-            field(&d.name);
-            field(&d.path);
-            field(d.parent_uuid.as_deref().unwrap_or_default());
-            field(&d.num_children.to_string());
-        }
-        field("members");
-        for login in logins {
-            field(login);
+        match target {
+            Target::Staging => {
+                let mut datasets: Vec<&DatasetTruth> = self.datasets.iter().collect();
+                datasets.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+                for d in datasets {
+                    field(&d.uuid);
+                    field(&d.name);
+                    field(&d.path);
+                    field(d.parent_uuid.as_deref().unwrap_or_default());
+                    field(&d.num_children.to_string());
+                }
+            }
+            Target::Access => {
+                let mut logins: Vec<&str> = self.shared_logins.iter().map(String::as_str).collect();
+                logins.sort_unstable();
+                logins.dedup();
+                for login in logins {
+                    field(login);
+                }
+            }
         }
         hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }

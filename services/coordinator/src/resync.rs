@@ -110,19 +110,42 @@ impl std::fmt::Debug for Resync {
     }
 }
 
-/// Gives the lease back when dropped: when resync ends, and when its future is dropped half-way
-/// (a cancelled request, a shutdown), so the next resync need not wait for it to lapse.
+/// The resync lease this process took, given back when resync ends, or (spawned) when its
+/// future is dropped half-way (a cancelled request, a shutdown), so the next resync need not wait
+/// for it to lapse. The release names the version taken, so it never frees a later taking.
 struct Held {
     store: Store,
     owner: String,
+    version: i64,
+    released: bool,
+}
+
+impl Held {
+    async fn release(mut self) {
+        self.released = true;
+        if let Err(error) = self
+            .store
+            .release_lease(LEASE, &self.owner, self.version)
+            .await
+        {
+            tracing::warn!(%error, "releasing the resync lease failed; it lapses by itself");
+        }
+    }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let (store, owner) = (self.store.clone(), std::mem::take(&mut self.owner));
+        if self.released {
+            return;
+        }
+        let (store, owner, version) = (
+            self.store.clone(),
+            std::mem::take(&mut self.owner),
+            self.version,
+        );
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(error) = store.release_lease(LEASE, &owner).await {
+                if let Err(error) = store.release_lease(LEASE, &owner, version).await {
                     tracing::warn!(%error, "releasing the resync lease failed; it lapses by itself");
                 }
             });
@@ -198,28 +221,37 @@ impl Resync {
             return Err(ResyncError::Busy);
         };
         let lease = self.config.lease;
-        if !self
+        let Some(version) = self
             .store
             .try_lease(LEASE, &self.owner, lease.lease_ms())
             .await?
-        {
+        else {
             return Err(ResyncError::Busy);
-        }
-        let _held = Held {
+        };
+        let held = Held {
             store: self.store.clone(),
             owner: self.owner.clone(),
+            version,
+            released: false,
         };
         let renewal = {
             let (store, owner) = (self.store.clone(), self.owner.clone());
             Renewal::start("resync", lease, move || {
                 let (store, owner) = (store.clone(), owner.clone());
-                Box::pin(async move { store.renew_lease(LEASE, &owner, lease.lease_ms()).await })
+                Box::pin(async move {
+                    store
+                        .renew_lease(LEASE, &owner, version, lease.lease_ms())
+                        .await
+                })
             })
         };
-        renewal
+        let result = renewal
             .hold(self.run_locked(dry_run, force))
             .await
-            .unwrap_or(Err(ResyncError::LeaseLost))
+            .unwrap_or(Err(ResyncError::LeaseLost));
+        drop(renewal);
+        held.release().await;
+        result
     }
 
     async fn run_locked(&self, dry_run: bool, force: bool) -> Result<Report, ResyncError> {
@@ -526,7 +558,7 @@ fn explained(diff: &Difference, latest: Option<&LatestTask>, desired: &Desired) 
     latest.state == TaskState::Failed
         && !diff.structural
         && !latest.residue.is_empty()
-        && latest.desired_hash == desired.fingerprint()
+        && latest.desired_hash == desired.fingerprint(latest.target)
         && diff.items.iter().all(|i| latest.residue.contains(i))
 }
 
@@ -809,13 +841,16 @@ mod tests {
         };
         assert!(explained(
             &diff,
-            Some(&latest(&["login:alice", "login:bob"], d.fingerprint())),
+            Some(&latest(
+                &["login:alice", "login:bob"],
+                d.fingerprint(Target::Access)
+            )),
             &d
         ));
         // Only part of it reported: the rest is tried again.
         assert!(!explained(
             &diff,
-            Some(&latest(&["login:bob"], d.fingerprint())),
+            Some(&latest(&["login:bob"], d.fingerprint(Target::Access))),
             &d
         ));
         // The project changed since.

@@ -307,10 +307,12 @@ async fn finish_read_in(
                 .filter(|p| !p.deleted)
                 .map(|p| p.project_id)
                 .collect();
-            let new: BTreeSet<i64> = ids
+            let new: Vec<i64> = ids
                 .iter()
                 .copied()
                 .filter(|id| *id > 1 && !alive.contains(id))
+                .collect::<BTreeSet<i64>>()
+                .into_iter()
                 .collect();
             for id in &new {
                 record_in(

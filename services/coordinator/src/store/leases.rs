@@ -3,63 +3,82 @@
 //! release of a restarted replica's claims.
 
 use super::rows::{LeaseRow, ReplicaRow};
-use super::{Result, Store};
+use super::{Result, Store, StoreError};
 use crate::rules;
 
 impl Store {
-    /// Takes the lease `name` for `owner` until now + `ttl_ms` when [`rules::lease_free`] allows.
-    pub async fn try_lease(&self, name: &str, owner: &str, ttl_ms: i64) -> Result<bool> {
+    /// Takes the lease `name` for `owner` until now + `ttl_ms` when [`rules::lease_free`] allows;
+    /// answers the version taken, which renewals and the release name.
+    pub async fn try_lease(&self, name: &str, owner: &str, ttl_ms: i64) -> Result<Option<i64>> {
         let now = self.now();
         self.retrying("taking a lease", || async move {
             let mut tx = self.begin().await?;
             let current = tx.lease(name).await?;
-            let taken = match &current {
-                Some(l) if !rules::lease_free(&l.owner, l.expires_at, owner, now) => false,
-                _ => {
-                    let next = LeaseRow {
-                        name: name.to_owned(),
-                        owner: owner.to_owned(),
-                        expires_at: now + ttl_ms,
-                        version: current.as_ref().map_or(1, |l| l.version + 1),
-                    };
-                    tx.put_lease(&next, current.as_ref().map(|l| l.version))
-                        .await?
-                }
+            if let Some(l) = &current
+                && !rules::lease_free(&l.owner, l.expires_at, owner, now)
+            {
+                return Ok(None);
+            }
+            let next = LeaseRow {
+                name: name.to_owned(),
+                owner: owner.to_owned(),
+                expires_at: now + ttl_ms,
+                version: current.as_ref().map_or(1, |l| l.version + 1),
             };
+            if !tx
+                .put_lease(&next, current.as_ref().map(|l| l.version))
+                .await?
+            {
+                // Made by a concurrent first taker: read it again.
+                return Err(StoreError::Conflict(format!(
+                    "lease {name} was written meanwhile"
+                )));
+            }
             tx.commit().await?;
-            Ok(taken)
+            Ok(Some(next.version))
         })
         .await
     }
 
-    /// Moves the expiry of a lease `owner` holds to now + `ttl_ms`; false when it holds it no
-    /// longer.
-    pub async fn renew_lease(&self, name: &str, owner: &str, ttl_ms: i64) -> Result<bool> {
-        self.put_own_lease(name, owner, self.now() + ttl_ms).await
+    /// Moves the expiry of the lease `owner` took as `version` to now + `ttl_ms`; false when it
+    /// holds it no longer.
+    pub async fn renew_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        version: i64,
+        ttl_ms: i64,
+    ) -> Result<bool> {
+        let expires_at = self.now() + ttl_ms;
+        self.put_own_lease(name, owner, version, |l| LeaseRow { expires_at, ..l })
+            .await
     }
 
-    /// Gives a lease up if `owner` holds it.
-    pub async fn release_lease(&self, name: &str, owner: &str) -> Result<()> {
-        self.put_own_lease(name, owner, 0).await.map(|_| ())
+    /// Gives up the lease `owner` took as `version`, if it still holds it.
+    pub async fn release_lease(&self, name: &str, owner: &str, version: i64) -> Result<bool> {
+        self.put_own_lease(name, owner, version, |l| LeaseRow {
+            owner: String::new(),
+            expires_at: 0,
+            version: l.version + 1,
+            ..l
+        })
+        .await
     }
 
-    /// Writes a new expiry for a lease `owner` holds (0: released); false when it does not.
-    async fn put_own_lease(&self, name: &str, owner: &str, expires_at: i64) -> Result<bool> {
+    /// Writes `change(lease)` if `owner` holds the lease as `version`; false when it does not.
+    async fn put_own_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        version: i64,
+        change: impl Fn(LeaseRow) -> LeaseRow,
+    ) -> Result<bool> {
+        let change = &change;
         self.retrying("writing a lease", || async move {
             let mut tx = self.begin().await?;
             let held = match tx.lease(name).await? {
-                Some(l) if l.owner == owner => {
-                    let next = LeaseRow {
-                        owner: if expires_at == 0 {
-                            String::new()
-                        } else {
-                            l.owner.clone()
-                        },
-                        expires_at,
-                        version: l.version + 1,
-                        ..l.clone()
-                    };
-                    tx.put_lease(&next, Some(l.version)).await?
+                Some(l) if l.owner == owner && l.version == version => {
+                    tx.put_lease(&change(l), Some(version)).await?
                 }
                 _ => false,
             };

@@ -1,5 +1,6 @@
-//! The task engine: coalescing, partial failure and retry, replicas sharing one database,
-//! lease expiry with fencing, and what each kind of change sends to staging and access.
+//! The task engine: coalescing, partial failure and retry, finality, no inherited backoff,
+//! replicas sharing one database, lease expiry with fencing, a restart taking its claims back,
+//! and what each kind of change sends to staging and access.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,7 +11,8 @@ use smrtshare_common::db::Backend;
 use smrtshare_coordinator::clock::Clock;
 use smrtshare_coordinator::engine::{Engine, TaskWake};
 use smrtshare_coordinator::model::{ChangeReason, Target};
-use smrtshare_coordinator::store::TaskResult;
+use smrtshare_coordinator::rules::{Backoff, RetryPolicy};
+use tokio_util::sync::CancellationToken;
 
 use crate::both_backends;
 use crate::harness::{
@@ -19,13 +21,21 @@ use crate::harness::{
 
 const LONG: Duration = Duration::from_secs(30);
 
+fn retry_scheduled(change: &pb::Change) -> bool {
+    change.tasks.iter().any(|t| t.retry_scheduled)
+}
+
 both_backends!(
     burst_of_notifications_runs_at_most_two_executions_per_target,
-    access_down_makes_the_change_partial_until_it_is_back,
+    access_down_keeps_the_change_in_progress_until_it_is_back_or_given_up,
     two_replicas_never_run_one_task_twice,
     expired_lease_is_reclaimed_and_the_late_result_discarded,
     moved_renamed_and_deleted_projects_reach_both_targets,
     bad_requests_are_refused_with_the_field_named,
+    a_removal_runs_at_once_whatever_an_earlier_task_backs_off,
+    failures_no_retry_cures_end_the_task_until_something_changes,
+    a_restarted_replica_takes_its_tasks_back_at_once,
+    a_vanished_replicas_claims_are_taken_over_within_a_lease,
 );
 
 async fn burst_of_notifications_runs_at_most_two_executions_per_target(backend: Backend) {
@@ -94,33 +104,34 @@ async fn burst_of_notifications_runs_at_most_two_executions_per_target(backend: 
     running.stop().await;
 }
 
-async fn access_down_makes_the_change_partial_until_it_is_back(backend: Backend) {
+async fn access_down_keeps_the_change_in_progress_until_it_is_back_or_given_up(backend: Backend) {
     let (store, _db) = store(backend, Clock::system()).await;
     let source = Arc::new(MemorySource::default());
     source.put(2, "Tomato", &["alice", "bob"], &["d1"]);
     let peers = FakePeers::start().await;
     peers.access.down.store(true, Ordering::SeqCst);
     let mut s = settings("solo", Duration::ZERO);
-    s.engine.backoff.base_ms = 400;
-    s.engine.backoff.cap_ms = 400;
-    let running = Running::start(store, source, peers.peers(), s).await;
+    s.engine.retry.backoff = Backoff {
+        base_ms: 400,
+        cap_ms: 400,
+    };
+    let running = Running::start(store, source.clone(), peers.peers(), s).await;
     let mut client = running.client();
 
+    // While a retry is scheduled the change is IN_PROGRESS, its access task READY.
     let change_id = client
         .notify_project_changed(pb::NotifyProjectChangedRequest { project_id: 2 })
         .await
         .unwrap()
         .into_inner()
         .change_id;
-    let change = wait_change(&mut client, change_id, LONG, |c| {
-        status(c) == pb::ChangeStatus::Partial
-    })
-    .await;
+    let change = wait_change(&mut client, change_id, LONG, retry_scheduled).await;
+    assert_eq!(status(&change), pb::ChangeStatus::InProgress);
     let staging = task_of(&change, pb::Target::Staging);
     let access = task_of(&change, pb::Target::Access);
     assert_eq!(staging.state, pb::TaskState::Ok as i32, "{staging:#?}");
-    assert_eq!(access.state, pb::TaskState::Failed as i32, "{access:#?}");
-    assert!(access.retry_scheduled, "UNAVAILABLE is retryable");
+    assert_eq!(access.state, pb::TaskState::Ready as i32, "{access:#?}");
+    assert!(access.next_run_at.is_some(), "{access:#?}");
     assert!(
         access.last_message.contains("Unavailable")
             && access.last_message.contains("fake peer is down"),
@@ -143,6 +154,36 @@ async fn access_down_makes_the_change_partial_until_it_is_back(backend: Backend)
         state.1.into_iter().collect::<Vec<_>>(),
         vec!["alice".to_owned(), "bob".to_owned()]
     );
+    running.stop().await;
+
+    // With the retries spent, the task is FAILED for good and the change PARTIAL: final.
+    let (store, _db) = crate::harness::store(backend, Clock::system()).await;
+    peers.access.down.store(true, Ordering::SeqCst);
+    let mut s = settings("solo", Duration::ZERO);
+    s.engine.retry.max_attempts = 2;
+    let running = Running::start(store, source, peers.peers(), s).await;
+    let mut client = running.client();
+    let change_id = client
+        .notify_project_changed(pb::NotifyProjectChangedRequest { project_id: 2 })
+        .await
+        .unwrap()
+        .into_inner()
+        .change_id;
+    let change = wait_change(&mut client, change_id, LONG, |c| {
+        status(c) == pb::ChangeStatus::Partial
+    })
+    .await;
+    let access = task_of(&change, pb::Target::Access);
+    assert_eq!(
+        (access.state, access.attempts, access.retry_scheduled),
+        (pb::TaskState::Failed as i32, 2, false)
+    );
+    assert!(
+        access.last_message.contains("gave up after 2 attempts"),
+        "{}",
+        access.last_message
+    );
+    peers.access.down.store(false, Ordering::SeqCst);
     running.stop().await;
 }
 
@@ -237,8 +278,9 @@ async fn expired_lease_is_reclaimed_and_the_late_result_discarded(backend: Backe
         members: vec![],
         datasets: vec![],
     };
+    let stamp = store.next_stamp().await.unwrap();
     store
-        .store_project_truth(&truth, "Project 9: Leased")
+        .store_project_truth(&truth, "Project 9: Leased", stamp)
         .await
         .unwrap();
     let change_id = store
@@ -248,46 +290,53 @@ async fn expired_lease_is_reclaimed_and_the_late_result_discarded(backend: Backe
 
     let config = settings("x", Duration::ZERO).engine;
     let lease = config.lease;
-    let a = Engine::new(
-        store.clone(),
-        peers.peers(),
-        config.clone(),
-        "worker-a".into(),
-        TaskWake::new(),
-    );
     let b = Engine::new(
         store.clone(),
         peers.peers(),
-        config,
+        config.clone(),
         "worker-b".into(),
         TaskWake::new(),
     );
+    let never = CancellationToken::new();
 
-    let mut claim_a = a
-        .claim(Target::Staging)
+    // Worker a claims the task, then stalls and stops renewing (its process hangs).
+    let claim_a = store
+        .claim_task(Target::Staging, "worker-a", lease.lease_ms())
         .await
         .unwrap()
         .expect("a claims the task");
     assert!(
-        b.claim(Target::Staging).await.unwrap().is_none(),
+        b.run_once(Target::Staging, &never).await.unwrap().is_none(),
         "a held lease is not claimable"
     );
-    // Worker a stalls past its lease (the clock stands still until moved).
-    clock.advance(lease + Duration::from_secs(1));
+    clock.advance(lease.lease + Duration::from_secs(1));
     let run_b = b
-        .run_once(Target::Staging)
+        .run_once(Target::Staging, &never)
         .await
         .unwrap()
-        .expect("b reclaims the expired task");
+        .expect("b takes the expired task back and runs it");
     assert_eq!(run_b.claim.task_id, claim_a.task_id);
     assert_eq!(run_b.claim.attempts, claim_a.attempts + 1);
     assert!(run_b.recorded);
     // a wakes up and reports: its late result is discarded by fencing.
-    let late = a.execute(&mut claim_a).await;
-    assert!(matches!(late, TaskResult::Ok { .. }));
+    let late = smrtshare_coordinator::rules::TaskResult::Ok {
+        operation: smrtshare_coordinator::model::Operation::Apply,
+        message: "late".into(),
+        report: None,
+    };
     assert!(
-        !a.record(&claim_a, late).await.unwrap(),
+        !store
+            .finish_task(&claim_a, &late, "", &config.retry)
+            .await
+            .unwrap(),
         "the stale worker's result must be discarded"
+    );
+    assert!(
+        !store
+            .renew_task(&claim_a, "worker-a", lease.lease_ms())
+            .await
+            .unwrap(),
+        "nor may it renew"
     );
 
     let tasks = store.tasks_of_change(change_id).await.unwrap();
@@ -525,5 +574,314 @@ async fn bad_requests_are_refused_with_the_field_named(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+    running.stop().await;
+}
+
+/// The first promise: a removed member loses access within seconds of the edit, even when the
+/// project's access task is waiting out a long backoff (a hopeless retry) and another member has
+/// no Globus identity.
+async fn a_removal_runs_at_once_whatever_an_earlier_task_backs_off(backend: Backend) {
+    let (store, _db) = store(backend, Clock::system()).await;
+    let source = Arc::new(MemorySource::default());
+    source.put(2, "Tomato", &["alice", "bob", "nobody"], &["d1"]);
+    let peers = FakePeers::start().await;
+    peers
+        .access
+        .hopeless
+        .lock()
+        .unwrap()
+        .insert("nobody".into());
+    peers.access.down.store(true, Ordering::SeqCst);
+    let mut s = settings("solo", Duration::ZERO);
+    // An hour between retries: only a task that does not inherit it is done in seconds.
+    s.engine.retry = RetryPolicy {
+        backoff: Backoff {
+            base_ms: 3_600_000,
+            cap_ms: 3_600_000,
+        },
+        max_attempts: 5,
+    };
+    let running = Running::start(store, source.clone(), peers.peers(), s).await;
+    let mut client = running.client();
+    let first = client
+        .notify_project_changed(pb::NotifyProjectChangedRequest { project_id: 2 })
+        .await
+        .unwrap()
+        .into_inner()
+        .change_id;
+    wait_change(&mut client, first, LONG, retry_scheduled).await;
+
+    // Access is back; bob is removed at SMRT Link and the edit mirrored.
+    peers.access.down.store(false, Ordering::SeqCst);
+    source.put(2, "Tomato", &["alice", "nobody"], &["d1"]);
+    let edited = tokio::time::Instant::now();
+    let removal = client
+        .notify_project_changed(pb::NotifyProjectChangedRequest { project_id: 2 })
+        .await
+        .unwrap()
+        .into_inner()
+        .change_id;
+    let change = wait_change(&mut client, removal, Duration::from_secs(5), |c| {
+        status(c) != pb::ChangeStatus::InProgress
+    })
+    .await;
+    let took = edited.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "bob kept access for {took:?}"
+    );
+    let granted = peers
+        .access
+        .state
+        .lock()
+        .unwrap()
+        .get(&2)
+        .cloned()
+        .unwrap()
+        .1;
+    assert_eq!(
+        granted.into_iter().collect::<Vec<_>>(),
+        vec!["alice".to_owned()]
+    );
+    // nobody has no identity: the change is PARTIAL, final, and says why.
+    assert_eq!(status(&change), pb::ChangeStatus::Partial, "{change:#?}");
+    let access = task_of(&change, pb::Target::Access);
+    assert_eq!(
+        (access.state, access.attempts),
+        (pb::TaskState::Failed as i32, 1)
+    );
+    assert!(
+        access
+            .last_message
+            .contains("nobody: unknown Globus identity"),
+        "{}",
+        access.last_message
+    );
+    running.stop().await;
+}
+
+/// A failure no retry cures (a member with no Globus identity, a broken dataset XML) ends the
+/// task with its report: the change is final, WatchChange ends, and resync leaves the project
+/// alone until SMRT Link or the services change.
+async fn failures_no_retry_cures_end_the_task_until_something_changes(backend: Backend) {
+    use futures::StreamExt as _;
+    let (store, _db) = store(backend, Clock::system()).await;
+    let source = Arc::new(MemorySource::default());
+    source.put(2, "Tomato", &["alice", "nobody"], &["d1", "broken"]);
+    let peers = FakePeers::start().await;
+    peers
+        .access
+        .hopeless
+        .lock()
+        .unwrap()
+        .insert("nobody".into());
+    peers
+        .staging
+        .hopeless
+        .lock()
+        .unwrap()
+        .insert("broken".into());
+    let running = Running::start(
+        store.clone(),
+        source.clone(),
+        peers.peers(),
+        settings("solo", Duration::ZERO),
+    )
+    .await;
+    let mut client = running.client();
+    let change_id = client
+        .notify_project_changed(pb::NotifyProjectChangedRequest { project_id: 2 })
+        .await
+        .unwrap()
+        .into_inner()
+        .change_id;
+    // WatchChange ends by itself once the change is final.
+    let mut stream = client
+        .watch_change(pb::WatchChangeRequest { change_id })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(message) = tokio::time::timeout(LONG, stream.next())
+        .await
+        .expect("the watch ends")
+    {
+        last = message.unwrap().change;
+    }
+    let change = last.unwrap();
+    assert_eq!(status(&change), pb::ChangeStatus::Failed, "{change:#?}");
+    for target in [pb::Target::Staging, pb::Target::Access] {
+        let task = task_of(&change, target);
+        assert_eq!(
+            (task.state, task.attempts),
+            (pb::TaskState::Failed as i32, 1),
+            "{task:#?}"
+        );
+        assert!(
+            task.last_message.contains("not retried"),
+            "{}",
+            task.last_message
+        );
+        assert!(task.report.is_some(), "the service's report is kept");
+    }
+
+    // Nothing changed: resync finds the project in step and makes no change.
+    let report = client
+        .resync(pb::ResyncRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        report.items.is_empty() && report.in_sync == 1,
+        "{report:#?}"
+    );
+    let calls = (peers.staging.count(2), peers.access.count(2));
+
+    // The broken dataset is replaced at SMRT Link: the project changed for staging, so resync
+    // tries staging again; for access nothing changed, and nobody is still left alone.
+    source.put(2, "Tomato", &["alice", "nobody"], &["d1", "repaired"]);
+    let report = client
+        .resync(pb::ResyncRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.items.len(), 1, "{report:#?}");
+    assert_eq!(report.items[0].target, pb::Target::Staging as i32);
+    let change = wait_change(&mut client, report.items[0].change_id, LONG, |c| {
+        status(c) == pb::ChangeStatus::Ok
+    })
+    .await;
+    assert_eq!(change.reason, pb::ChangeReason::Resync as i32);
+    assert_eq!(
+        (peers.staging.count(2), peers.access.count(2)),
+        (calls.0 + 1, calls.1)
+    );
+    assert!(
+        peers.staging.state.lock().unwrap()[&2]
+            .1
+            .contains("repaired")
+    );
+    running.stop().await;
+}
+
+/// A coordinator killed while holding a task and restarted under the same replica name takes
+/// the task back at once, not after its lease lapses.
+async fn a_restarted_replica_takes_its_tasks_back_at_once(backend: Backend) {
+    let (store, _db) = store(backend, Clock::system()).await;
+    let source = Arc::new(MemorySource::default());
+    source.put(2, "Tomato", &["alice"], &["d1"]);
+    let stamp = store.next_stamp().await.unwrap();
+    let truth = source.projects.lock().unwrap().get(&2).cloned().unwrap();
+    store
+        .store_project_truth(&truth, "Project 2: Tomato", stamp)
+        .await
+        .unwrap();
+    let change_id = store
+        .record_read_change(2, ChangeReason::Manual, &Target::ALL, "before the crash")
+        .await
+        .unwrap();
+    // The previous process of replica "r1" claimed both tasks, with a long lease, and died.
+    let lease = Duration::from_secs(600);
+    for target in Target::ALL {
+        store
+            .claim_task(target, "r1", lease.as_millis() as i64)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let peers = FakePeers::start().await;
+    let mut s = settings("r1", Duration::ZERO);
+    s.engine.lease = smrtshare_coordinator::lease::LeaseTimes::new(lease);
+    let started = tokio::time::Instant::now();
+    let running = Running::start(store, source, peers.peers(), s).await;
+    let mut client = running.client();
+    let change = wait_change(&mut client, change_id, Duration::from_secs(10), |c| {
+        status(c) == pb::ChangeStatus::Ok
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        task_of(&change, pb::Target::Staging).attempts,
+        2,
+        "the interrupted attempt counts"
+    );
+    running.stop().await;
+}
+
+/// A replica that vanished holding a task, a read and the resync lease: a live replica takes
+/// them over once the (short) lease lapses.
+async fn a_vanished_replicas_claims_are_taken_over_within_a_lease(backend: Backend) {
+    let (store, _db) = store(backend, Clock::system()).await;
+    let source = Arc::new(MemorySource::default());
+    source.put(2, "Tomato", &["alice"], &["d1"]);
+    source.put(3, "Rice", &["bob"], &["d3"]);
+    let stamp = store.next_stamp().await.unwrap();
+    let truth = source.projects.lock().unwrap().get(&2).cloned().unwrap();
+    store
+        .store_project_truth(&truth, "Project 2: Tomato", stamp)
+        .await
+        .unwrap();
+    let task_change = store
+        .record_read_change(
+            2,
+            ChangeReason::Manual,
+            &[Target::Access],
+            "claimed by the dead",
+        )
+        .await
+        .unwrap();
+    let (read_change, _) = store
+        .record_change(&smrtshare_coordinator::store::NewChange {
+            project_id: 3,
+            reason: ChangeReason::Manual,
+            kind: smrtshare_coordinator::model::ChangeKind::ProjectChanged,
+            request: String::new(),
+            caused_by: 0,
+            settle_until: store.now(),
+            max_settle_ms: 0,
+        })
+        .await
+        .unwrap();
+    let s = settings("alive", Duration::ZERO);
+    let lease = s.engine.lease.lease_ms();
+    store
+        .claim_task(Target::Access, "dead", lease)
+        .await
+        .unwrap()
+        .unwrap();
+    store.claim_read("dead", lease).await.unwrap().unwrap();
+    assert!(
+        store
+            .try_lease("resync", "dead", lease)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let peers = FakePeers::start().await;
+    let started = tokio::time::Instant::now();
+    let running = Running::start(store, source, peers.peers(), s).await;
+    let mut client = running.client();
+    let within = Duration::from_millis(lease as u64) + Duration::from_secs(5);
+    for change_id in [task_change, read_change] {
+        wait_change(&mut client, change_id, within, |c| {
+            status(c) == pb::ChangeStatus::Ok
+        })
+        .await;
+    }
+    crate::harness::eventually_async(within, "the resync lease to lapse", || {
+        let mut client = client.clone();
+        async move {
+            client
+                .resync(pb::ResyncRequest {
+                    dry_run: true,
+                    force: false,
+                })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    assert!(started.elapsed() < within, "{:?}", started.elapsed());
     running.stop().await;
 }

@@ -21,23 +21,60 @@ use smrtshare_common::server::{GrpcServer, ServerOptions};
 use smrtshare_coordinator::clock::Clock;
 use smrtshare_coordinator::engine::EngineConfig;
 use smrtshare_coordinator::intake::IntakeConfig;
+use smrtshare_coordinator::lease::LeaseTimes;
 use smrtshare_coordinator::model::{AnalysisJobTruth, DatasetTruth, MemberTruth, ProjectTruth};
 use smrtshare_coordinator::naming::DirectoryNamer;
 use smrtshare_coordinator::peers::Peers;
 use smrtshare_coordinator::reader::ReaderConfig;
 use smrtshare_coordinator::resync::ResyncConfig;
+use smrtshare_coordinator::rules::{Backoff, RetryPolicy};
 use smrtshare_coordinator::source::{ProjectSource, SourceError};
-use smrtshare_coordinator::store::{Backoff, Store};
+use smrtshare_coordinator::store::Store;
 use smrtshare_coordinator::{Deps, Settings};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
-/// SMRT Link in memory: projects by id, and a switch that makes every read fail.
+/// SMRT Link in memory: projects by id, a switch that makes every read fail, and gates that
+/// hold a read of a project at the dangerous point (after it read the truth, before it answers).
 #[derive(Default)]
 pub struct MemorySource {
     pub projects: Mutex<BTreeMap<i64, ProjectTruth>>,
     pub down: AtomicBool,
     pub reads: AtomicUsize,
+    gates: Mutex<BTreeMap<i64, Arc<Gate>>>,
+    listing_gate: Mutex<Option<Arc<Gate>>>,
+}
+
+/// Holds the next call that meets it: `reached` says it got there, `release` lets it go on.
+pub struct Gate {
+    reached: tokio::sync::Semaphore,
+    released: tokio::sync::Semaphore,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            reached: tokio::sync::Semaphore::new(0),
+            released: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+impl Gate {
+    /// Waits until a call is held here.
+    pub async fn reached(&self) {
+        self.reached.acquire().await.unwrap().forget();
+    }
+
+    /// Lets the held call go on.
+    pub fn release(&self) {
+        self.released.add_permits(1);
+    }
+
+    async fn hold(&self) {
+        self.reached.add_permits(1);
+        self.released.acquire().await.unwrap().forget();
+    }
 }
 
 impl MemorySource {
@@ -72,6 +109,21 @@ impl MemorySource {
     pub fn remove(&self, id: i64) {
         self.projects.lock().unwrap().remove(&id);
     }
+
+    /// Holds the next read of project `id` after it took the project's truth as it is now, so
+    /// it answers that (older) truth when released.
+    pub fn hold_read(&self, id: i64) -> Arc<Gate> {
+        let gate = Arc::new(Gate::default());
+        self.gates.lock().unwrap().insert(id, gate.clone());
+        gate
+    }
+
+    /// Holds the next listing after it took the project ids as they are now.
+    pub fn hold_listing(&self) -> Arc<Gate> {
+        let gate = Arc::new(Gate::default());
+        *self.listing_gate.lock().unwrap() = Some(gate.clone());
+        gate
+    }
 }
 
 impl ProjectSource for MemorySource {
@@ -80,7 +132,12 @@ impl ProjectSource for MemorySource {
             if self.down.load(Ordering::SeqCst) {
                 return Err(SourceError::Unavailable("memory source is down".into()));
             }
-            Ok(self.projects.lock().unwrap().keys().copied().collect())
+            let ids = self.projects.lock().unwrap().keys().copied().collect();
+            let gate = self.listing_gate.lock().unwrap().take();
+            if let Some(gate) = gate {
+                gate.hold().await;
+            }
+            Ok(ids)
         })
     }
 
@@ -90,7 +147,28 @@ impl ProjectSource for MemorySource {
             if self.down.load(Ordering::SeqCst) {
                 return Err(SourceError::Unavailable("memory source is down".into()));
             }
-            Ok(self.projects.lock().unwrap().get(&id).cloned())
+            let truth = self.projects.lock().unwrap().get(&id).cloned();
+            let gate = self.gates.lock().unwrap().remove(&id);
+            if let Some(gate) = gate {
+                gate.hold().await;
+            }
+            Ok(truth)
+        })
+    }
+
+    fn dataset_project(&self, uuid: &str) -> BoxFuture<'_, Result<Option<i64>, SourceError>> {
+        let uuid = uuid.to_owned();
+        Box::pin(async move {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(SourceError::Unavailable("memory source is down".into()));
+            }
+            Ok(self
+                .projects
+                .lock()
+                .unwrap()
+                .values()
+                .find(|p| p.datasets.iter().any(|d| d.uuid == uuid))
+                .map(|p| p.id))
         })
     }
 
@@ -114,6 +192,11 @@ pub struct Calls {
     pub delay_ms: AtomicUsize,
     /// Last state applied per project (staging: directory + uuids; access: path + logins).
     pub state: Mutex<BTreeMap<i64, (String, BTreeSet<String>)>>,
+    /// Access: logins with no Globus identity (a failure no retry cures); staging: dataset
+    /// uuids whose XML is broken (the same).
+    pub hopeless: Mutex<BTreeSet<String>>,
+    /// Holds the next call here, when set.
+    pub gate: Mutex<Option<Arc<Gate>>>,
 }
 
 impl Calls {
@@ -127,6 +210,10 @@ impl Calls {
             *n += 1;
         }
         self.log.lock().unwrap().push((project, op, change_id));
+        let gate = self.gate.lock().unwrap().take();
+        if let Some(gate) = gate {
+            gate.hold().await;
+        }
         let delay = self.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay as u64)).await;
@@ -140,6 +227,17 @@ impl Calls {
 
     fn leave(&self, project: i64) {
         *self.in_flight.lock().unwrap().entry(project).or_default() -= 1;
+    }
+
+    /// Holds the next call until released.
+    pub fn hold_next(&self) -> Arc<Gate> {
+        let gate = Arc::new(Gate::default());
+        *self.gate.lock().unwrap() = Some(gate.clone());
+        gate
+    }
+
+    fn is_hopeless(&self, key: &str) -> bool {
+        self.hopeless.lock().unwrap().contains(key)
     }
 
     pub fn count(&self, project: i64) -> usize {
@@ -178,31 +276,38 @@ impl Staging for FakeStaging {
         let id = change_id(&request);
         let r = request.into_inner();
         self.0.enter(r.project_id, "apply", id).await?;
+        let (broken, good): (Vec<_>, Vec<_>) =
+            r.datasets.iter().partition(|d| self.0.is_hopeless(&d.uuid));
         self.0.state.lock().unwrap().insert(
             r.project_id,
             (
                 r.directory.clone(),
-                r.datasets.iter().map(|d| d.uuid.clone()).collect(),
+                good.iter().map(|d| d.uuid.clone()).collect(),
             ),
         );
         self.0.leave(r.project_id);
+        let results = good
+            .iter()
+            .map(|d| staging::DatasetResult {
+                uuid: d.uuid.clone(),
+                state: staging::DatasetState::Unchanged as i32,
+                ..Default::default()
+            })
+            .chain(broken.iter().map(|d| staging::DatasetResult {
+                uuid: d.uuid.clone(),
+                state: staging::DatasetState::Failed as i32,
+                error: "the dataset XML is not well-formed".into(),
+                permanent: true,
+                ..Default::default()
+            }))
+            .collect();
         Ok(Response::new(staging::ApplyProjectResponse {
             project_id: r.project_id,
             directory: r.directory,
             dry_run: false,
             actions: vec![],
-            datasets: r
-                .datasets
-                .iter()
-                .map(|d| staging::DatasetResult {
-                    uuid: d.uuid.clone(),
-                    path: String::new(),
-                    state: staging::DatasetState::Unchanged as i32,
-                    file_count: 0,
-                    error: String::new(),
-                })
-                .collect(),
-            complete: true,
+            datasets: results,
+            complete: broken.is_empty(),
         }))
     }
 
@@ -275,25 +380,34 @@ impl Access for FakeAccess {
         let id = change_id(&request);
         let r = request.into_inner();
         self.0.enter(r.project_id, "apply", id).await?;
+        let (unknown, known): (Vec<_>, Vec<_>) =
+            r.logins.iter().partition(|l| self.0.is_hopeless(l));
         self.0.state.lock().unwrap().insert(
             r.project_id,
-            (r.path.clone(), r.logins.iter().cloned().collect()),
+            (r.path.clone(), known.iter().map(|l| (*l).clone()).collect()),
         );
         self.0.leave(r.project_id);
+        let members = known
+            .iter()
+            .map(|l| access::MemberOutcome {
+                login: (*l).clone(),
+                outcome: access::MemberOutcomeKind::Granted as i32,
+                ..Default::default()
+            })
+            .chain(unknown.iter().map(|l| access::MemberOutcome {
+                login: (*l).clone(),
+                outcome: access::MemberOutcomeKind::UnknownIdentity as i32,
+                message: "no Globus identity".into(),
+                permanent: true,
+                ..Default::default()
+            }))
+            .collect();
         Ok(Response::new(access::ApplyProjectAccessResponse {
             project_id: r.project_id,
             path: r.path,
             dry_run: false,
-            members: r
-                .logins
-                .iter()
-                .map(|l| access::MemberOutcome {
-                    login: l.clone(),
-                    outcome: access::MemberOutcomeKind::Granted as i32,
-                    ..Default::default()
-                })
-                .collect(),
-            complete: true,
+            members,
+            complete: unknown.is_empty(),
         }))
     }
 
@@ -411,37 +525,39 @@ impl Drop for FakePeers {
     }
 }
 
-/// Settings for tests: short settle, small backoff, fast polling.
+/// Settings for tests: short settle, small backoff, fast polling, leases of a few seconds.
 pub fn settings(owner: &str, settle: Duration) -> Settings {
+    let retry = RetryPolicy {
+        backoff: Backoff {
+            base_ms: 50,
+            cap_ms: 300,
+        },
+        max_attempts: 5,
+    };
+    let lease = LeaseTimes::new(Duration::from_secs(3));
     Settings {
         engine: EngineConfig {
             workers_per_target: 3,
-            lease: Duration::from_secs(60),
-            backoff: Backoff {
-                base_ms: 50,
-                cap_ms: 300,
-            },
+            lease,
+            retry,
             poll: Duration::from_millis(100),
         },
         reader: ReaderConfig {
             readers: 2,
-            lease: Duration::from_secs(60),
-            backoff: Backoff {
-                base_ms: 50,
-                cap_ms: 300,
-            },
-            max_attempts: 5,
+            lease,
+            retry,
             poll: Duration::from_millis(100),
         },
         resync: ResyncConfig {
             interval: Duration::from_secs(3600),
             max_removal_share: 0.5,
             read_concurrency: 4,
-            lease: Duration::from_secs(120),
+            lease,
         },
         periodic_resync: false,
         intake: IntakeConfig {
             settle,
+            max_settle: settle * 10,
             secret: None,
             allowed: smrtshare_coordinator::intake::parse_allowed(&[
                 "127.0.0.1".into(),
@@ -451,6 +567,7 @@ pub fn settings(owner: &str, settle: Duration) -> Settings {
         },
         namer: DirectoryNamer::new("Project {id}: {name}", false).unwrap(),
         owner: owner.into(),
+        drain_grace: Duration::from_secs(2),
     }
 }
 
@@ -482,9 +599,10 @@ impl Running {
             peers,
             metrics: smrtshare_coordinator::metrics::Metrics::new(),
         };
-        let options = ServerOptions::new(ServerAuth::Token(smrtshare_common::Secret::new(
+        let mut options = ServerOptions::new(ServerAuth::Token(smrtshare_common::Secret::new(
             "coordinator-token",
         )));
+        options.drain_timeout = Duration::from_secs(2);
         let listeners = smrtshare_coordinator::Listeners {
             grpc,
             intake,
@@ -573,6 +691,22 @@ pub async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> 
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Polls `cond` (async) until it holds (or panics after `within`).
+pub async fn eventually_async<F, Fut>(within: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

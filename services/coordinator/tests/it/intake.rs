@@ -157,7 +157,16 @@ async fn unknown_sources_and_missing_secrets_are_refused() {
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
-        store.list_changes(3, None, 0, 10).await.unwrap().is_empty(),
+        store
+            .list_changes(smrtshare_coordinator::store::ChangeFilter {
+                project_id: 3,
+                status: None,
+                before: 0,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .is_empty(),
         "a refused request records nothing"
     );
     running.stop().await;

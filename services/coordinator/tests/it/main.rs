@@ -5,6 +5,7 @@
 mod engine;
 mod harness;
 mod intake;
+mod races;
 mod resync;
 mod smrtlink;
 mod stack;

@@ -1,13 +1,14 @@
 //! The store on its own: what is written when SMRT Link's truth is stored again (only the
 //! differences, with the same result as writing it all), datasets taken from other projects,
-//! and the filters of the change listing.
+//! the filters of the change listing, and the rules it applies in its transactions (stamped
+//! truths, settle merges, no inherited backoff, leases).
 
 use smrtshare_common::db::Backend;
 use smrtshare_coordinator::clock::Clock;
 use smrtshare_coordinator::model::{
     ChangeKind, ChangeReason, ChangeStatus, DatasetTruth, MemberTruth, ProjectTruth,
 };
-use smrtshare_coordinator::store::NewChange;
+use smrtshare_coordinator::store::{ChangeFilter, NewChange};
 
 use crate::both_backends;
 use crate::harness::store;
@@ -15,10 +16,20 @@ use crate::harness::store;
 both_backends!(
     storing_truth_again_writes_exactly_the_new_state,
     listing_changes_applies_each_filter,
-    the_database_computes_statuses_by_the_documented_rule,
-    results_recorded_at_once_are_fenced_and_claim_for_each_worker,
-    changes_that_come_together_merge_as_they_would_one_at_a_time,
+    an_older_read_never_replaces_a_newer_truth,
+    a_merged_change_pushes_its_settle_within_the_bound,
+    a_new_change_never_inherits_a_retry_backoff,
+    claims_of_a_vanished_replica_lapse_and_a_restart_takes_them_back_at_once,
 );
+
+fn filter(project_id: i64, status: Option<ChangeStatus>, before: i64, limit: i64) -> ChangeFilter {
+    ChangeFilter {
+        project_id,
+        status,
+        before,
+        limit,
+    }
+}
 
 fn member(login: &str, role: &str) -> MemberTruth {
     MemberTruth {
@@ -62,13 +73,7 @@ async fn storing_truth_again_writes_exactly_the_new_state(backend: Backend) {
             dataset("u3", "three", None),
         ],
     );
-    assert!(
-        store
-            .store_project_truth(&first, "dir-2")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.store_project_truth(&first, "dir-2", 1).await.unwrap());
 
     // A role changed, a member left, one joined; a dataset renamed, one gone, one new; and the
     // same login listed twice (the last entry wins).
@@ -88,10 +93,9 @@ async fn storing_truth_again_writes_exactly_the_new_state(backend: Backend) {
     );
     assert!(
         store
-            .store_project_truth(&second, "dir-2b")
+            .store_project_truth(&second, "dir-2b", 2)
             .await
             .unwrap()
-            .is_empty()
     );
     let desired = store.desired(2).await.unwrap().expect("project 2 is known");
     assert_eq!(desired.directory, "dir-2b");
@@ -127,16 +131,13 @@ async fn storing_truth_again_writes_exactly_the_new_state(backend: Backend) {
         ]
     );
 
-    // Project 3 now lists u1 and u4: they leave project 2, which is reported as affected.
+    // Project 3 now lists u1 and u4, in a later read: they leave project 2.
     let third = truth(
         3,
         vec![member("eve", "CAN_VIEW")],
         vec![dataset("u1", "one", None), dataset("u4", "four", None)],
     );
-    assert_eq!(
-        store.store_project_truth(&third, "dir-3").await.unwrap(),
-        vec![2]
-    );
+    assert!(store.store_project_truth(&third, "dir-3", 3).await.unwrap());
     let two = store.desired(2).await.unwrap().unwrap();
     assert_eq!(
         two.datasets
@@ -153,28 +154,18 @@ async fn storing_truth_again_writes_exactly_the_new_state(backend: Backend) {
         .map(|i| dataset(&format!("m{i:03}"), "many", None))
         .collect();
     let big = truth(4, vec![], many.clone());
-    assert!(
-        store
-            .store_project_truth(&big, "dir-4")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.store_project_truth(&big, "dir-4", 4).await.unwrap());
     assert_eq!(store.desired(4).await.unwrap().unwrap().datasets.len(), 450);
     let taker = truth(5, vec![], many);
-    assert_eq!(
-        store.store_project_truth(&taker, "dir-5").await.unwrap(),
-        vec![4]
-    );
+    assert!(store.store_project_truth(&taker, "dir-5", 5).await.unwrap());
     assert!(store.desired(4).await.unwrap().unwrap().datasets.is_empty());
     assert_eq!(store.desired(5).await.unwrap().unwrap().datasets.len(), 450);
     let emptied = truth(5, vec![], vec![]);
     assert!(
         store
-            .store_project_truth(&emptied, "dir-5")
+            .store_project_truth(&emptied, "dir-5", 6)
             .await
             .unwrap()
-            .is_empty()
     );
     assert!(store.desired(5).await.unwrap().unwrap().datasets.is_empty());
 }
@@ -184,13 +175,14 @@ async fn listing_changes_applies_each_filter(backend: Backend) {
     let mut ids = Vec::new();
     for project_id in [2, 3, 2, 4] {
         let (id, merged) = store
-            .record_change(NewChange {
+            .record_change(&NewChange {
                 project_id,
                 reason: ChangeReason::Mirror,
                 kind: ChangeKind::ProjectChanged,
                 request: String::new(),
                 caused_by: 0,
                 settle_until: i64::MAX,
+                max_settle_ms: 0,
             })
             .await
             .unwrap();
@@ -204,36 +196,39 @@ async fn listing_changes_applies_each_filter(backend: Backend) {
         .record_read_change(6, ChangeReason::Resync, &[], "read by a resync")
         .await
         .unwrap();
-    let all = store.list_changes(0, None, 0, 100).await.unwrap();
+    let all = store.list_changes(filter(0, None, 0, 100)).await.unwrap();
     assert_eq!(
         all.iter().map(|c| c.change_id).collect::<Vec<_>>(),
         vec![read, ids[2], ids[1], ids[0]]
     );
-    let of_two = store.list_changes(2, None, 0, 100).await.unwrap();
+    let of_two = store.list_changes(filter(2, None, 0, 100)).await.unwrap();
     assert_eq!(
         of_two.iter().map(|c| c.change_id).collect::<Vec<_>>(),
         vec![ids[0]]
     );
     let in_progress = store
-        .list_changes(0, Some(ChangeStatus::InProgress), 0, 100)
+        .list_changes(filter(0, Some(ChangeStatus::InProgress), 0, 100))
         .await
         .unwrap();
     assert_eq!(in_progress.len(), 3);
     let ok = store
-        .list_changes(0, Some(ChangeStatus::Ok), 0, 100)
+        .list_changes(filter(0, Some(ChangeStatus::Ok), 0, 100))
         .await
         .unwrap();
     assert_eq!(
         ok.iter().map(|c| c.change_id).collect::<Vec<_>>(),
         vec![read]
     );
-    let page = store.list_changes(0, None, ids[2], 1).await.unwrap();
+    let page = store
+        .list_changes(filter(0, None, ids[2], 1))
+        .await
+        .unwrap();
     assert_eq!(
         page.iter().map(|c| c.change_id).collect::<Vec<_>>(),
         vec![ids[1]]
     );
     let combined = store
-        .list_changes(3, Some(ChangeStatus::InProgress), ids[2], 10)
+        .list_changes(filter(3, Some(ChangeStatus::InProgress), ids[2], 10))
         .await
         .unwrap();
     assert_eq!(
@@ -242,333 +237,364 @@ async fn listing_changes_applies_each_filter(backend: Backend) {
     );
     assert!(
         store
-            .list_changes(3, Some(ChangeStatus::Ok), 0, 10)
+            .list_changes(filter(3, Some(ChangeStatus::Ok), 0, 10))
             .await
             .unwrap()
             .is_empty()
     );
 }
 
-/// Statuses are computed in SQL, in the statement that writes them; the rule there must be
-/// `change_status`'s for every read state and every mix of up to three task states.
-async fn the_database_computes_statuses_by_the_documented_rule(backend: Backend) {
-    use smrtshare_coordinator::model::{ReadState, TaskState as T};
-    use smrtshare_coordinator::store::change_status;
+/// Stamps are taken as reads start; a truth stored from a later read is never replaced by an
+/// earlier one (a project, its deletion, and the datasets it holds).
+async fn an_older_read_never_replaces_a_newer_truth(backend: Backend) {
     let (store, _db) = store(backend, Clock::system()).await;
-    let all = [T::Ready, T::Working, T::Ok, T::Failed, T::Superseded];
-    // Every multiset of up to three states (order does not matter to the rule).
-    let mut mixes: Vec<Vec<T>> = vec![vec![]];
-    for a in 0..all.len() {
-        mixes.push(vec![all[a]]);
-        for b in a..all.len() {
-            mixes.push(vec![all[a], all[b]]);
-            for c in b..all.len() {
-                mixes.push(vec![all[a], all[b], all[c]]);
-            }
-        }
-    }
-    assert_eq!(mixes.len(), 56);
-    let mut seen = std::collections::BTreeSet::new();
-    for read_state in [
-        ReadState::Settling,
-        ReadState::Reading,
-        ReadState::Read,
-        ReadState::Failed,
-    ] {
-        for mix in &mixes {
-            let expected = change_status(read_state, mix);
-            let got = store
-                .status_by_rule(read_state, mix)
-                .await
-                .expect("evaluate the rule");
-            assert_eq!(got, expected, "{read_state:?} with tasks {mix:?}");
-            seen.insert(expected.as_str());
-        }
-    }
-    // The cases reach every status.
-    assert_eq!(seen.len(), 4, "{seen:?}");
-}
+    let (early, late) = (
+        store.next_stamp().await.unwrap(),
+        store.next_stamp().await.unwrap(),
+    );
+    assert!(late > early, "stamps increase");
+    let with_bob = truth(
+        2,
+        vec![member("ann", "CAN_VIEW"), member("bob", "CAN_VIEW")],
+        vec![],
+    );
+    let without_bob = truth(2, vec![member("ann", "CAN_VIEW")], vec![]);
+    // The later read (bob removed) is stored first; the earlier one comes last and is dropped.
+    assert!(
+        store
+            .store_project_truth(&without_bob, "dir-2", late)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .store_project_truth(&with_bob, "dir-2", early)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.desired(2).await.unwrap().unwrap().shared_logins,
+        vec!["ann".to_owned()]
+    );
+    // Nor does an earlier read that found the project gone delete it.
+    assert!(!store.mark_project_deleted(2, early).await.unwrap());
+    assert!(!store.desired(2).await.unwrap().unwrap().deleted);
+    let later = store.next_stamp().await.unwrap();
+    assert!(store.mark_project_deleted(2, later).await.unwrap());
+    assert!(store.desired(2).await.unwrap().unwrap().deleted);
+    // And once gone, an earlier read of it alive does not bring it back.
+    assert!(
+        !store
+            .store_project_truth(&with_bob, "dir-2", late)
+            .await
+            .unwrap()
+    );
+    assert!(store.desired(2).await.unwrap().unwrap().deleted);
 
-/// Results that arrive together (on PostgreSQL they are recorded in one transaction): each is
-/// fenced on its own, the statuses of changes whose tasks are recorded side by side come out
-/// right, and the next claims are shared among the workers that asked, one task each.
-async fn results_recorded_at_once_are_fenced_and_claim_for_each_worker(backend: Backend) {
-    use smrtshare_coordinator::model::{Operation, Target, TaskState};
-    use smrtshare_coordinator::store::{Backoff, NextClaim, TaskResult};
-    let (store, _db) = store(backend, Clock::system()).await;
-    let both = [Target::Staging, Target::Access];
-    let mut changes = std::collections::BTreeMap::new();
-    for id in 2..=9 {
+    // A dataset belongs to the project whose read of it is the most recent: project 4's read
+    // (later) took d1 from project 3; project 3's earlier read listing it again leaves it there.
+    let (s3, s4) = (
+        store.next_stamp().await.unwrap(),
+        store.next_stamp().await.unwrap(),
+    );
+    let three = truth(
+        3,
+        vec![],
+        vec![dataset("d1", "one", None), dataset("d3", "three", None)],
+    );
+    let four = truth(4, vec![], vec![dataset("d1", "one", None)]);
+    assert!(store.store_project_truth(&four, "dir-4", s4).await.unwrap());
+    assert!(
         store
-            .store_project_truth(
-                &truth(id, vec![member("ann", "CAN_VIEW")], vec![]),
-                &format!("{id}-dir"),
-            )
+            .store_project_truth(&three, "dir-3", s3)
             .await
-            .unwrap();
-    }
-    for id in 2..=7 {
-        let change = store
-            .record_read_change(id, ChangeReason::Manual, &both, "test")
-            .await
-            .unwrap();
-        changes.insert(id, change);
-    }
-    let lease_ms = 60_000;
-    let mut claims = Vec::new();
-    for target in both {
-        while let Some(claim) = store.claim_task(target, "w", lease_ms).await.unwrap() {
-            claims.push(claim);
-        }
-    }
-    assert_eq!(claims.len(), 12);
-    // Work that the records claim: one more change each for projects 8 and 9.
-    let waiting: Vec<i64> = vec![
-        store
-            .record_read_change(8, ChangeReason::Manual, &both, "test")
-            .await
-            .unwrap(),
-        store
-            .record_read_change(9, ChangeReason::Manual, &both, "test")
-            .await
-            .unwrap(),
-    ];
-    // Project 3's access task fails for good; project 4's staging claim is stale (its lease was
-    // lost: the attempt it holds is not the task's), and so is a second report of project 5's
-    // staging task, from an attempt before the one that holds it, sent beside the current one.
-    let mut reports: Vec<(smrtshare_coordinator::store::TaskClaim, bool)> =
-        claims.iter().map(|claim| (claim.clone(), false)).collect();
-    let five = claims
-        .iter()
-        .find(|c| c.project_id == 5 && c.target == Target::Staging)
-        .unwrap();
-    reports.push((five.clone(), true));
-    let results = reports.into_iter().map(|(claim, earlier)| {
-        let mut claim = claim.clone();
-        if earlier {
-            claim.attempts -= 1;
-        }
-        let result = if claim.project_id == 3 && claim.target == Target::Access {
-            TaskResult::Permanent {
-                operation: Operation::Apply,
-                // PostgreSQL's text holds no NUL: it is stored as U+FFFD.
-                message: "refused\0by the service".into(),
-                report: None,
-            }
-        } else {
-            TaskResult::Ok {
-                operation: Operation::Apply,
-                message: "done".into(),
-                report: Some(vec![0, 1, 0xfe, 0xff]),
-            }
-        };
-        if claim.project_id == 4 && claim.target == Target::Staging {
-            claim.attempts += 1;
-        }
+            .unwrap()
+    );
+    let uuids = |id: i64| {
         let store = store.clone();
         async move {
-            let next = NextClaim {
-                owner: "w".into(),
-                lease_ms,
-                reap: false,
-            };
-            let backoff = Backoff {
-                base_ms: 100,
-                cap_ms: 1000,
-            };
-            let answer = store
-                .finish_and_claim(&claim, result, backoff, Some(next))
-                .await
-                .unwrap();
-            (claim, answer)
+            let d = store.desired(id).await.unwrap().unwrap();
+            d.datasets.into_iter().map(|d| d.uuid).collect::<Vec<_>>()
         }
-    });
-    let answers = futures::future::join_all(results).await;
-    let mut next_ids = std::collections::BTreeSet::new();
-    for (claim, (recorded, next)) in &answers {
-        let stale = (claim.project_id == 4 && claim.target == Target::Staging)
-            || (claim.project_id == 5 && claim.target == Target::Staging && claim.attempts == 0);
-        assert_eq!(
-            *recorded, !stale,
-            "task of project {} {}",
-            claim.project_id, claim.target
-        );
-        if let Some(next) = next {
-            assert_eq!(
-                next.target, claim.target,
-                "a worker gets a task of its own target"
-            );
-            assert!([8, 9].contains(&next.project_id), "{next:?}");
-            assert!(
-                next_ids.insert(next.task_id),
-                "task {} claimed twice",
-                next.task_id
-            );
-            if let Some(desired) = next.desired.clone().flatten() {
-                assert_eq!(desired.project_id, next.project_id);
-                assert_eq!(desired.directory, format!("{}-dir", next.project_id));
-                assert_eq!(desired.shared_logins, vec!["ann".to_owned()]);
-            }
-        }
-    }
-    assert_eq!(next_ids.len(), 4, "each waiting task went to one worker");
-    for (id, change) in &changes {
-        let expected = match id {
-            3 => ChangeStatus::Partial,
-            4 => ChangeStatus::InProgress,
-            _ => ChangeStatus::Ok,
-        };
-        let row = store.get_change(*change).await.unwrap().unwrap();
-        assert_eq!(row.status, expected, "change of project {id}");
-        for task in store.tasks_of_change(*change).await.unwrap() {
-            let expected = match (id, task.target) {
-                (3, Target::Access) => TaskState::Failed,
-                (4, Target::Staging) => TaskState::Working,
-                _ => TaskState::Ok,
-            };
-            assert_eq!(task.state, expected, "project {id} {}", task.target);
-            if expected == TaskState::Failed {
-                assert_eq!(task.last_message, "refused\u{fffd}by the service");
-            }
-            if expected == TaskState::Ok {
-                assert_eq!(task.report.as_deref(), Some(&[0, 1, 0xfe, 0xff][..]));
-                assert_eq!(task.last_message, "done");
-            }
-        }
-    }
-    for change in waiting {
-        let row = store.get_change(change).await.unwrap().unwrap();
-        assert_eq!(row.status, ChangeStatus::InProgress);
-        for task in store.tasks_of_change(change).await.unwrap() {
-            assert_eq!(task.state, TaskState::Working, "claimed by the records");
-        }
-    }
+    };
+    assert_eq!(uuids(3).await, vec!["d3".to_owned()]);
+    assert_eq!(uuids(4).await, vec!["d1".to_owned()]);
 }
 
-/// Changes recorded at the same time (on PostgreSQL, in one statement while an earlier one is
-/// held up): of several for one project and kind the first is inserted and the rest merge into
-/// it, a change of a project that already settles merges into that one, kinds stay apart, and
-/// the request stored is the inserted change's own (with NUL replaced).
-async fn changes_that_come_together_merge_as_they_would_one_at_a_time(backend: Backend) {
-    use sqlx::Connection as _;
-    let (store, db) = store(backend, Clock::system()).await;
-    let change = |project_id: i64, kind: ChangeKind, request: String| NewChange {
-        project_id,
+/// A change merged into one that settles pushes its settle time by the new request's settle
+/// delay (SMRT Link may not have finished that request either), within the bound.
+async fn a_merged_change_pushes_its_settle_within_the_bound(backend: Backend) {
+    let clock = Clock::manual();
+    let (store, _db) = store(backend, clock.clone()).await;
+    let settle = 2_000;
+    let mirrored = |clock: &Clock| NewChange {
+        project_id: 2,
         reason: ChangeReason::Mirror,
-        kind,
-        request,
+        kind: ChangeKind::ProjectChanged,
+        request: "PUT /smrt-link/projects/2".into(),
         caused_by: 0,
-        settle_until: i64::MAX,
+        settle_until: clock.now() + settle,
+        max_settle_ms: 5_000,
     };
-    let (settling, merged) = store
-        .record_change(change(2, ChangeKind::ProjectChanged, "PUT 2 first".into()))
+    let start = clock.now();
+    let (first, merged) = store.record_change(&mirrored(&clock)).await.unwrap();
+    assert!(!merged);
+    // 1.9 s into the settle, another request: the change is not read 0.1 s later.
+    clock.advance(std::time::Duration::from_millis(1_900));
+    assert_eq!(
+        store.record_change(&mirrored(&clock)).await.unwrap(),
+        (first, true)
+    );
+    clock.advance(std::time::Duration::from_millis(200));
+    assert_eq!(
+        store.claim_read("reader", 10_000).await.unwrap(),
+        None,
+        "still settling"
+    );
+    assert_eq!(store.next_settle().await.unwrap(), Some(start + 3_900));
+    // A stream of edits cannot push it past the bound (5 s after it was first recorded).
+    for _ in 0..6 {
+        clock.advance(std::time::Duration::from_millis(900));
+        store.record_change(&mirrored(&clock)).await.unwrap();
+    }
+    assert_eq!(store.next_settle().await.unwrap(), Some(start + 5_000));
+    clock.advance(std::time::Duration::from_millis(5_000));
+    let claim = store
+        .claim_read("reader", 10_000)
+        .await
+        .unwrap()
+        .expect("settled");
+    assert_eq!(claim.change_id, first);
+}
+
+/// A task waiting out a retry's backoff is superseded by a new change's task, which is due at
+/// once with attempts of its own; a task that never ran is joined.
+async fn a_new_change_never_inherits_a_retry_backoff(backend: Backend) {
+    use smrtshare_coordinator::model::{Operation, Target, TaskState};
+    use smrtshare_coordinator::rules::{Backoff, RetryPolicy, TaskResult};
+    let clock = Clock::manual();
+    let (store, _db) = store(backend, clock.clone()).await;
+    let stamp = store.next_stamp().await.unwrap();
+    store
+        .store_project_truth(
+            &truth(2, vec![member("ann", "CAN_VIEW")], vec![]),
+            "dir-2",
+            stamp,
+        )
         .await
         .unwrap();
-    assert!(!merged);
+    let first = store
+        .record_read_change(2, ChangeReason::Manual, &[Target::Access], "first")
+        .await
+        .unwrap();
+    let joined = store
+        .record_read_change(
+            2,
+            ChangeReason::Manual,
+            &[Target::Access],
+            "joins the task that never ran",
+        )
+        .await
+        .unwrap();
+    let (a, b) = (
+        store.tasks_of_change(first).await.unwrap(),
+        store.tasks_of_change(joined).await.unwrap(),
+    );
+    assert_eq!(
+        a[0].task_id, b[0].task_id,
+        "a task that never ran is joined"
+    );
 
-    // PostgreSQL: inserts into `changes` wait for this lock, so the first change below is held
-    // up in its statement and the rest queue behind it, to be recorded together.
-    let mut holder = None;
-    if backend == Backend::Postgres {
-        let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
-        sqlx::raw_sql("BEGIN; LOCK TABLE changes IN SHARE ROW EXCLUSIVE MODE")
-            .execute(&mut conn)
+    // The task fails; its retry is an hour away.
+    let hour = RetryPolicy {
+        backoff: Backoff {
+            base_ms: 3_600_000,
+            cap_ms: 3_600_000,
+        },
+        max_attempts: 5,
+    };
+    let claim = store
+        .claim_task(Target::Access, "w", 10_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let down = TaskResult::Retry {
+        operation: Operation::Apply,
+        message: "access is down".into(),
+        report: None,
+    };
+    assert!(store.finish_task(&claim, &down, "h", &hour).await.unwrap());
+    let waiting = store.tasks_of_change(first).await.unwrap();
+    assert_eq!(
+        (waiting[0].state, waiting[0].attempts),
+        (TaskState::Ready, 1)
+    );
+    assert!(
+        store
+            .claim_task(Target::Access, "w", 10_000)
             .await
-            .unwrap();
-        holder = Some(conn);
-    }
-    let send = |new: NewChange| {
+            .unwrap()
+            .is_none(),
+        "backing off"
+    );
+
+    // A member is removed: the new change's task runs now, not in an hour.
+    let removal = store
+        .record_read_change(2, ChangeReason::Mirror, &[Target::Access], "bob removed")
+        .await
+        .unwrap();
+    let next = store
+        .claim_task(Target::Access, "w", 10_000)
+        .await
+        .unwrap()
+        .expect("due at once");
+    assert_eq!(next.attempts, 1, "attempts of its own");
+    assert_ne!(next.task_id, claim.task_id);
+    assert_eq!(next.change_id, removal);
+    let old = store.tasks_of_change(first).await.unwrap();
+    let superseded = old.iter().find(|t| t.task_id == claim.task_id).unwrap();
+    assert_eq!(
+        (superseded.state, superseded.superseded_by),
+        (TaskState::Superseded, next.task_id)
+    );
+    assert!(
+        old.iter().any(|t| t.task_id == next.task_id),
+        "the first change follows the new task"
+    );
+}
+
+/// A replica that vanished holding claims (a task, a read, the resync lease) loses them when
+/// its lease lapses; a replica restarting under the same name takes them back at once.
+async fn claims_of_a_vanished_replica_lapse_and_a_restart_takes_them_back_at_once(
+    backend: Backend,
+) {
+    use smrtshare_coordinator::model::Target;
+    use smrtshare_coordinator::rules::{Backoff, RetryPolicy};
+    use smrtshare_coordinator::store::ReplicaRow;
+    let clock = Clock::manual();
+    let (store, _db) = store(backend, clock.clone()).await;
+    let policy = RetryPolicy {
+        backoff: Backoff {
+            base_ms: 10,
+            cap_ms: 10,
+        },
+        max_attempts: 5,
+    };
+    let lease = 3_000;
+    let claim_all = |owner: &'static str, project: i64| {
         let store = store.clone();
-        let request = new.request.clone();
-        tokio::spawn(async move { (request, store.record_change(new).await.unwrap()) })
-    };
-    let held = send(change(9, ChangeKind::ProjectChanged, "PUT 9".into()));
-    if let Some(conn) = holder.as_mut() {
-        let mut tries = 0;
-        loop {
-            let row = sqlx::query(
-                "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-            if sqlx::Row::try_get::<i64, _>(&row, "n").unwrap() > 0 {
-                break;
-            }
-            tries += 1;
-            assert!(tries < 500, "the first change never waited for the lock");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        async move {
+            let stamp = store.next_stamp().await.unwrap();
+            store
+                .store_project_truth(&truth(project, vec![], vec![]), "dir", stamp)
+                .await
+                .unwrap();
+            store
+                .record_read_change(project, ChangeReason::Manual, &[Target::Staging], "t")
+                .await
+                .unwrap();
+            store
+                .record_change(&NewChange {
+                    project_id: project + 1,
+                    reason: ChangeReason::Manual,
+                    kind: ChangeKind::ProjectChanged,
+                    request: String::new(),
+                    caused_by: 0,
+                    settle_until: store.now(),
+                    max_settle_ms: 0,
+                })
+                .await
+                .unwrap();
+            let task = store
+                .claim_task(Target::Staging, owner, lease)
+                .await
+                .unwrap()
+                .expect("task");
+            let read = store.claim_read(owner, lease).await.unwrap().expect("read");
+            assert!(
+                store
+                    .try_lease("resync", owner, lease)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+            (task, read)
         }
-    }
-    let mut sent = Vec::new();
-    for (k, (project_id, kind)) in [
-        (3, ChangeKind::ProjectChanged),
-        (2, ChangeKind::ProjectChanged),
-        (4, ChangeKind::ProjectChanged),
-        (3, ChangeKind::ProjectChanged),
-        (3, ChangeKind::ProjectDeleted),
-        (0, ChangeKind::ProjectsCreated),
-        (4, ChangeKind::ProjectChanged),
-        (3, ChangeKind::ProjectChanged),
-        (0, ChangeKind::ProjectsCreated),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        sent.push((
-            project_id,
-            kind,
-            send(change(project_id, kind, format!("#{k}\0 of {project_id}"))),
-        ));
-    }
-    // Time for every one to queue (the answers below do not depend on it).
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    if let Some(mut conn) = holder {
-        sqlx::raw_sql("COMMIT").execute(&mut conn).await.unwrap();
-    }
-    let (_, (nine, merged)) = held.await.unwrap();
-    assert!(!merged);
+    };
 
-    let mut groups: std::collections::BTreeMap<(i64, &str), Vec<(String, i64, bool)>> =
-        std::collections::BTreeMap::new();
-    for (project_id, kind, answer) in sent {
-        let (request, (id, merged)) = answer.await.unwrap();
-        groups
-            .entry((project_id, kind.as_str()))
-            .or_default()
-            .push((request, id, merged));
-    }
-    assert_eq!(groups.len(), 5);
-    for ((project_id, kind), answers) in &groups {
-        let ids: std::collections::BTreeSet<i64> = answers.iter().map(|a| a.1).collect();
-        assert_eq!(ids.len(), 1, "{project_id} {kind}: {answers:?}");
-        let id = answers[0].1;
-        let inserted: Vec<&String> = answers.iter().filter(|a| !a.2).map(|a| &a.0).collect();
-        let stored = store.get_change(id).await.unwrap().unwrap();
-        assert_eq!(stored.project_id, *project_id);
-        assert_eq!(stored.kind.as_str(), *kind);
-        if *project_id == 2 {
-            // Merged into the change that already settled.
-            assert_eq!(id, settling);
-            assert!(inserted.is_empty(), "{answers:?}");
-            assert_eq!(stored.request, "PUT 2 first");
-        } else {
-            assert_eq!(inserted.len(), 1, "{project_id} {kind}: {answers:?}");
-            assert_eq!(stored.request, inserted[0].replace('\0', "\u{fffd}"));
-            assert_ne!(id, settling);
-            assert_ne!(id, nine);
-        }
-    }
-    // One settling change per project and kind, no more.
-    let all = store.list_changes(0, None, 0, 100).await.unwrap();
-    assert_eq!(all.len(), 6, "{all:?}");
-    // PostgreSQL recorded the first change, the held one, then the nine that queued behind it
-    // in one statement (not written again one at a time).
-    let expected = match backend {
-        Backend::Postgres => (3, 11),
-        Backend::Sqlite => (0, 0),
+    // A vanished replica: nothing is taken while its leases hold, everything once they lapse.
+    let (task, read) = claim_all("dead", 2).await;
+    assert!(store.reap_expired(&policy).await.unwrap().is_empty());
+    assert!(store.claim_read("alive", lease).await.unwrap().is_none());
+    assert!(
+        store
+            .try_lease("resync", "alive", lease)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    clock.advance(std::time::Duration::from_millis(3_001));
+    assert_eq!(store.reap_expired(&policy).await.unwrap().len(), 1);
+    let again = store
+        .claim_task(Target::Staging, "alive", lease)
+        .await
+        .unwrap()
+        .expect("task taken over");
+    assert_eq!(
+        (again.task_id, again.attempts),
+        (task.task_id, task.attempts + 1)
+    );
+    let reread = store
+        .claim_read("alive", lease)
+        .await
+        .unwrap()
+        .expect("read taken over");
+    assert_eq!(reread.change_id, read.change_id);
+    let version = store
+        .try_lease("resync", "alive", lease)
+        .await
+        .unwrap()
+        .expect("lease taken over");
+    assert!(
+        store
+            .release_lease("resync", "alive", version)
+            .await
+            .unwrap()
+    );
+
+    // A restart under the same name: taken back at once, no lapse needed.
+    let (task, read) = claim_all("r1", 4).await;
+    let me = ReplicaRow {
+        name: "r1".into(),
+        instance: "second".into(),
+        host: "h".into(),
+        boot_id: "b".into(),
+        pid: 1,
+        started_at: store.now(),
+        heartbeat_at: store.now(),
     };
-    let [changes, _] = store.batched_writes();
-    assert_eq!((changes.1, changes.2), expected);
+    assert_eq!(store.register_replica(&me).await.unwrap(), [1, 1, 1]);
+    assert_eq!(store.reap_expired(&policy).await.unwrap().len(), 1);
+    let again = store
+        .claim_task(Target::Staging, "r1", lease)
+        .await
+        .unwrap()
+        .expect("task back");
+    assert_eq!(again.task_id, task.task_id);
+    assert_eq!(
+        store
+            .claim_read("r1", lease)
+            .await
+            .unwrap()
+            .map(|c| c.change_id),
+        Some(read.change_id)
+    );
+    assert!(
+        store
+            .try_lease("resync", "other", lease)
+            .await
+            .unwrap()
+            .is_some(),
+        "the lease was freed"
+    );
 }
