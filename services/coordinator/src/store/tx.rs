@@ -10,6 +10,7 @@ use super::rows::{
     ChangeFilter, ChangeRow, DatasetHolder, KnownProject, LatestTask, LeaseRow, NewChangeRow,
     ProjectHead, ReadClaim, ReplicaRow, RunningTask, StatusInput, TaskClaim, TaskRow,
 };
+use crate::model::Desired;
 use crate::model::{
     ChangeKind, ChangeStatus, DatasetTruth, MemberTruth, ReadState, Target, TaskState,
 };
@@ -69,10 +70,9 @@ pub trait ChangeTx: Send {
     /// Ends every lease `owner` holds at once (reads, tasks, named leases), so that they are
     /// taken over without waiting for them to lapse; answers how many of each.
     async fn expire_claims(&mut self, owner: &str) -> Result<[u64; 3]>;
-    /// Locks changes (PostgreSQL: in id order; SQLite's writer holds the database).
-    async fn lock_changes(&mut self, change_ids: &[i64]) -> Result<()>;
-    /// The changes linked to a task.
-    async fn changes_of_task(&mut self, task_id: i64) -> Result<Vec<i64>>;
+    /// The changes linked to a task, locked (PostgreSQL: in id order, so two transactions never
+    /// wait on each other crosswise; SQLite's writer holds the whole database).
+    async fn lock_changes_of_task(&mut self, task_id: i64) -> Result<Vec<i64>>;
     /// What each change's status is computed from.
     async fn status_inputs(&mut self, change_ids: &[i64]) -> Result<Vec<StatusInput>>;
     /// Writes a change's status.
@@ -133,6 +133,9 @@ pub trait TaskTx: Send {
 /// Projects (renewable copies of SMRT Link) and the reads of the API.
 #[async_trait]
 pub trait ProjectTx: Send {
+    /// A project's desired state (its row, datasets and shared members) in one statement, so it
+    /// is read from one snapshot; `None` when the project was never read.
+    async fn desired(&mut self, project_id: i64) -> Result<Option<Desired>>;
     /// A project's row, locked.
     async fn project_head(&mut self, project_id: i64) -> Result<Option<ProjectHead>>;
     /// Writes a project's row: an update when `exists`, else an insert (which meets a

@@ -229,13 +229,6 @@ impl Calls {
         *self.in_flight.lock().unwrap().entry(project).or_default() -= 1;
     }
 
-    /// Holds the next call until released.
-    pub fn hold_next(&self) -> Arc<Gate> {
-        let gate = Arc::new(Gate::default());
-        *self.gate.lock().unwrap() = Some(gate.clone());
-        gate
-    }
-
     fn is_hopeless(&self, key: &str) -> bool {
         self.hopeless.lock().unwrap().contains(key)
     }

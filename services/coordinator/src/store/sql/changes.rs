@@ -23,7 +23,7 @@ where
     for<'a> &'a str: sqlx::ColumnIndex<DB::Row>,
 {
     async fn next_stamp(&mut self) -> Result<i64> {
-        let row = sqlx::query(DB::NEXT_STAMP).fetch_one(&mut *self.tx).await?;
+        let row = sqlx::query(DB::NEXT_STAMP).fetch_one(self.conn()).await?;
         Ok(row.try_get("value")?)
     }
 
@@ -46,7 +46,7 @@ where
         .bind(c.settle_until)
         .bind(c.created_at)
         .bind(c.read_at)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.conn())
         .await?;
         Ok(row.map(|r| r.try_get("change_id")).transpose()?)
     }
@@ -63,7 +63,7 @@ where
         ))
         .bind(project_id)
         .bind(kind.as_str())
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.conn())
         .await?;
         Ok(row
             .map(|r| -> Result<_> {
@@ -80,7 +80,7 @@ where
         sqlx::query("UPDATE changes SET settle_until = $1 WHERE change_id = $2")
             .bind(settle_until)
             .bind(change_id)
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await?;
         Ok(())
     }
@@ -114,7 +114,7 @@ where
         .bind(now)
         .bind(owner)
         .bind(expires)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.conn())
         .await?;
         row.map(|r| {
             Ok(ReadClaim {
@@ -137,7 +137,7 @@ where
         .bind(claim.change_id)
         .bind(owner)
         .bind(claim.read_attempts)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         Ok(DB::rows_affected(&done) == 1)
     }
@@ -160,7 +160,7 @@ where
         .bind(claim.change_id)
         .bind(owner)
         .bind(claim.read_attempts)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         Ok(DB::rows_affected(&done) == 1)
     }
@@ -185,7 +185,7 @@ where
         .bind(claim.read_attempts)
         .bind(claim.project_id)
         .bind(claim.kind.as_str())
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         Ok(DB::rows_affected(&done) == 1)
     }
@@ -193,17 +193,17 @@ where
     async fn expire_claims(&mut self, owner: &str) -> Result<[u64; 3]> {
         let reads = sqlx::query("UPDATE changes SET read_lease_expires_at = 0 WHERE read_state = 'READING' AND read_owner = $1")
             .bind(owner)
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await?;
         let tasks = sqlx::query(
             "UPDATE tasks SET lease_expires_at = 0 WHERE state = 'WORKING' AND lease_owner = $1",
         )
         .bind(owner)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         let leases = sqlx::query("UPDATE leases SET expires_at = 0, version = version + 1 WHERE owner = $1 AND expires_at > 0")
             .bind(owner)
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await?;
         Ok([
             DB::rows_affected(&reads),
@@ -212,30 +212,17 @@ where
         ])
     }
 
-    async fn lock_changes(&mut self, change_ids: &[i64]) -> Result<()> {
-        if !DB::ROW_LOCKS || change_ids.is_empty() {
-            return Ok(());
-        }
-        // In id order, so two transactions never wait on each other crosswise; NO KEY, so the
-        // links that key-share lock a change can still be made.
-        let sql = format!(
-            "SELECT change_id FROM changes WHERE change_id IN ({}) ORDER BY change_id FOR NO KEY UPDATE",
-            placeholders(1, change_ids.len())
-        );
-        let mut query = sqlx::query(&sql);
-        for id in change_ids {
-            query = query.bind(*id);
-        }
-        query.fetch_all(&mut *self.tx).await?;
-        Ok(())
-    }
-
-    async fn changes_of_task(&mut self, task_id: i64) -> Result<Vec<i64>> {
-        let rows =
-            sqlx::query("SELECT change_id FROM change_tasks WHERE task_id = $1 ORDER BY change_id")
-                .bind(task_id)
-                .fetch_all(&mut *self.tx)
-                .await?;
+    async fn lock_changes_of_task(&mut self, task_id: i64) -> Result<Vec<i64>> {
+        // NO KEY: the links that key-share lock a change can still be made meanwhile.
+        let rows = sqlx::query(&format!(
+            "SELECT c.change_id FROM changes c
+             WHERE c.change_id IN (SELECT ct.change_id FROM change_tasks ct WHERE ct.task_id = $1)
+             ORDER BY c.change_id{}",
+            lock::<DB>("FOR NO KEY UPDATE")
+        ))
+        .bind(task_id)
+        .fetch_all(self.conn())
+        .await?;
         rows.iter().map(|r| Ok(r.try_get("change_id")?)).collect()
     }
 
@@ -254,7 +241,7 @@ where
             for id in chunk {
                 query = query.bind(*id);
             }
-            for row in query.fetch_all(&mut *self.tx).await? {
+            for row in query.fetch_all(self.conn()).await? {
                 let change_id: i64 = row.try_get("change_id")?;
                 if inputs.last().is_none_or(|last| last.change_id != change_id) {
                     inputs.push(StatusInput {
@@ -281,7 +268,7 @@ where
         sqlx::query("UPDATE changes SET status = $1 WHERE change_id = $2")
             .bind(status.as_str())
             .bind(change_id)
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await?;
         Ok(())
     }
@@ -290,7 +277,7 @@ where
         let row =
             sqlx::query("SELECT name, owner, expires_at, version FROM leases WHERE name = $1")
                 .bind(name)
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(self.conn())
                 .await?;
         row.map(|r| {
             Ok(LeaseRow {
@@ -314,7 +301,7 @@ where
                 .bind(lease.owner.as_str())
                 .bind(lease.expires_at)
                 .bind(lease.version)
-                .execute(&mut *self.tx)
+                .execute(self.conn())
                 .await?
             }
             Some(version) => {
@@ -324,7 +311,7 @@ where
                     .bind(lease.version)
                     .bind(lease.name.as_str())
                     .bind(version)
-                    .execute(&mut *self.tx)
+                    .execute(self.conn())
                     .await?
             }
         };
@@ -337,7 +324,7 @@ where
             lock::<DB>("FOR UPDATE")
         ))
         .bind(name)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.conn())
         .await?;
         row.map(|r| {
             Ok(ReplicaRow {
@@ -368,7 +355,7 @@ where
         .bind(r.pid)
         .bind(r.started_at)
         .bind(r.heartbeat_at)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         Ok(())
     }
@@ -379,7 +366,7 @@ where
                 .bind(now)
                 .bind(name)
                 .bind(instance)
-                .execute(&mut *self.tx)
+                .execute(self.conn())
                 .await?;
         Ok(DB::rows_affected(&done) == 1)
     }

@@ -8,6 +8,7 @@ mod projects;
 mod tasks;
 
 use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
 use sqlx::{Database, Transaction};
 
 use super::tx::Tx;
@@ -46,12 +47,18 @@ impl Db for sqlx::Postgres {
     }
 }
 
-/// A transaction on one of the two databases. On SQLite it also holds this process's write
-/// permit (see [`super::Store`]), so writers queue in the process instead of in SQLite's busy
-/// handler.
+/// A transaction on one of the two databases, or a connection whose statements commit one by
+/// one (for work of one statement, where `BEGIN` and `COMMIT` would only add round trips). On
+/// SQLite a writer also holds this process's write permit (see [`super::Store`]), so writers
+/// queue in the process instead of in SQLite's busy handler.
 pub struct SqlTx<DB: Database> {
-    tx: Transaction<'static, DB>,
+    conn: Conn<DB>,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+enum Conn<DB: Database> {
+    Tx(Transaction<'static, DB>),
+    Plain(PoolConnection<DB>),
 }
 
 impl<DB: Database> SqlTx<DB> {
@@ -61,8 +68,27 @@ impl<DB: Database> SqlTx<DB> {
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Self {
         Self {
-            tx,
+            conn: Conn::Tx(tx),
             _permit: permit,
+        }
+    }
+
+    /// Wraps a connection whose statements commit one by one.
+    pub fn plain(
+        conn: PoolConnection<DB>,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Self {
+        Self {
+            conn: Conn::Plain(conn),
+            _permit: permit,
+        }
+    }
+
+    /// The connection statements run on.
+    fn conn(&mut self) -> &mut DB::Connection {
+        match &mut self.conn {
+            Conn::Tx(tx) => tx,
+            Conn::Plain(conn) => conn,
         }
     }
 }
@@ -73,7 +99,10 @@ where
     SqlTx<DB>: super::tx::ChangeTx + super::tx::TaskTx + super::tx::ProjectTx,
 {
     async fn commit(self: Box<Self>) -> Result<()> {
-        Ok(self.tx.commit().await?)
+        match self.conn {
+            Conn::Tx(tx) => Ok(tx.commit().await?),
+            Conn::Plain(_) => Ok(()),
+        }
     }
 }
 

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row as _;
 
 use super::{Db, SqlTx, lines, lock, parse_col, placeholders};
+use crate::model::Desired;
 use crate::model::{
     ChangeKind, ChangeReason, ChangeStatus, DatasetTruth, MemberTruth, Operation, ReadState,
     Target, TaskState,
@@ -34,13 +35,68 @@ where
     for<'q> Vec<u8>: sqlx::Decode<'q, DB> + sqlx::Type<DB>,
     for<'a> &'a str: sqlx::ColumnIndex<DB::Row>,
 {
+    async fn desired(&mut self, project_id: i64) -> Result<Option<Desired>> {
+        // The project row, then its datasets, then its members, told apart by `part`.
+        let rows = sqlx::query(
+            "SELECT CAST(0 AS BIGINT) AS part, directory AS a, '' AS b, '' AS c, '' AS d, deleted AS n
+               FROM projects WHERE project_id = $1
+             UNION ALL
+             SELECT CAST(1 AS BIGINT), uuid, name, path, parent_uuid, num_children
+               FROM project_datasets WHERE project_id = $1
+             UNION ALL
+             SELECT CAST(2 AS BIGINT), login, role, '', '', CAST(0 AS BIGINT)
+               FROM project_members WHERE project_id = $1
+             ORDER BY part, a",
+        )
+        .bind(project_id)
+        .fetch_all(self.conn())
+        .await?;
+        let mut desired: Option<Desired> = None;
+        for r in &rows {
+            let a: String = r.try_get("a")?;
+            match (r.try_get::<i64, _>("part")?, desired.as_mut()) {
+                (0, _) => {
+                    desired = Some(Desired {
+                        project_id,
+                        deleted: r.try_get::<i64, _>("n")? == 1,
+                        directory: a,
+                        datasets: Vec::new(),
+                        shared_logins: Vec::new(),
+                    });
+                }
+                (1, Some(d)) => {
+                    let parent: String = r.try_get("d")?;
+                    d.datasets.push(DatasetTruth {
+                        uuid: a,
+                        name: r.try_get("b")?,
+                        path: r.try_get("c")?,
+                        parent_uuid: (!parent.is_empty()).then_some(parent),
+                        num_children: u32::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0),
+                    });
+                }
+                (2, Some(d)) => {
+                    let member = MemberTruth {
+                        login: a,
+                        role: r.try_get("b")?,
+                    };
+                    if member.is_shared() {
+                        d.shared_logins.push(member.login);
+                    }
+                }
+                // Datasets or members of a project with no row: none, as rows go together.
+                _ => {}
+            }
+        }
+        Ok(desired)
+    }
+
     async fn project_head(&mut self, project_id: i64) -> Result<Option<ProjectHead>> {
         let row = sqlx::query(&format!(
             "SELECT {HEAD_COLUMNS} FROM projects WHERE project_id = $1{}",
             lock::<DB>("FOR UPDATE")
         ))
         .bind(project_id)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.conn())
         .await?;
         row.as_ref().map(head).transpose()
     }
@@ -61,7 +117,7 @@ where
             .bind(h.updated_at.as_str())
             .bind(h.read_at)
             .bind(h.stamp)
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await?;
         Ok(())
     }
@@ -78,7 +134,7 @@ where
             for id in chunk {
                 query = query.bind(*id);
             }
-            for r in query.fetch_all(&mut *self.tx).await? {
+            for r in query.fetch_all(self.conn()).await? {
                 let member = MemberTruth {
                     login: r.try_get("login")?,
                     role: r.try_get("role")?,
@@ -101,7 +157,7 @@ where
             for id in chunk {
                 query = query.bind(*id);
             }
-            for r in query.fetch_all(&mut *self.tx).await? {
+            for r in query.fetch_all(self.conn()).await? {
                 let parent: String = r.try_get("parent_uuid")?;
                 let dataset = DatasetTruth {
                     uuid: r.try_get("uuid")?,
@@ -126,7 +182,7 @@ where
             for login in chunk {
                 query = query.bind(*login);
             }
-            query.execute(&mut *self.tx).await?;
+            query.execute(self.conn()).await?;
         }
         Ok(())
     }
@@ -142,7 +198,7 @@ where
             for m in chunk {
                 query = query.bind(m.login.as_str()).bind(m.role.as_str());
             }
-            query.execute(&mut *self.tx).await?;
+            query.execute(self.conn()).await?;
         }
         Ok(())
     }
@@ -157,7 +213,7 @@ where
             for uuid in chunk {
                 query = query.bind(*uuid);
             }
-            query.execute(&mut *self.tx).await?;
+            query.execute(self.conn()).await?;
         }
         Ok(())
     }
@@ -179,7 +235,7 @@ where
                     .bind(d.parent_uuid.as_deref().unwrap_or_default())
                     .bind(i64::from(d.num_children));
             }
-            query.execute(&mut *self.tx).await?;
+            query.execute(self.conn()).await?;
         }
         Ok(())
     }
@@ -198,7 +254,7 @@ where
             for uuid in chunk {
                 query = query.bind(*uuid);
             }
-            for r in query.fetch_all(&mut *self.tx).await? {
+            for r in query.fetch_all(self.conn()).await? {
                 out.push(DatasetHolder {
                     project_id: r.try_get("project_id")?,
                     uuid: r.try_get("uuid")?,
@@ -212,7 +268,7 @@ where
     async fn known_projects(&mut self) -> Result<Vec<KnownProject>> {
         let rows =
             sqlx::query("SELECT project_id, deleted, read_stamp FROM projects ORDER BY project_id")
-                .fetch_all(&mut *self.tx)
+                .fetch_all(self.conn())
                 .await?;
         rows.iter()
             .map(|r| {
@@ -238,7 +294,7 @@ where
         .bind(after)
         .bind(i64::from(include_deleted))
         .bind(limit)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn())
         .await?;
         rows.iter().map(head).collect()
     }
@@ -262,7 +318,7 @@ where
         for id in ids {
             query = query.bind(*id);
         }
-        let rows = query.fetch_all(&mut *self.tx).await?;
+        let rows = query.fetch_all(self.conn()).await?;
         rows.iter()
             .map(|r| {
                 Ok(LatestTask {
@@ -285,7 +341,7 @@ where
             "SELECT {CHANGE_COLUMNS} FROM changes c WHERE c.change_id = $1"
         ))
         .bind(change_id)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.conn())
         .await?;
         row.as_ref().map(change_row).transpose()
     }
@@ -315,7 +371,7 @@ where
         .bind(f.status.map(ChangeStatus::as_str).unwrap_or_default())
         .bind(f.before)
         .bind(f.limit)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn())
         .await?;
         rows.iter().map(change_row).collect()
     }
@@ -332,7 +388,7 @@ where
             for id in chunk {
                 query = query.bind(*id);
             }
-            for r in query.fetch_all(&mut *self.tx).await? {
+            for r in query.fetch_all(self.conn()).await? {
                 let operation: String = r.try_get("operation")?;
                 out.push((
                     r.try_get("linked_to")?,
@@ -370,7 +426,7 @@ where
             for id in chunk {
                 query = query.bind(*id);
             }
-            for r in query.fetch_all(&mut *self.tx).await? {
+            for r in query.fetch_all(self.conn()).await? {
                 out.push((r.try_get("caused_by")?, r.try_get("change_id")?));
             }
         }
@@ -380,7 +436,7 @@ where
     async fn task_counts(&mut self) -> Result<Vec<(Target, TaskState, i64)>> {
         let rows =
             sqlx::query("SELECT target, state, COUNT(*) AS n FROM tasks GROUP BY target, state")
-                .fetch_all(&mut *self.tx)
+                .fetch_all(self.conn())
                 .await?;
         rows.iter()
             .map(|r| {
@@ -397,7 +453,7 @@ where
         let row = sqlx::query(
             "SELECT MIN(settle_until) AS due FROM changes WHERE read_state = 'SETTLING'",
         )
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn())
         .await?;
         Ok(row.try_get::<Option<i64>, _>("due")?)
     }
@@ -407,7 +463,7 @@ where
             "SELECT MIN(next_run_at) AS due FROM tasks WHERE target = $1 AND pending = 1",
         )
         .bind(target.as_str())
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn())
         .await?;
         Ok(row.try_get::<Option<i64>, _>("due")?)
     }
@@ -418,7 +474,7 @@ where
         )
         .bind(project_id)
         .bind(target.as_str())
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn())
         .await?;
         Ok(row.try_get("n")?)
     }

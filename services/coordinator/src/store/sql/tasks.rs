@@ -31,7 +31,7 @@ where
         ))
         .bind(project_id)
         .bind(target.as_str())
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.conn())
         .await?;
         row.map(|r| {
             Ok(Waiting {
@@ -50,7 +50,7 @@ where
         .bind(project_id)
         .bind(target.as_str())
         .bind(now)
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn())
         .await?;
         Ok(row.try_get("task_id")?)
     }
@@ -59,7 +59,7 @@ where
         sqlx::query("UPDATE tasks SET next_run_at = $1 WHERE task_id = $2 AND next_run_at > $1")
             .bind(now)
             .bind(task_id)
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await?;
         Ok(())
     }
@@ -68,7 +68,7 @@ where
         sqlx::query("INSERT INTO change_tasks (change_id, task_id) VALUES ($1, $2) ON CONFLICT (change_id, task_id) DO NOTHING")
             .bind(change_id)
             .bind(task_id)
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await?;
         Ok(())
     }
@@ -76,7 +76,7 @@ where
     async fn retire(&mut self, task_id: i64) -> Result<()> {
         sqlx::query("UPDATE tasks SET state = 'SUPERSEDED', pending = 0 WHERE task_id = $1")
             .bind(task_id)
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await?;
         Ok(())
     }
@@ -85,7 +85,7 @@ where
         sqlx::query("UPDATE tasks SET state = 'SUPERSEDED', pending = 0, superseded_by = $1 WHERE task_id = $2")
             .bind(new)
             .bind(old)
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await?;
         sqlx::query(
             "INSERT INTO change_tasks (change_id, task_id) SELECT change_id, $1 FROM change_tasks WHERE task_id = $2
@@ -93,7 +93,7 @@ where
         )
         .bind(new)
         .bind(old)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         Ok(())
     }
@@ -122,7 +122,7 @@ where
         .bind(now)
         .bind(owner)
         .bind(expires)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.conn())
         .await?;
         row.map(|r| {
             Ok(TaskClaim {
@@ -145,7 +145,7 @@ where
         .bind(claim.task_id)
         .bind(claim.attempts)
         .bind(owner)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         Ok(DB::rows_affected(&done) == 1)
     }
@@ -186,7 +186,7 @@ where
         if let Some(by) = expired_by {
             query = query.bind(by);
         }
-        let done = query.execute(&mut *self.tx).await?;
+        let done = query.execute(self.conn()).await?;
         Ok(DB::rows_affected(&done) == 1)
     }
 
@@ -197,7 +197,7 @@ where
         )
         .bind(now)
         .bind(limit)
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn())
         .await?;
         rows.iter()
             .map(|r| {
