@@ -10,6 +10,10 @@
 //! - Staging gets the collection root and every source root through ONE mount (hard links cannot
 //!   cross mounts): the systemd unit lists their common parent once in `ReadWritePaths=` and no
 //!   path below it, and the Kubernetes Deployment mounts one volume holding both trees.
+//! - Every service stops within its unit's `TimeoutStopSec` and its pod's
+//!   `terminationGracePeriodSeconds`: the drain (`SMRTSHARE_DRAIN_TIMEOUT`) plus, for the
+//!   coordinator, the grace in which abandoned work is handed back (`SMRTSHARE_DRAIN_GRACE`), as
+//!   the shipped files set them or the binaries default them, with a margin.
 //!
 //! Needs the binaries built (`cargo build --workspace --bins`, which the test command does).
 
@@ -481,4 +485,98 @@ fn staging_reaches_both_trees_through_one_mount() {
         "/srv/globus/collection".to_owned(),
     ];
     assert!(one_mount_for(&trees, &split).is_err());
+}
+
+/// The value of a setting of `bin` as `configured` sets it, else the binary's default (from its
+/// `--help`), in seconds.
+fn seconds_of(bin: &str, variable: &str, configured: &[(String, String)]) -> f64 {
+    let value = configured
+        .iter()
+        .find(|(name, _)| name == variable)
+        .map(|(_, value)| value.clone())
+        .unwrap_or_else(|| {
+            let out = Command::new(binary(bin)).arg("--help").output().unwrap();
+            let help = String::from_utf8_lossy(&out.stdout).into_owned();
+            let after = help
+                .split(&format!("[env: {variable}="))
+                .nth(1)
+                .unwrap_or_else(|| panic!("{bin} has no setting {variable}"));
+            after
+                .split("[default: ")
+                .nth(1)
+                .and_then(|d| d.split(']').next())
+                .unwrap_or_else(|| panic!("{bin}: {variable} has no default"))
+                .to_owned()
+        });
+    humantime::parse_duration(&value)
+        .unwrap_or_else(|e| panic!("{bin}: {variable}={value:?}: {e}"))
+        .as_secs_f64()
+}
+
+/// How long a service takes to stop at most after SIGTERM, by its settings.
+fn stop_budget(service: &str, configured: &[(String, String)]) -> f64 {
+    let bin = format!("smrtshare-{service}");
+    let mut budget = seconds_of(&bin, "SMRTSHARE_DRAIN_TIMEOUT", configured);
+    if service == "coordinator" {
+        budget += seconds_of(&bin, "SMRTSHARE_DRAIN_GRACE", configured);
+    }
+    budget
+}
+
+/// Time left for the process to exit after its bounded drain (logs flushed, sockets closed).
+const STOP_MARGIN_S: f64 = 5.0;
+
+#[test]
+fn stop_timeouts_outlast_the_bounded_drain() {
+    let systemd = workspace().join("deploy/systemd");
+    for service in ["staging", "access", "coordinator"] {
+        let unit =
+            std::fs::read_to_string(systemd.join(format!("smrtshare-{service}.service"))).unwrap();
+        let timeout = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+            .unwrap_or_else(|| panic!("smrtshare-{service}.service sets no TimeoutStopSec"));
+        let timeout = humantime::parse_duration(timeout).unwrap().as_secs_f64();
+        let budget = stop_budget(
+            service,
+            &env_file(&systemd.join(format!("{service}.env.example"))),
+        );
+        assert!(
+            timeout >= budget + STOP_MARGIN_S,
+            "smrtshare-{service}.service: TimeoutStopSec={timeout}s, but the service may take {budget}s to drain (+{STOP_MARGIN_S}s margin)"
+        );
+    }
+    for (file, doc) in documents(&workspace().join("deploy/kubernetes")) {
+        if doc["kind"].as_str() != Some("Deployment") {
+            continue;
+        }
+        let pod = &doc["spec"]["template"]["spec"];
+        for container in pod["containers"].as_vec().unwrap() {
+            let service = binary_of(container)
+                .trim_start_matches("smrtshare-")
+                .to_owned();
+            let env: Vec<(String, String)> = container["env"]
+                .as_vec()
+                .map(|vars| {
+                    vars.iter()
+                        .filter_map(|v| {
+                            Some((
+                                v["name"].as_str()?.to_owned(),
+                                v["value"].as_str()?.to_owned(),
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let grace = pod["terminationGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{file}: no terminationGracePeriodSeconds"))
+                as f64;
+            let budget = stop_budget(&service, &env);
+            assert!(
+                grace >= budget + STOP_MARGIN_S,
+                "{file}: terminationGracePeriodSeconds={grace}, but {service} may take {budget}s to drain (+{STOP_MARGIN_S}s margin)"
+            );
+        }
+    }
 }

@@ -9,7 +9,14 @@ use smrtshare_tests::{Stack, StackOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resync_repairs_changes_made_directly_at_smrt_link() {
-    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    // Removing one project of the four held or listed is 25%; the bound is set below it so the
+    // removal is refused until forced.
+    let stack = Stack::start(StackOptions {
+        coordinator_args: vec!["--resync-max-removal-share".into(), "0.2".into()],
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
     let before = world::expected(&stack).await.unwrap();
     let admin = stack.smrtlink_admin();
     let state = admin.state().await.unwrap();
@@ -56,8 +63,8 @@ async fn resync_repairs_changes_made_directly_at_smrt_link() {
 
     let mut client = stack.coordinator().unwrap();
 
-    // The dry run names every difference and records nothing; removing project 4 (one of three
-    // known projects) exceeds the default share, so it is refused.
+    // The dry run names every difference and records nothing; removing project 4 (one of the
+    // four projects held or listed) exceeds the share set above, so it is refused.
     let plan = client
         .resync(pb::ResyncRequest {
             dry_run: true,

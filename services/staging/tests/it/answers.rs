@@ -45,7 +45,10 @@ async fn an_answer_larger_than_the_message_limit_is_summarised() {
 
     let removed = env.remove(2, false).await;
     assert!(removed.removed);
-    assert_eq!(removed.actions_total, 602, "600 unlinks and two removed directories");
+    assert_eq!(
+        removed.actions_total, 602,
+        "600 unlinks and two removed directories"
+    );
     assert!(removed.actions.len() < 602);
     for file in &big.files {
         assert_eq!(
