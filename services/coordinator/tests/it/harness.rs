@@ -301,6 +301,7 @@ impl Staging for FakeStaging {
             actions: vec![],
             datasets: results,
             complete: broken.is_empty(),
+            ..Default::default()
         }))
     }
 
@@ -319,6 +320,7 @@ impl Staging for FakeStaging {
             actions: vec![],
             removed: true,
             foreign_paths: vec![],
+            ..Default::default()
         }))
     }
 
