@@ -15,6 +15,7 @@ use std::sync::Arc;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use uuid::Uuid;
 
+use crate::budget::ParseBudget;
 use crate::dataset::{self, Entries};
 use crate::fs::{self, Ops, Tree};
 use crate::marker::Marker;
@@ -43,6 +44,8 @@ pub struct Ctx<'a> {
     pub limits: Limits,
     /// What was read from the source tree, kept between requests.
     pub cache: &'a SourceCache,
+    /// Memory for parsing dataset XML, shared by every request.
+    pub budget: &'a ParseBudget,
 }
 
 /// An apply's input: the request and the records of every project it may touch.

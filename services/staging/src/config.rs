@@ -92,6 +92,12 @@ pub struct Args {
     #[arg(long, env = "SMRTSHARE_STAGING_MAX_XML_BYTES", default_value_t = Limits::default().max_bytes)]
     pub max_xml_bytes: u64,
 
+    /// Memory shared by every dataset XML parse, in bytes: each parse takes 6 times its file's
+    /// size from it while it runs (the most a parse can keep), and parses beyond it wait (a wait is
+    /// logged). One XML larger than it allows is parsed alone.
+    #[arg(long, env = "SMRTSHARE_STAGING_XML_PARSE_MEMORY", default_value_t = crate::budget::DEFAULT_BYTES)]
+    pub xml_parse_memory: u64,
+
     /// Parsed dataset XMLs and source directory listings kept between requests, at most this many
     /// of each (each is reused only while its file or directory keeps the same inode, size and
     /// ctime); 0 turns the cache off.
@@ -141,6 +147,8 @@ pub struct Config {
     pub fs_timeout: Duration,
     /// XML limits.
     pub limits: Limits,
+    /// Memory shared by every XML parse, in bytes.
+    pub parse_memory: u64,
     /// Parsed dataset XMLs and source listings kept between requests, of each (0: none).
     pub source_cache_entries: usize,
     /// The gRPC server's options (auth, TLS, limits).
@@ -160,6 +168,7 @@ impl Config {
             templates: Templates::default(),
             fs_timeout: Duration::from_secs(300),
             limits: Limits::default(),
+            parse_memory: crate::budget::DEFAULT_BYTES,
             source_cache_entries: crate::sourcecache::DEFAULT_CAPACITY,
             server,
             hooks: crate::hooks::Hooks::default(),
@@ -186,6 +195,7 @@ impl Config {
         };
         config.fs_timeout = args.fs_timeout;
         config.limits.max_bytes = args.max_xml_bytes;
+        config.parse_memory = args.xml_parse_memory;
         config.source_cache_entries = args.source_cache_entries;
         Ok(config)
     }

@@ -3,7 +3,8 @@
 //! dataset files (DESIGN.md section 6).
 //!
 //! - [`config`], [`mounts`]: flags, the checked configuration, and the layout staging serves.
-//! - [`xml`], [`names`], [`resolve`]: dataset XML to the files and names of a dataset directory.
+//! - [`xml`], [`names`], [`resolve`]: dataset XML to the files and names of a dataset directory;
+//!   [`sourcecache`], [`budget`]: what reading the sources costs, kept down and bounded.
 //! - [`fs`], [`marker`]: every system call on the tree, and the markers that make it self-describing.
 //! - [`apply`], [`targets`], [`probe`], [`dataset`], [`removal`], [`remove`], [`verify`]: the
 //!   operations (blocking, off the runtime); [`recover`]: what others made goes back, never away.
@@ -15,6 +16,7 @@
 
 pub mod answer;
 pub mod apply;
+pub mod budget;
 pub mod config;
 pub mod convert;
 pub mod dataset;
@@ -129,6 +131,7 @@ async fn start(config: Config, namer: Namer, handle: Handle) -> anyhow::Result<(
         namer,
         limits: config.limits,
         cache: sourcecache::SourceCache::new(config.source_cache_entries),
+        budget: budget::ParseBudget::new(config.parse_memory),
         records,
         locks: locks::Locks::default(),
         fs_timeout: config.fs_timeout,

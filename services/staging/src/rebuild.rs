@@ -38,7 +38,7 @@ pub fn rebuild(
         .iter()
         .flat_map(|r| r.datasets.keys().copied())
         .collect();
-    let mut resolver = Resolver::new(ctx.roots, ctx.limits, ctx.namer, ctx.cache);
+    let mut resolver = Resolver::new(ctx.roots, ctx.limits, ctx.namer, ctx.cache, ctx.budget);
     let mut changes = Vec::new();
     let items = match fs::list(root) {
         Ok(items) => items,

@@ -20,6 +20,7 @@ use rustix::fs::FileType;
 use rustix::io::Errno;
 use uuid::Uuid;
 
+use crate::budget::ParseBudget;
 use crate::fs::{self, describe};
 use crate::model::{DatasetSpec, Kind, join};
 use crate::names::{self, Namer, Values};
@@ -78,6 +79,9 @@ impl SourceRoots {
         )
     }
 }
+
+/// Bytes read from a dataset XML at a time.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// An opened source directory.
 #[derive(Debug)]
@@ -208,22 +212,26 @@ pub struct Resolver<'a> {
     limits: Limits,
     namer: &'a Namer,
     cache: &'a SourceCache,
+    budget: &'a ParseBudget,
     dirs: HashMap<PathBuf, Result<Arc<SourceDir>, String>>,
 }
 
 impl<'a> Resolver<'a> {
-    /// A resolver with an empty cache of opened directories, using the shared cache of what was read.
+    /// A resolver with an empty cache of opened directories, using the shared cache of what was
+    /// read and the shared parsing budget.
     pub fn new(
         roots: &'a SourceRoots,
         limits: Limits,
         namer: &'a Namer,
         cache: &'a SourceCache,
+        budget: &'a ParseBudget,
     ) -> Self {
         Self {
             roots,
             limits,
             namer,
             cache,
+            budget,
             dirs: HashMap::new(),
         }
     }
@@ -503,28 +511,17 @@ impl<'a> Resolver<'a> {
         if let Some(doc) = self.cache.doc(&meta) {
             return Ok((dir, doc));
         }
+        // Parsed as it is read: what a parse holds is what it keeps; the budget bounds that for
+        // many large XMLs at once.
+        let _memory = self.budget.take(meta.size, path);
         let read_at = SystemTime::now();
-        // Sized from fstat so a whole file arrives in one read (plus the one that sees its end);
-        // `take` still bounds a file that grows while it is read.
-        let mut bytes = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0) + 1);
-        std::fs::File::from(fd)
-            .take(self.limits.max_bytes + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("dataset XML {shown}: {e}"))?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            format!(
-                "dataset XML {shown}: is not valid UTF-8 (invalid byte at offset {})",
-                e.utf8_error().valid_up_to()
-            )
-        })?;
-        if text.len() as u64 > self.limits.max_bytes {
-            return Err(format!(
-                "dataset XML {shown}: grew past the limit of {} bytes while being read",
-                self.limits.max_bytes
-            ));
-        }
+        let source = std::io::BufReader::with_capacity(
+            READ_BUFFER,
+            std::fs::File::from(fd).take(self.limits.max_bytes + 1),
+        );
         let doc = Arc::new(
-            xml::parse(&text, &self.limits).map_err(|e| format!("dataset XML {shown}: {e}"))?,
+            xml::parse_from(source, &self.limits)
+                .map_err(|e| format!("dataset XML {shown}: {e}"))?,
         );
         self.cache.keep_doc(&meta, doc.clone(), read_at);
         Ok((dir, doc))

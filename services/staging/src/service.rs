@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::answer;
 use crate::apply::{self, Ctx, Refusal};
+use crate::budget::ParseBudget;
 use crate::convert;
 use crate::error::Error;
 use crate::fs::Tree;
@@ -38,6 +39,7 @@ pub struct Inner {
     pub(crate) namer: Namer,
     pub(crate) limits: Limits,
     pub(crate) cache: SourceCache,
+    pub(crate) budget: ParseBudget,
     pub(crate) records: Records,
     pub(crate) locks: Locks,
     pub(crate) fs_timeout: Duration,
@@ -51,6 +53,7 @@ impl Inner {
             namer: &self.namer,
             limits: self.limits,
             cache: &self.cache,
+            budget: &self.budget,
         }
     }
 

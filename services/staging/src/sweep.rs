@@ -57,7 +57,7 @@ struct Sweep<'a> {
 pub fn sweep(ctx: &Ctx<'_>, records: &[Arc<ProjectRecord>]) -> Vec<String> {
     let mut sweep = Sweep {
         ops: Ops::new(ctx.tree),
-        resolver: Resolver::new(ctx.roots, ctx.limits, ctx.namer, ctx.cache),
+        resolver: Resolver::new(ctx.roots, ctx.limits, ctx.namer, ctx.cache, ctx.budget),
         records,
         proofs: HashMap::new(),
         kept: Vec::new(),

@@ -78,7 +78,7 @@ pub fn resolve(
     ctx: &Ctx<'_>,
     request: &ApplyRequest,
 ) -> (Vec<DatasetResult>, Vec<Target>, Children) {
-    let mut resolver = Resolver::new(ctx.roots, ctx.limits, ctx.namer, ctx.cache);
+    let mut resolver = Resolver::new(ctx.roots, ctx.limits, ctx.namer, ctx.cache, ctx.budget);
     let in_request: HashSet<Uuid> = request.datasets.iter().map(|d| d.uuid).collect();
     let mut results: Vec<DatasetResult> = request
         .datasets

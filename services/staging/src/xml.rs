@@ -1,11 +1,15 @@
-//! PacBio dataset XML, read with roxmltree by local names (namespace prefixes and default
-//! namespaces vary between files written by the instrument and by SMRT Link).
+//! PacBio dataset XML, read as a stream (quick-xml) by local names (namespace prefixes and default
+//! namespaces vary between files written by the instrument and by SMRT Link). Nothing but what is
+//! kept is held in memory: no copy of the text, no document tree.
 //!
 //! Only what staging needs is kept: the resources (`ExternalResources`, recursively, with their
 //! `FileIndices`), the `SupplementalResources`, and the naming metadata under
 //! `DataSetMetadata/Collections/CollectionMetadata`. Size, node count and nesting are limited.
 
-use roxmltree::{Document, Node, ParsingOptions};
+use std::io::BufRead;
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::{Reader, XmlVersion};
 
 /// MetaType prefix of resources that are dataset XML files themselves (read, never staged).
 pub const DATASET_META_PREFIX: &str = "PacBio.DataSet.";
@@ -130,158 +134,390 @@ impl DataSetDoc {
     }
 }
 
-/// Parses a dataset XML document.
+/// Parses a dataset XML document held in memory.
 pub fn parse(text: &str, limits: &Limits) -> Result<DataSetDoc, String> {
-    let options = ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: limits.max_nodes,
-        ..ParsingOptions::default()
-    };
-    let doc = Document::parse_with_options(text, options).map_err(|e| match e {
-        roxmltree::Error::NodesLimitReached => {
-            format!("malformed XML: more than {} nodes", limits.max_nodes)
-        }
-        other => format!("malformed XML: {other}"),
-    })?;
-    let root = doc.root_element();
-    let root_name = root.tag_name().name();
-    if !root_name.ends_with("Set") {
-        return Err(format!(
-            "root element <{root_name}> is not a PacBio dataset (expected a *Set element such as ConsensusReadSet)"
-        ));
-    }
-    let mut resources = Vec::new();
-    let mut supplemental = Vec::new();
-    let mut collection = Collection::default();
-    for child in root.children().filter(Node::is_element) {
-        match child.tag_name().name() {
-            "ExternalResources" => resources.extend(resource_list(child, 1, limits)?),
-            "SupplementalResources" => supplemental.extend(resource_list(child, 1, limits)?),
-            "DataSetMetadata" => collection = collection_of(child),
-            _ => {}
-        }
-    }
-    Ok(DataSetDoc {
-        root: root_name.to_owned(),
-        uuid: root.attribute("UniqueId").map(str::to_owned),
-        name: root.attribute("Name").map(str::to_owned),
-        resources,
-        supplemental,
-        collection,
-    })
+    parse_from(text.as_bytes(), limits)
 }
 
-fn resource_list(
-    list: Node<'_, '_>,
-    depth: usize,
-    limits: &Limits,
-) -> Result<Vec<Resource>, String> {
-    if depth > limits.max_resource_depth {
-        return Err(format!(
-            "ExternalResources nested more than {} deep",
-            limits.max_resource_depth
-        ));
-    }
-    let mut out = Vec::new();
-    for (index, node) in list
-        .children()
-        .filter(|n| n.is_element() && n.tag_name().name() == "ExternalResource")
-        .enumerate()
-    {
-        out.push(resource(node, index, depth, limits)?);
-    }
-    Ok(out)
-}
-
-fn resource(
-    node: Node<'_, '_>,
-    index: usize,
-    depth: usize,
-    limits: &Limits,
-) -> Result<Resource, String> {
-    let resource_id = match node.attribute("ResourceId").map(str::trim) {
-        Some(id) if !id.is_empty() => id.to_owned(),
-        _ => {
+/// Parses a dataset XML document as it is read (a streaming parse: memory grows with what is
+/// kept, never with the file's size, and no large buffer is ever allocated).
+pub fn parse_from(source: impl BufRead, limits: &Limits) -> Result<DataSetDoc, String> {
+    let mut reader = Reader::from_reader(Lines {
+        inner: source,
+        newlines: 0,
+        read: 0,
+    });
+    let config = reader.config_mut();
+    config.check_end_names = true;
+    config.expand_empty_elements = false;
+    let mut parser = Parser::default();
+    let mut buf = Vec::new();
+    let mut nodes: u32 = 0;
+    loop {
+        let line = reader.get_ref().newlines + 1;
+        let event = reader.read_event_into(&mut buf).map_err(|e| {
+            format!(
+                "malformed XML: {e} (line {})",
+                reader.get_ref().newlines + 1
+            )
+        })?;
+        if reader.get_ref().read > limits.max_bytes {
             return Err(format!(
-                "ExternalResource #{} (line {}) has no ResourceId",
-                index + 1,
-                position(node).0
+                "grew past the limit of {} bytes while being read",
+                limits.max_bytes
             ));
         }
-    };
-    let mut indices = Vec::new();
-    let mut nested = Vec::new();
-    for child in node.children().filter(Node::is_element) {
-        match child.tag_name().name() {
-            "FileIndices" => {
-                for index_node in child
-                    .children()
-                    .filter(|n| n.is_element() && n.tag_name().name() == "FileIndex")
-                {
-                    match index_node.attribute("ResourceId").map(str::trim) {
-                        Some(id) if !id.is_empty() => indices.push(id.to_owned()),
-                        _ => {
-                            return Err(format!(
-                                "FileIndex (line {}) has no ResourceId",
-                                position(index_node).0
-                            ));
-                        }
-                    }
-                }
+        if matches!(event, Event::Start(_) | Event::Empty(_) | Event::Text(_)) {
+            nodes += 1;
+            if nodes > limits.max_nodes {
+                return Err(format!(
+                    "malformed XML: more than {} nodes",
+                    limits.max_nodes
+                ));
             }
-            "ExternalResources" => nested.extend(resource_list(child, depth + 1, limits)?),
+        }
+        match event {
+            Event::Start(e) => parser.open(&e, line, limits, false)?,
+            Event::Empty(e) => parser.open(&e, line, limits, true)?,
+            Event::End(_) => parser.close(),
+            Event::DocType(_) => {
+                return Err(format!(
+                    "malformed XML: a DTD (<!DOCTYPE>, line {line}) is not allowed in a dataset XML"
+                ));
+            }
+            Event::GeneralRef(r) if !r.is_char_ref() && !PREDEFINED.contains(&&*r) => {
+                return Err(format!(
+                    "malformed XML: undefined entity &{}; (line {line})",
+                    &*r
+                ));
+            }
+            Event::Text(t) if parser.done && !t.trim().is_empty() => {
+                return Err(format!(
+                    "malformed XML: text after the root element (line {line})"
+                ));
+            }
+            Event::Eof => break,
             _ => {}
         }
+        buf.clear();
     }
-    Ok(Resource {
-        meta_type: node.attribute("MetaType").unwrap_or_default().to_owned(),
-        resource_id,
-        unique_id: node.attribute("UniqueId").map(str::to_owned),
-        indices,
-        nested,
-    })
+    parser.finish()
 }
 
-fn position(node: Node<'_, '_>) -> (u32, u32) {
-    let pos = node.document().text_pos_at(node.range().start);
-    (pos.row, pos.col)
+/// Entities every XML parser knows.
+const PREDEFINED: &[&str] = &["lt", "gt", "amp", "apos", "quot"];
+
+/// A source that counts the newlines and bytes the parser consumed (for line numbers in messages
+/// and the size limit).
+struct Lines<R> {
+    inner: R,
+    newlines: u64,
+    read: u64,
 }
 
-fn named<'a, 'i>(parent: Node<'a, 'i>, local: &str) -> Option<Node<'a, 'i>> {
-    parent
-        .descendants()
-        .find(|n| n.is_element() && n.tag_name().name() == local)
+impl<R: BufRead> std::io::Read for Lines<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.newlines += out[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        self.read += n as u64;
+        Ok(n)
+    }
 }
 
-fn collection_of(metadata: Node<'_, '_>) -> Collection {
-    let Some(cm) = metadata
-        .descendants()
-        .find(|n| n.is_element() && n.tag_name().name() == "CollectionMetadata")
-    else {
-        return Collection::default();
-    };
-    let nonempty = |s: Option<&str>| {
-        s.map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
-    let well = named(cm, "WellSample");
-    let samples: Vec<Node<'_, '_>> = well
-        .map(|w| {
-            w.descendants()
-                .filter(|n| n.is_element() && n.tag_name().name() == "BioSample")
-                .collect()
+impl<R: BufRead> BufRead for Lines<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        if let Ok(buf) = self.inner.fill_buf() {
+            let amount = amount.min(buf.len());
+            self.newlines += buf[..amount].iter().filter(|b| **b == b'\n').count() as u64;
+            self.read += amount as u64;
+        }
+        self.inner.consume(amount);
+    }
+}
+
+/// What an open element is to the parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Frame {
+    /// The root element.
+    Root,
+    /// An `ExternalResources` list (`Some(depth)`), under the root (main or supplemental) or
+    /// under a resource.
+    List { depth: usize, supplemental: bool },
+    /// An `ExternalResource` being built (top of the builder stack).
+    Resource,
+    /// `FileIndices` of the resource being built.
+    Indices,
+    /// Anything else (inside `DataSetMetadata` it may still be looked at).
+    Other,
+}
+
+/// Where the walk of `DataSetMetadata` is: the depth (stack length) at which the first
+/// `CollectionMetadata`, its first `WellSample` and the current `BioSample` opened.
+#[derive(Debug, Default)]
+struct Meta {
+    inside: Option<usize>,
+    collection: Option<usize>,
+    collection_done: bool,
+    well: Option<usize>,
+    well_done: bool,
+    sample: Option<usize>,
+    sample_seen: bool,
+    sample_barcode: Option<String>,
+    any_barcode: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Parser {
+    stack: Vec<Frame>,
+    /// Resources being built, innermost last, each with the count of its nested resources so far.
+    building: Vec<Resource>,
+    /// Resources seen per open list (for "ExternalResource #n").
+    counts: Vec<usize>,
+    root: Option<(String, Option<String>, Option<String>)>,
+    resources: Vec<Resource>,
+    supplemental: Vec<Resource>,
+    meta: Meta,
+    collection: Collection,
+    done: bool,
+}
+
+fn attribute(e: &BytesStart<'_>, name: &str, line: u64) -> Result<Option<String>, String> {
+    for attr in e.attributes() {
+        let attr = attr.map_err(|err| format!("malformed XML: {err} (line {line})"))?;
+        if attr.key.local_name().into_inner() == name {
+            let value = attr
+                .normalized_value(XmlVersion::Implicit1_0)
+                .map_err(|err| format!("malformed XML: {err} (line {line})"))?;
+            return Ok(Some(value.into_owned()));
+        }
+    }
+    Ok(None)
+}
+
+fn nonempty(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+impl Parser {
+    fn open(
+        &mut self,
+        e: &BytesStart<'_>,
+        line: u64,
+        limits: &Limits,
+        empty: bool,
+    ) -> Result<(), String> {
+        let name = e.local_name().into_inner().to_owned();
+        let Some(parent) = self.stack.last().copied() else {
+            if self.done {
+                return Err(format!(
+                    "malformed XML: a second root element <{name}> (line {line})"
+                ));
+            }
+            if !name.ends_with("Set") {
+                return Err(format!(
+                    "root element <{name}> is not a PacBio dataset (expected a *Set element such as ConsensusReadSet)"
+                ));
+            }
+            let uuid = attribute(e, "UniqueId", line)?;
+            let title = attribute(e, "Name", line)?;
+            self.root = Some((name, uuid, title));
+            return self.push(Frame::Root, empty);
+        };
+        let frame = match (parent, name.as_str()) {
+            (Frame::Root, "ExternalResources" | "SupplementalResources") => Frame::List {
+                depth: 1,
+                supplemental: name == "SupplementalResources",
+            },
+            (Frame::Root, "DataSetMetadata") => {
+                self.meta.inside = Some(self.stack.len() + 1);
+                Frame::Other
+            }
+            (Frame::List { .. }, "ExternalResource") => {
+                let index = self.counts.last().copied().unwrap_or(0);
+                if let Some(count) = self.counts.last_mut() {
+                    *count += 1;
+                }
+                let resource_id = match attribute(e, "ResourceId", line)? {
+                    Some(id) if !id.trim().is_empty() => id.trim().to_owned(),
+                    _ => {
+                        return Err(format!(
+                            "ExternalResource #{} (line {line}) has no ResourceId",
+                            index + 1
+                        ));
+                    }
+                };
+                self.building.push(Resource {
+                    meta_type: attribute(e, "MetaType", line)?.unwrap_or_default(),
+                    resource_id,
+                    unique_id: attribute(e, "UniqueId", line)?,
+                    indices: Vec::new(),
+                    nested: Vec::new(),
+                });
+                Frame::Resource
+            }
+            (Frame::Resource, "FileIndices") => Frame::Indices,
+            (Frame::Indices, "FileIndex") => {
+                match attribute(e, "ResourceId", line)? {
+                    Some(id) if !id.trim().is_empty() => {
+                        if let Some(r) = self.building.last_mut() {
+                            r.indices.push(id.trim().to_owned());
+                        }
+                    }
+                    _ => return Err(format!("FileIndex (line {line}) has no ResourceId")),
+                }
+                Frame::Other
+            }
+            (Frame::Resource, "ExternalResources") => {
+                let depth = self
+                    .stack
+                    .iter()
+                    .rev()
+                    .find_map(|f| match f {
+                        Frame::List { depth, .. } => Some(*depth),
+                        _ => None,
+                    })
+                    .unwrap_or(0)
+                    + 1;
+                if depth > limits.max_resource_depth {
+                    return Err(format!(
+                        "ExternalResources nested more than {} deep",
+                        limits.max_resource_depth
+                    ));
+                }
+                Frame::List {
+                    depth,
+                    supplemental: false,
+                }
+            }
+            _ => {
+                self.metadata(e, &name, line)?;
+                Frame::Other
+            }
+        };
+        self.push(frame, empty)
+    }
+
+    fn push(&mut self, frame: Frame, empty: bool) -> Result<(), String> {
+        self.stack.push(frame);
+        if matches!(frame, Frame::List { .. }) {
+            self.counts.push(0);
+        }
+        if empty {
+            self.close();
+        }
+        Ok(())
+    }
+
+    /// Naming metadata: the first `CollectionMetadata` under `DataSetMetadata`, its first
+    /// `WellSample`, that well's first `BioSample` and first barcode, and failing that the
+    /// collection's first barcode.
+    fn metadata(&mut self, e: &BytesStart<'_>, name: &str, line: u64) -> Result<(), String> {
+        let m = &mut self.meta;
+        if m.inside.is_none() {
+            return Ok(());
+        }
+        let depth = self.stack.len() + 1;
+        if m.collection.is_none() {
+            if name == "CollectionMetadata" && !m.collection_done {
+                m.collection = Some(depth);
+                self.collection.movie = nonempty(attribute(e, "Context", line)?);
+            }
+            return Ok(());
+        }
+        match name {
+            "WellSample" if m.well.is_none() && !m.well_done => {
+                m.well = Some(depth);
+                self.collection.well_sample = nonempty(attribute(e, "Name", line)?);
+            }
+            "BioSample" if m.well.is_some() && m.sample.is_none() => {
+                m.sample = Some(depth);
+                if !m.sample_seen {
+                    m.sample_seen = true;
+                    self.collection.sample = nonempty(attribute(e, "Name", line)?);
+                }
+            }
+            "DNABarcode" => {
+                let barcode = nonempty(attribute(e, "Name", line)?);
+                if m.sample.is_some() && m.sample_barcode.is_none() {
+                    m.sample_barcode.clone_from(&barcode);
+                }
+                if m.any_barcode.is_none() {
+                    m.any_barcode = barcode;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        let depth = self.stack.len();
+        let Some(frame) = self.stack.pop() else {
+            return;
+        };
+        let m = &mut self.meta;
+        if m.sample == Some(depth) {
+            m.sample = None;
+        }
+        if m.well == Some(depth) {
+            m.well = None;
+            m.well_done = true;
+        }
+        if m.collection == Some(depth) {
+            m.collection = None;
+            m.collection_done = true;
+        }
+        if m.inside == Some(depth) {
+            m.inside = None;
+        }
+        match frame {
+            Frame::Root => self.done = true,
+            Frame::List { .. } => {
+                self.counts.pop();
+            }
+            Frame::Resource => {
+                let Some(done) = self.building.pop() else {
+                    return;
+                };
+                // Its list's owner: the resource below it, or the root's main or supplemental list.
+                match (self.stack.last(), self.building.last_mut()) {
+                    (
+                        Some(Frame::List {
+                            depth: 1,
+                            supplemental: true,
+                        }),
+                        _,
+                    ) => self.supplemental.push(done),
+                    (Some(Frame::List { depth: 1, .. }), _) => self.resources.push(done),
+                    (_, Some(owner)) => owner.nested.push(done),
+                    _ => {}
+                }
+            }
+            Frame::Indices | Frame::Other => {}
+        }
+    }
+
+    fn finish(self) -> Result<DataSetDoc, String> {
+        if !self.stack.is_empty() {
+            return Err("malformed XML: the document ends inside an element".to_owned());
+        }
+        let Some((root, uuid, name)) = self.root else {
+            return Err("malformed XML: no root element".to_owned());
+        };
+        let mut collection = self.collection;
+        collection.barcode = self.meta.sample_barcode.or(self.meta.any_barcode);
+        Ok(DataSetDoc {
+            root,
+            uuid,
+            name,
+            resources: self.resources,
+            supplemental: self.supplemental,
+            collection,
         })
-        .unwrap_or_default();
-    let barcode = samples
-        .iter()
-        .find_map(|s| named(*s, "DNABarcode").and_then(|b| nonempty(b.attribute("Name"))))
-        .or_else(|| named(cm, "DNABarcode").and_then(|b| nonempty(b.attribute("Name"))));
-    Collection {
-        movie: nonempty(cm.attribute("Context")),
-        well_sample: well.and_then(|w| nonempty(w.attribute("Name"))),
-        sample: samples.first().and_then(|s| nonempty(s.attribute("Name"))),
-        barcode,
     }
 }
 
@@ -340,7 +576,7 @@ mod tests {
     #[test]
     fn malformed_and_foreign_documents_are_refused_with_a_reason() {
         assert!(
-            parse("<a><b></a>", &Limits::default())
+            parse("<DataSet><b></DataSet>", &Limits::default())
                 .unwrap_err()
                 .starts_with("malformed XML")
         );
@@ -349,6 +585,20 @@ mod tests {
                 .unwrap_err()
                 .contains("not a PacBio dataset")
         );
+        for broken in [
+            "<DataSet><ExternalResources>",
+            "<DataSet></DataSet><DataSet/>",
+            "<DataSet>&undefined;</DataSet>",
+            "<DataSet a=\"1\" a=\"2\"/>",
+            "",
+        ] {
+            assert!(
+                parse(broken, &Limits::default())
+                    .unwrap_err()
+                    .starts_with("malformed XML"),
+                "{broken:?}"
+            );
+        }
         let dtd = r#"<!DOCTYPE x [<!ENTITY a "aaaa">]><DataSet/>"#;
         assert!(
             parse(dtd, &Limits::default())
@@ -361,6 +611,33 @@ mod tests {
                 .unwrap_err()
                 .contains("#1 (line 1) has no ResourceId")
         );
+    }
+
+    #[test]
+    fn a_stream_names_lines_and_reads_the_first_collection_only() {
+        let text = "<DataSet>\n<ExternalResources>\n<ExternalResource ResourceId=\"a\"/>\n<ExternalResource/>\n</ExternalResources></DataSet>";
+        let err = parse(text, &Limits::default()).unwrap_err();
+        assert_eq!(err, "ExternalResource #2 (line 4) has no ResourceId");
+        let meta = r#"<DataSet><DataSetMetadata><Collections>
+          <CollectionMetadata Context="m1"><WellSample Name="w1"><BioSamples>
+            <BioSample Name=""><DNABarcodes><DNABarcode Name=""/><DNABarcode Name="bc2"/></DNABarcodes></BioSample>
+            <BioSample Name="s2"/></BioSamples></WellSample><WellSample Name="w2"/></CollectionMetadata>
+          <CollectionMetadata Context="m2"/></Collections></DataSetMetadata>
+          <SupplementalResources><ExternalResource ResourceId="r.json"><ExternalResources>
+            <ExternalResource ResourceId="n.json"><FileIndices><FileIndex ResourceId="n.idx"/></FileIndices></ExternalResource>
+          </ExternalResources></ExternalResource></SupplementalResources></DataSet>"#;
+        let doc = parse(meta, &Limits::default()).unwrap();
+        assert_eq!(
+            doc.collection,
+            Collection {
+                movie: Some("m1".into()),
+                well_sample: Some("w1".into()),
+                sample: None,
+                barcode: Some("bc2".into()),
+            }
+        );
+        assert_eq!(doc.supplemental_files(), ["r.json", "n.json", "n.idx"]);
+        assert!(doc.resources.is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use smrtshare_api::staging::v1 as pb;
 use smrtshare_common::testing::{copy_tree, smrtlink_fixtures};
+use smrtshare_staging::budget::ParseBudget;
 use smrtshare_staging::model::DatasetSpec;
 use smrtshare_staging::names::{Namer, Templates};
 use smrtshare_staging::resolve::{Resolver, SourceRoots, Want};
@@ -100,7 +101,8 @@ fn the_tomato_run_resolves_into_barcoded_children_and_supplemental_run_data() {
     let roots = SourceRoots::open(&[dir.path().to_path_buf()]).unwrap();
     let namer = Namer::new(Templates::default()).unwrap();
     let cache = SourceCache::default();
-    let mut resolver = Resolver::new(&roots, Limits::default(), &namer, &cache);
+    let budget = ParseBudget::default();
+    let mut resolver = Resolver::new(&roots, Limits::default(), &namer, &cache, &budget);
 
     let parent = resolver
         .parent(&spec(&records[PARENT]))
@@ -172,7 +174,8 @@ fn the_tomato_run_resolves_into_barcoded_children_and_supplemental_run_data() {
     })
     .unwrap();
     let cache = SourceCache::default();
-    let mut resolver = Resolver::new(&roots, Limits::default(), &custom, &cache);
+    let budget = ParseBudget::default();
+    let mut resolver = Resolver::new(&roots, Limits::default(), &custom, &cache, &budget);
     let parent = resolver.parent(&spec(&records[PARENT])).unwrap();
     assert!(
         parent.entries.contains_key("bc1047--bc1047 - Tomato 20"),

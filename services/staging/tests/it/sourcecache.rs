@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use smrtshare_staging::budget::ParseBudget;
 use smrtshare_staging::model::DatasetSpec;
 use smrtshare_staging::names::{Namer, Templates};
 use smrtshare_staging::resolve::{Resolver, SourceRoots};
@@ -65,9 +66,10 @@ fn an_unchanged_xml_is_parsed_once_and_a_rewritten_one_again() {
     let roots = SourceRoots::open(&[dir.path().to_path_buf()]).unwrap();
     let namer = Namer::new(Templates::default()).unwrap();
     let cache = SourceCache::new(100);
+    let budget = ParseBudget::default();
     let resolve = || {
         // A resolver per request, as the service makes them; the cache is shared.
-        let mut resolver = Resolver::new(&roots, Limits::default(), &namer, &cache);
+        let mut resolver = Resolver::new(&roots, Limits::default(), &namer, &cache, &budget);
         files(&mut resolver, &spec)
     };
     let ab: BTreeSet<String> = ["a.bam".to_owned(), "b.bam".to_owned()].into();
@@ -121,7 +123,7 @@ fn an_unchanged_xml_is_parsed_once_and_a_rewritten_one_again() {
     let replacement = dir.path().join("run/c.bam.new");
     std::fs::write(&replacement, "new c").unwrap();
     std::fs::rename(&replacement, data.join("c.bam")).unwrap();
-    let mut resolver = Resolver::new(&roots, Limits::default(), &namer, &cache);
+    let mut resolver = Resolver::new(&roots, Limits::default(), &namer, &cache, &budget);
     let layout = resolver.plain(&spec, false).unwrap();
     let Some(smrtshare_staging::resolve::Want::File(source)) = layout.entries.get("c.bam") else {
         panic!("c.bam is not a file of the layout");
@@ -136,7 +138,7 @@ fn an_unchanged_xml_is_parsed_once_and_a_rewritten_one_again() {
 
     // A data file it names removed: found missing, although the document is cached.
     std::fs::remove_file(data.join("c.bam")).unwrap();
-    let mut resolver = Resolver::new(&roots, Limits::default(), &namer, &cache);
+    let mut resolver = Resolver::new(&roots, Limits::default(), &namer, &cache, &budget);
     let err = resolver.plain(&spec, false).unwrap_err();
     assert!(err.contains("c.bam: file not found"), "{err}");
     assert_eq!(
