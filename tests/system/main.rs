@@ -8,6 +8,7 @@ mod change_id;
 mod cookbook;
 mod faults;
 mod nginx;
+mod recovery;
 mod restart;
 mod resync;
 mod secrets;
