@@ -1098,7 +1098,7 @@ async fn floor_round(
                 );
                 for (what, result) in [("staging", staging), ("access", access)] {
                     if let TaskResult::Retry { message, .. }
-                    | TaskResult::Permanent { message, .. } = result
+                    | TaskResult::Permanent { message, .. } = result.result
                     {
                         anyhow::bail!("floor: {what} for project {id}: {message}");
                     }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::lease::{LeaseTimes, Renewal};
 use crate::metrics::Metrics;
 use crate::model::{Operation, Target};
-use crate::peers::Peers;
+use crate::peers::{PeerAnswer, Peers};
 use crate::rules::{RetryPolicy, TaskResult};
 use crate::store::{Store, TaskClaim};
 
@@ -162,7 +162,7 @@ impl Engine {
         };
         drop(renewal);
         let took = started.elapsed();
-        let Some((result, hash)) = ran else {
+        let Some((PeerAnswer { result, revoked }, hash)) = ran else {
             let outcome = if abort.is_cancelled() {
                 // Handed back at once, so another replica need not wait for the lease to lapse.
                 if let Err(error) = self.store.release_task(&claim, &self.owner).await {
@@ -204,6 +204,11 @@ impl Engine {
         };
         self.metrics
             .task_finished(claim.target.as_str(), outcome, took);
+        if recorded && revoked > 0 && claim.change_at > 0 {
+            let after = self.store.now().saturating_sub(claim.change_at);
+            self.metrics
+                .revocation(Duration::from_millis(u64::try_from(after).unwrap_or(0)));
+        }
         log_execution(&claim, &result, recorded, took);
         if recorded && matches!(result, TaskResult::Retry { .. }) {
             // A retry may be due before any worker's next look.
@@ -217,7 +222,7 @@ impl Engine {
     }
 
     /// The desired state and what the service answered, with the state's fingerprint.
-    async fn execute(&self, claim: &TaskClaim) -> (TaskResult, String) {
+    async fn execute(&self, claim: &TaskClaim) -> (PeerAnswer, String) {
         match self.store.desired(claim.project_id).await {
             Ok(Some(desired)) => {
                 let hash = desired.fingerprint(claim.target);
@@ -229,19 +234,28 @@ impl Engine {
                 )
             }
             Ok(None) => (
-                TaskResult::Permanent {
-                    operation: Operation::Apply,
-                    message: format!("project {} was never read from SMRT Link", claim.project_id),
-                    report: None,
-                    residue: Vec::new(),
+                PeerAnswer {
+                    result: TaskResult::Permanent {
+                        operation: Operation::Apply,
+                        message: format!(
+                            "project {} was never read from SMRT Link",
+                            claim.project_id
+                        ),
+                        report: None,
+                        residue: Vec::new(),
+                    },
+                    revoked: 0,
                 },
                 String::new(),
             ),
             Err(error) => (
-                TaskResult::Retry {
-                    operation: Operation::Apply,
-                    message: format!("reading the desired state failed: {error}"),
-                    report: None,
+                PeerAnswer {
+                    result: TaskResult::Retry {
+                        operation: Operation::Apply,
+                        message: format!("reading the desired state failed: {error}"),
+                        report: None,
+                    },
+                    revoked: 0,
                 },
                 String::new(),
             ),

@@ -167,7 +167,8 @@ pub async fn run(
         settings.owner.clone(),
         wake_readers.clone(),
         wake_tasks.clone(),
-    );
+    )
+    .with_metrics(metrics.clone());
     let resync = Resync::new(
         deps.store.clone(),
         deps.source.clone(),

@@ -1,5 +1,6 @@
 //! The coordinator's metrics: tasks by target and state, task durations and outcomes (retries
-//! included), changes by reason and kind, intake answers, SMRT Link calls, resync outcomes.
+//! included), changes by reason and kind (every reason: mirror, manual, resync, effect),
+//! revocation latency, intake answers, SMRT Link calls, resync outcomes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +57,7 @@ struct Inner {
     smrtlink: Family<CallOutcome, Counter>,
     resyncs: Family<Outcome, Counter>,
     resync_differences: Gauge,
+    revocations: Histogram,
 }
 
 /// Shared handle to the coordinator's metrics.
@@ -89,6 +91,8 @@ impl Metrics {
         let intake = Family::<Answer, Counter>::default();
         let smrtlink = Family::<CallOutcome, Counter>::default();
         let resyncs = Family::<Outcome, Counter>::default();
+        let revocations =
+            Histogram::new([0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0]);
         let resync_differences = Gauge::default();
         registry.register(
             "tasks",
@@ -130,6 +134,11 @@ impl Metrics {
             "Differences found by the last resync",
             resync_differences.clone(),
         );
+        registry.register(
+            "revocation_latency_seconds",
+            "From a change being recorded to the access task that revoked members for it being recorded OK",
+            revocations.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -141,6 +150,7 @@ impl Metrics {
                 smrtlink,
                 resyncs,
                 resync_differences,
+                revocations,
             }),
         }
     }
@@ -156,6 +166,11 @@ impl Metrics {
             .durations
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+    }
+
+    /// Members' access was revoked `after` the change that asked for it was recorded.
+    pub fn revocation(&self, after: Duration) {
+        self.inner.revocations.observe(after.as_secs_f64());
     }
 
     /// A change was recorded.

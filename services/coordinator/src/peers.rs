@@ -43,13 +43,16 @@ impl Peers {
     }
 
     /// Sends the desired state to one target and classifies the answer.
-    pub async fn run(&self, target: Target, desired: &Desired, change_id: i64) -> TaskResult {
-        match (target, desired.deleted) {
-            (Target::Staging, false) => self.staging_apply(desired, change_id).await,
-            (Target::Staging, true) => self.staging_remove(desired.project_id, change_id).await,
+    pub async fn run(&self, target: Target, desired: &Desired, change_id: i64) -> PeerAnswer {
+        let (result, revoked) = match (target, desired.deleted) {
+            (Target::Staging, false) => (self.staging_apply(desired, change_id).await, 0),
+            (Target::Staging, true) => {
+                (self.staging_remove(desired.project_id, change_id).await, 0)
+            }
             (Target::Access, false) => self.access_apply(desired, change_id).await,
             (Target::Access, true) => self.access_revoke(desired.project_id, change_id).await,
-        }
+        };
+        PeerAnswer { result, revoked }
     }
 
     async fn staging_apply(&self, desired: &Desired, change_id: i64) -> TaskResult {
@@ -193,7 +196,7 @@ impl Peers {
         }
     }
 
-    async fn access_apply(&self, desired: &Desired, change_id: i64) -> TaskResult {
+    async fn access_apply(&self, desired: &Desired, change_id: i64) -> (TaskResult, usize) {
         let op = Operation::Apply;
         let mut request = tonic::Request::new(access::ApplyProjectAccessRequest {
             project_id: desired.project_id,
@@ -203,14 +206,15 @@ impl Peers {
         });
         set_change_id(&mut request, change_id);
         match self.access.clone().apply_project_access(request).await {
-            Err(status) => failure(op, "access", &status),
+            Err(status) => (failure(op, "access", &status), 0),
             Ok(answer) => {
                 let answer = answer.into_inner();
                 let complete = answer.complete;
                 let (summary, failures) = member_summary(&answer.members);
                 let residue = member_residue(&answer.members);
+                let revoked = revoked_count(&answer.members);
                 let report = encode(pb::task_report::Report::AccessApply(answer), false);
-                if complete {
+                let result = if complete {
                     TaskResult::Ok {
                         operation: op,
                         message: summary,
@@ -222,12 +226,13 @@ impl Peers {
                         format!("access incomplete: {failures}; {summary}"),
                         report,
                     )
-                }
+                };
+                (result, revoked)
             }
         }
     }
 
-    async fn access_revoke(&self, project_id: i64, change_id: i64) -> TaskResult {
+    async fn access_revoke(&self, project_id: i64, change_id: i64) -> (TaskResult, usize) {
         let op = Operation::Remove;
         let mut request = tonic::Request::new(access::RevokeProjectAccessRequest {
             project_id,
@@ -235,14 +240,15 @@ impl Peers {
         });
         set_change_id(&mut request, change_id);
         match self.access.clone().revoke_project_access(request).await {
-            Err(status) => failure(op, "access", &status),
+            Err(status) => (failure(op, "access", &status), 0),
             Ok(answer) => {
                 let answer = answer.into_inner();
                 let complete = answer.complete;
                 let (summary, failures) = member_summary(&answer.members);
                 let residue = member_residue(&answer.members);
+                let revoked = revoked_count(&answer.members);
                 let report = encode(pb::task_report::Report::AccessRevoke(answer), false);
-                if complete {
+                let result = if complete {
                     TaskResult::Ok {
                         operation: op,
                         message: format!("revoked project {project_id}: {summary}"),
@@ -254,7 +260,8 @@ impl Peers {
                         format!("revocation incomplete: {failures}; {summary}"),
                         report,
                     )
-                }
+                };
+                (result, revoked)
             }
         }
     }
@@ -303,6 +310,15 @@ impl Peers {
         }
         Ok(out)
     }
+}
+
+/// What a service answered, as a task result, and what it did that the coordinator measures.
+#[derive(Clone, Debug)]
+pub struct PeerAnswer {
+    /// The task result.
+    pub result: TaskResult,
+    /// Members whose access the call revoked (access only).
+    pub revoked: usize,
 }
 
 /// A project as staging holds it.
@@ -412,6 +428,14 @@ impl Residue {
             }
         }
     }
+}
+
+/// Members whose access an answer revoked.
+fn revoked_count(members: &[access::MemberOutcome]) -> usize {
+    members
+        .iter()
+        .filter(|m| m.outcome == access::MemberOutcomeKind::Revoked as i32)
+        .count()
 }
 
 /// The residue of member outcomes.

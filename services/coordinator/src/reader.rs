@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::TaskWake;
 use crate::lease::{LeaseTimes, Renewal};
+use crate::metrics::Metrics;
 use crate::model::ChangeKind;
 use crate::naming::DirectoryNamer;
 use crate::rules::RetryPolicy;
@@ -44,6 +45,7 @@ pub struct Reader {
     owner: String,
     wake_readers: Arc<Notify>,
     wake_tasks: TaskWake,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Reader {
@@ -74,7 +76,14 @@ impl Reader {
             owner,
             wake_readers,
             wake_tasks,
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Reports the changes reads record to `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Claims, reads and records one settled change; false when none was due.
@@ -128,13 +137,16 @@ impl Reader {
             );
         }
         match self.store.finish_read(&claim, &self.owner, &found).await {
-            Ok(Some(lost)) => {
+            Ok(Some(recorded)) => {
+                for _ in 0..recorded.effects {
+                    self.metrics.change_recorded("EFFECT", "PROJECT_CHANGED");
+                }
                 // A read makes at most one task per target; one more reader looks for the next
                 // settled change (effects and discoveries settle at once).
                 self.wake_tasks.one_each();
                 self.wake_readers.notify_one();
-                if !lost.is_empty() {
-                    self.notify_holders(&claim, &lost).await;
+                if !recorded.lost.is_empty() {
+                    self.notify_holders(&claim, &recorded.lost).await;
                 }
             }
             Ok(None) => tracing::warn!(
@@ -171,7 +183,12 @@ impl Reader {
                 self.store.now(),
             );
             match self.store.record_change(&change).await {
-                Ok(_) => self.wake_readers.notify_one(),
+                Ok((_, merged)) => {
+                    if !merged {
+                        self.metrics.change_recorded("EFFECT", "PROJECT_CHANGED");
+                    }
+                    self.wake_readers.notify_one();
+                }
                 Err(error) => {
                     tracing::warn!(project_id = holder, %error, "recording an effect change failed; resync repairs it")
                 }

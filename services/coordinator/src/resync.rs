@@ -468,6 +468,8 @@ impl Resync {
                     .store
                     .record_read_change(id, ChangeReason::Resync, &targets, &text)
                     .await?;
+                self.metrics
+                    .change_recorded(ChangeReason::Resync.as_str(), "PROJECT_CHANGED");
                 for i in &mut items {
                     i.change_id = change_id;
                 }

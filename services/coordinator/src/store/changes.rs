@@ -65,6 +65,17 @@ pub enum Found {
     },
 }
 
+/// What recording a read did besides the change itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadRecorded {
+    /// Datasets the project no longer holds: the projects they moved to changed too, which only
+    /// SMRT Link can tell (see the reader).
+    pub lost: Vec<String>,
+    /// Effect changes it recorded (projects that lost datasets to this one, new projects a
+    /// listing found), not counting those merged into changes already settling.
+    pub effects: usize,
+}
+
 /// The message a change starts with.
 const SETTLING: &str = "waiting for the settle delay before reading SMRT Link";
 
@@ -132,25 +143,24 @@ impl Store {
     /// Records what a reader found, if it still holds the change (fenced on owner and attempt):
     /// the truth (never over a newer one), effect changes for projects that lost datasets to
     /// this one, discovered projects, and the project's tasks. Answers `None` when the claim was
-    /// lost (nothing written), else the datasets the project no longer holds: the projects they
-    /// moved to changed too, which only SMRT Link can tell (see the reader).
+    /// lost (nothing written).
     pub async fn finish_read(
         &self,
         claim: &ReadClaim,
         owner: &str,
         found: &Found,
-    ) -> Result<Option<Vec<String>>> {
+    ) -> Result<Option<ReadRecorded>> {
         let now = self.now();
         let written = self
             .retrying("recording a read", || async move {
                 let mut tx = self.begin().await?;
-                let lost = finish_read_in(&mut *tx, claim, owner, found, now).await?;
+                let recorded = finish_read_in(&mut *tx, claim, owner, found, now).await?;
                 tx.commit().await?;
-                Ok(lost)
+                Ok(recorded)
             })
             .await;
         match written {
-            Ok(lost) => Ok(Some(lost)),
+            Ok(recorded) => Ok(Some(recorded)),
             Err(StoreError::Lost) => Ok(None),
             Err(error) => Err(error),
         }
@@ -251,8 +261,8 @@ async fn finish_read_in(
     owner: &str,
     found: &Found,
     now: i64,
-) -> Result<Vec<String>> {
-    let mut lost = Vec::new();
+) -> Result<ReadRecorded> {
+    let mut recorded = ReadRecorded::default();
     let (state, text) = match found {
         Found::Project {
             truth,
@@ -260,16 +270,13 @@ async fn finish_read_in(
             stamp,
         } => {
             let stored = projects::store_truth(tx, truth, directory, *stamp, now).await?;
-            lost.clone_from(&stored.lost);
+            recorded.lost.clone_from(&stored.lost);
             let mut touched: BTreeSet<i64> = stored.took_from.iter().copied().collect();
             touched.retain(|id| *id > 1 && *id != truth.id);
             for other in &touched {
-                record_in(
-                    tx,
-                    &effect(*other, ChangeKind::ProjectChanged, claim.change_id, now),
-                    now,
-                )
-                .await?;
+                let change = effect(*other, ChangeKind::ProjectChanged, claim.change_id, now);
+                let (_, merged) = record_in(tx, &change, now).await?;
+                recorded.effects += usize::from(!merged);
             }
             let shared = truth.members.iter().filter(|m| m.is_shared()).count();
             let mut text = format!(
@@ -326,12 +333,9 @@ async fn finish_read_in(
                 .into_iter()
                 .collect();
             for id in &new {
-                record_in(
-                    tx,
-                    &effect(*id, ChangeKind::ProjectChanged, claim.change_id, now),
-                    now,
-                )
-                .await?;
+                let change = effect(*id, ChangeKind::ProjectChanged, claim.change_id, now);
+                let (_, merged) = record_in(tx, &change, now).await?;
+                recorded.effects += usize::from(!merged);
             }
             let text = if new.is_empty() {
                 format!("SMRT Link lists {} projects; none is new", ids.len())
@@ -353,7 +357,7 @@ async fn finish_read_in(
                 claim.read_attempts
             ));
             if tx.requeue_read(claim, owner, *at, &text).await? {
-                return Ok(lost);
+                return Ok(recorded);
             }
             // A newer change of the project settles and reads it again (or the claim was lost,
             // which the fenced mark below tells).
@@ -379,7 +383,7 @@ async fn finish_read_in(
         return Err(StoreError::Lost);
     }
     tasks::recompute(tx, &[claim.change_id]).await?;
-    Ok(lost)
+    Ok(recorded)
 }
 
 /// The tasks a project read leads to, and its message: when the read's truth was stored, the

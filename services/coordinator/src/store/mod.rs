@@ -21,7 +21,7 @@ mod sql;
 mod tasks;
 mod tx;
 
-pub use changes::{Found, NewChange, effect};
+pub use changes::{Found, NewChange, ReadRecorded, effect};
 pub use projects::ProjectRow;
 pub use queries::TargetStatusRow;
 pub use rows::{

@@ -104,6 +104,9 @@ pub struct TaskClaim {
     pub attempts: i64,
     /// The newest change linked to the task (sent as the change id).
     pub change_id: i64,
+    /// When that change was recorded (epoch ms; 0 without one): what the task's latency counts
+    /// from.
+    pub change_at: i64,
 }
 
 /// A running task, as a reaper or a restarted replica finds it.

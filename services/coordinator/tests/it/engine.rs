@@ -591,7 +591,6 @@ async fn a_removal_runs_at_once_whatever_an_earlier_task_backs_off(backend: Back
         .lock()
         .unwrap()
         .insert("nobody".into());
-    peers.access.down.store(true, Ordering::SeqCst);
     let mut s = settings("solo", Duration::ZERO);
     // An hour between retries: only a task that does not inherit it is done in seconds.
     s.engine.retry = RetryPolicy {
@@ -603,6 +602,20 @@ async fn a_removal_runs_at_once_whatever_an_earlier_task_backs_off(backend: Back
     };
     let running = Running::start(store, source.clone(), peers.peers(), s).await;
     let mut client = running.client();
+    // alice and bob are granted (nobody cannot be: final, PARTIAL).
+    let shared = client
+        .notify_project_changed(pb::NotifyProjectChangedRequest { project_id: 2 })
+        .await
+        .unwrap()
+        .into_inner()
+        .change_id;
+    wait_change(&mut client, shared, LONG, |c| {
+        status(c) == pb::ChangeStatus::Partial
+    })
+    .await;
+    // Then access goes down during another change: its task waits an hour for a retry.
+    peers.access.down.store(true, Ordering::SeqCst);
+    source.put(2, "Tomato (2)", &["alice", "bob", "nobody"], &["d1"]);
     let first = client
         .notify_project_changed(pb::NotifyProjectChangedRequest { project_id: 2 })
         .await
@@ -613,7 +626,7 @@ async fn a_removal_runs_at_once_whatever_an_earlier_task_backs_off(backend: Back
 
     // Access is back; bob is removed at SMRT Link and the edit mirrored.
     peers.access.down.store(false, Ordering::SeqCst);
-    source.put(2, "Tomato", &["alice", "nobody"], &["d1"]);
+    source.put(2, "Tomato (2)", &["alice", "nobody"], &["d1"]);
     let edited = tokio::time::Instant::now();
     let removal = client
         .notify_project_changed(pb::NotifyProjectChangedRequest { project_id: 2 })
@@ -656,6 +669,12 @@ async fn a_removal_runs_at_once_whatever_an_earlier_task_backs_off(backend: Back
             .contains("nobody: unknown Globus identity"),
         "{}",
         access.last_message
+    );
+    // The revocation's latency is measured.
+    let metrics = running.metrics.encode();
+    assert!(
+        metrics.contains("smrtshare_coordinator_revocation_latency_seconds_count 1"),
+        "{metrics}"
     );
     running.stop().await;
 }

@@ -377,10 +377,18 @@ impl Access for FakeAccess {
         self.0.enter(r.project_id, "apply", id).await?;
         let (unknown, known): (Vec<_>, Vec<_>) =
             r.logins.iter().partition(|l| self.0.is_hopeless(l));
-        self.0.state.lock().unwrap().insert(
+        let before = self.0.state.lock().unwrap().insert(
             r.project_id,
             (r.path.clone(), known.iter().map(|l| (*l).clone()).collect()),
         );
+        let revoked: Vec<String> = before
+            .map(|(_, logins)| {
+                logins
+                    .into_iter()
+                    .filter(|l| !r.logins.contains(l))
+                    .collect()
+            })
+            .unwrap_or_default();
         self.0.leave(r.project_id);
         let members = known
             .iter()
@@ -394,6 +402,11 @@ impl Access for FakeAccess {
                 outcome: access::MemberOutcomeKind::UnknownIdentity as i32,
                 message: "no Globus identity".into(),
                 permanent: true,
+                ..Default::default()
+            }))
+            .chain(revoked.into_iter().map(|login| access::MemberOutcome {
+                login,
+                outcome: access::MemberOutcomeKind::Revoked as i32,
                 ..Default::default()
             }))
             .collect();
@@ -571,6 +584,8 @@ pub type Client = CoordinatorClient<smrtshare_common::client::PeerChannel>;
 
 /// A coordinator running in-process.
 pub struct Running {
+    /// What the coordinator measured.
+    pub metrics: smrtshare_coordinator::metrics::Metrics,
     pub grpc: SocketAddr,
     pub intake: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -588,11 +603,12 @@ impl Running {
         let intake = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc_addr, intake_addr) = (grpc.local_addr().unwrap(), intake.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics = smrtshare_coordinator::metrics::Metrics::new();
         let deps = Deps {
             store,
             source,
             peers,
-            metrics: smrtshare_coordinator::metrics::Metrics::new(),
+            metrics: metrics.clone(),
         };
         let mut options = ServerOptions::new(ServerAuth::Token(smrtshare_common::Secret::new(
             "coordinator-token",
@@ -613,6 +629,7 @@ impl Running {
             },
         ));
         Self {
+            metrics,
             grpc: grpc_addr,
             intake: intake_addr,
             stop: Some(stop),

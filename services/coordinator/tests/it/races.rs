@@ -197,5 +197,13 @@ async fn a_dataset_moved_away_notifies_the_project_that_took_it(backend: Backend
     };
     assert_eq!(staged(2), vec!["d1".to_owned()]);
     assert_eq!(staged(3), vec!["d2".to_owned(), "d3".to_owned()]);
+    // Effect changes count among the changes recorded.
+    let metrics = running.metrics.encode();
+    assert!(
+        metrics.contains(
+            r#"smrtshare_coordinator_changes_total{reason="EFFECT",kind="PROJECT_CHANGED"} 1"#
+        ),
+        "{metrics}"
+    );
     running.stop().await;
 }

@@ -115,7 +115,9 @@ where
                                    AND w.state = 'WORKING')
                  ORDER BY t.next_run_at, t.task_id LIMIT 1{})
              RETURNING task_id, project_id, attempts,
-                 COALESCE((SELECT MAX(ct.change_id) FROM change_tasks ct WHERE ct.task_id = tasks.task_id), 0) AS change_id",
+                 COALESCE((SELECT MAX(ct.change_id) FROM change_tasks ct WHERE ct.task_id = tasks.task_id), 0) AS change_id,
+                 COALESCE((SELECT c.created_at FROM changes c WHERE c.change_id =
+                     (SELECT MAX(ct.change_id) FROM change_tasks ct WHERE ct.task_id = tasks.task_id)), 0) AS change_at",
             lock::<DB>("FOR UPDATE SKIP LOCKED")
         ))
         .bind(target.as_str())
@@ -131,6 +133,7 @@ where
                 target,
                 attempts: r.try_get("attempts")?,
                 change_id: r.try_get("change_id")?,
+                change_at: r.try_get("change_at")?,
             })
         })
         .transpose()
