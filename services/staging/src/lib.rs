@@ -4,7 +4,8 @@
 //!
 //! - [`config`], [`mounts`]: flags, the checked configuration, and the layout staging serves.
 //! - [`xml`], [`names`], [`resolve`]: dataset XML to the files and names of a dataset directory;
-//!   [`sourcecache`], [`budget`]: what reading the sources costs, kept down and bounded.
+//!   [`sources`]: source directories, opened safely; [`sourcecache`], [`budget`]: what reading
+//!   the sources costs, kept down and bounded.
 //! - [`fs`], [`marker`]: every system call on the tree, and the markers that make it self-describing.
 //! - [`apply`], [`targets`], [`probe`], [`dataset`], [`removal`], [`remove`], [`verify`]: the
 //!   operations (blocking, off the runtime); [`recover`]: what others made goes back, never away.
@@ -39,6 +40,7 @@ pub mod report;
 pub mod resolve;
 pub mod service;
 pub mod sourcecache;
+pub mod sources;
 pub mod sweep;
 pub mod targets;
 pub mod verify;

@@ -1,21 +1,16 @@
 //! From a dataset XML to the desired content of its directory: which files, under which names.
 //!
-//! Sources must lie under a configured source root and be regular files. A directory is opened
-//! from the source root's handle one component at a time without following symlinks; when that
-//! fails because the path goes through a symlink or `..` leaves the root lexically, the path is
-//! canonicalised and must then lie under a canonical source root, and is opened the same way from
-//! there. Where the kernel has `openat2` (Linux 5.6), the component walk is first tried as one
-//! call with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, which refuses exactly what the walk refuses;
-//! any failure falls back to the walk, which then explains it. The final component is never
-//! followed: a symlinked XML or data file is refused.
+//! Sources must lie under a configured source root and be regular files; their directories are
+//! opened as [`crate::sources`] says. The final component is never followed: a symlinked XML or
+//! data file is refused.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fd::AsFd;
 use rustix::fs::FileType;
 use rustix::io::Errno;
 use uuid::Uuid;
@@ -24,122 +19,12 @@ use crate::budget::ParseBudget;
 use crate::fs::{self, describe};
 use crate::model::{DatasetSpec, Kind, join};
 use crate::names::{self, Namer, Values};
-use crate::sourcecache::{Listing, SourceCache};
+use crate::sourcecache::SourceCache;
+pub use crate::sources::{SourceDir, SourceRoots};
 use crate::xml::{self, DataSetDoc, Limits};
-
-/// The configured source roots, canonical and opened.
-#[derive(Debug)]
-pub struct SourceRoots {
-    roots: Vec<(PathBuf, OwnedFd)>,
-}
-
-impl SourceRoots {
-    /// Canonicalises and opens every root; each must be an existing directory.
-    pub fn open(paths: &[PathBuf]) -> anyhow::Result<Self> {
-        anyhow::ensure!(!paths.is_empty(), "at least one --source-root is required");
-        let mut roots = Vec::new();
-        for path in paths {
-            let canonical = std::fs::canonicalize(path)
-                .map_err(|e| anyhow::anyhow!("source root {}: {e}", path.display()))?;
-            let fd = rustix::fs::open(
-                &canonical,
-                rustix::fs::OFlags::PATH
-                    | rustix::fs::OFlags::DIRECTORY
-                    | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .map_err(|e| anyhow::anyhow!("source root {}: {}", path.display(), describe(e)))?;
-            anyhow::ensure!(
-                canonical.to_str().is_some(),
-                "source root {} is not valid UTF-8",
-                canonical.display()
-            );
-            roots.push((canonical, fd));
-        }
-        Ok(Self { roots })
-    }
-
-    /// The canonical roots.
-    pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        self.roots.iter().map(|(p, _)| p.as_path())
-    }
-
-    /// The canonical roots with their opened handles.
-    pub fn handles(&self) -> impl Iterator<Item = (&Path, BorrowedFd<'_>)> {
-        self.roots.iter().map(|(p, fd)| (p.as_path(), fd.as_fd()))
-    }
-
-    /// The one wording for a path that is not under any source root, whether it exists or not.
-    fn outside(&self, path: &Path) -> String {
-        let roots: Vec<String> = self.paths().map(|p| p.display().to_string()).collect();
-        format!(
-            "{} is outside the source roots ({})",
-            path.display(),
-            roots.join(", ")
-        )
-    }
-}
 
 /// Bytes read from a dataset XML at a time.
 const READ_BUFFER: usize = 64 * 1024;
-
-/// An opened source directory.
-#[derive(Debug)]
-pub struct SourceDir {
-    /// Its canonical path.
-    pub path: PathBuf,
-    /// Opened as a path handle, or for reading when `listable`.
-    pub fd: OwnedFd,
-    /// `fd` was opened for reading and its entries were never read: it is listed as it is,
-    /// without opening the directory again.
-    listable: bool,
-    /// Its device and listing (names, types, inode numbers), read (or taken from the cache) on
-    /// first use; `None` when the directory cannot be listed (then each file is looked at on its
-    /// own).
-    listing: OnceLock<Option<(u64, Arc<Listing>)>>,
-}
-
-impl SourceDir {
-    fn new(path: PathBuf, fd: OwnedFd) -> Self {
-        Self {
-            path,
-            fd,
-            listable: false,
-            listing: OnceLock::new(),
-        }
-    }
-
-    /// What the directory's listing says about `name`: its device, type and inode number, or
-    /// `Some(None)` when it is not there; `None` when the listing cannot settle it.
-    fn lookup(&self, cache: &SourceCache, name: &str) -> Option<Option<(u64, FileType, u64)>> {
-        let (dev, names) = self
-            .listing
-            .get_or_init(|| {
-                let meta = fs::fstat(self.fd.as_fd()).ok()?;
-                if let Some(listing) = cache.listing(&meta) {
-                    return Some((meta.dev, listing));
-                }
-                let read_at = SystemTime::now();
-                let items = if self.listable {
-                    // Read once, here, under the `OnceLock`: its offset is still 0.
-                    fs::list_once(self.fd.as_fd()).ok()?
-                } else {
-                    let fd = fs::reopen_dir(self.fd.as_fd()).ok()?;
-                    fs::list_once(fd.as_fd()).ok()?
-                };
-                let listing: Arc<Listing> =
-                    Arc::new(items.into_iter().map(|(n, k, i)| (n, (k, i))).collect());
-                cache.keep_listing(&meta, listing.clone(), read_at);
-                Some((meta.dev, listing))
-            })
-            .as_ref()?;
-        match names.get(name) {
-            None => Some(None),
-            Some((FileType::Unknown, _)) => None,
-            Some((kind, ino)) => Some(Some((*dev, *kind, *ino))),
-        }
-    }
-}
 
 /// A source file found and checked: a regular file under a source root.
 #[derive(Debug)]
@@ -531,46 +416,9 @@ impl<'a> Resolver<'a> {
         if let Some(found) = self.dirs.get(dir) {
             return found.clone();
         }
-        let result = self.open_dir(dir).map(Arc::new);
+        let result = self.roots.open_dir(dir).map(Arc::new);
         self.dirs.insert(dir.to_path_buf(), result.clone());
         result
-    }
-
-    fn open_dir(&self, dir: &Path) -> Result<SourceDir, String> {
-        for (root, fd) in &self.roots.roots {
-            if let Ok(rest) = dir.strip_prefix(root) {
-                match walk(root, fd, rest)? {
-                    Some(found) => return Ok(found),
-                    None => break,
-                }
-            }
-        }
-        // Through a symlink or `..`: where it really is decides.
-        let lexical = normalized(dir);
-        let canonical = match std::fs::canonicalize(dir) {
-            Ok(canonical) => canonical,
-            Err(e) if self.roots.paths().any(|r| lexical.starts_with(r)) => {
-                return Err(format!("{}: {e}", dir.display()));
-            }
-            Err(_) => return Err(self.roots.outside(&lexical)),
-        };
-        let Some((root, fd)) = self
-            .roots
-            .roots
-            .iter()
-            .find(|(root, _)| canonical.starts_with(root))
-        else {
-            return Err(self.roots.outside(&canonical));
-        };
-        let rest = canonical
-            .strip_prefix(root)
-            .map_err(|_| self.roots.outside(&canonical))?;
-        walk(root, fd, rest)?.ok_or_else(|| {
-            format!(
-                "{}: changed while being resolved (a symbolic link appeared)",
-                canonical.display()
-            )
-        })
     }
 }
 
@@ -649,21 +497,6 @@ impl Problems {
     }
 }
 
-/// `path` with `.` and `..` applied lexically (`..` at the root stays at the root).
-fn normalized(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
-
 fn check_regular(path: &Path, kind: FileType) -> Result<(), String> {
     match kind {
         FileType::RegularFile => Ok(()),
@@ -687,99 +520,4 @@ fn insert_dir(entries: &mut BTreeMap<String, Want>, name: &str) -> Result<(), St
         )),
         _ => Ok(()),
     }
-}
-
-/// Opens `rest` under the source root without following symlinks. `Ok(None)` when the lexical
-/// path cannot be walked that way (a symlink, or `..` above the root): the caller canonicalises.
-fn walk(root: &Path, root_fd: &OwnedFd, rest: &Path) -> Result<Option<SourceDir>, String> {
-    if let Some(found) = walk_at_once(root, root_fd, rest) {
-        return Ok(Some(found));
-    }
-    let mut stack: Vec<(OwnedFd, String)> = Vec::new();
-    for component in rest.components() {
-        match component {
-            Component::Normal(name) => {
-                let Some(name) = name.to_str() else {
-                    return Err(format!("{}: path is not valid UTF-8", rest.display()));
-                };
-                let parent = stack
-                    .last()
-                    .map(|(fd, _)| fd.as_fd())
-                    .unwrap_or(root_fd.as_fd());
-                match fs::open_path_dir(parent, name) {
-                    Ok(fd) => stack.push((fd, name.to_owned())),
-                    Err(Errno::LOOP | Errno::NOTDIR) => return Ok(None),
-                    Err(e) => {
-                        let mut path = root.to_path_buf();
-                        path.extend(stack.iter().map(|(_, n)| n.as_str()));
-                        path.push(name);
-                        return Err(match e {
-                            Errno::NOENT => format!("directory {} not found", path.display()),
-                            other => format!("{}: {}", path.display(), describe(other)),
-                        });
-                    }
-                }
-            }
-            Component::ParentDir => {
-                if stack.pop().is_none() {
-                    return Ok(None);
-                }
-            }
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => return Ok(None),
-        }
-    }
-    let mut path = root.to_path_buf();
-    path.extend(stack.iter().map(|(_, n)| n.as_str()));
-    let fd = match stack.pop() {
-        Some((fd, _)) => fd,
-        None => rustix::fs::openat(
-            root_fd,
-            ".",
-            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| format!("{}: {}", root.display(), describe(e)))?,
-    };
-    Ok(Some(SourceDir::new(path, fd)))
-}
-
-/// The walk above as one `openat2` that resolves `rest` beneath the root and refuses every
-/// symlink on the way (the kernel applies `..` to the directory reached, as the walk does), opened
-/// for reading so its listing needs no second open. `None` when that call fails for any reason
-/// (no `openat2`, a symlink, `..` above the root, a missing directory, no read permission): the
-/// walk then runs and gives the answer and its message.
-fn walk_at_once(root: &Path, root_fd: &OwnedFd, rest: &Path) -> Option<SourceDir> {
-    let mut names: Vec<&str> = Vec::new();
-    for component in rest.components() {
-        match component {
-            Component::Normal(name) => names.push(name.to_str()?),
-            Component::ParentDir => {
-                names.pop()?;
-            }
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => return None,
-        }
-    }
-    if names.is_empty() {
-        return None;
-    }
-    let fd = rustix::fs::openat2(
-        root_fd,
-        rest,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-        rustix::fs::ResolveFlags::BENEATH
-            | rustix::fs::ResolveFlags::NO_SYMLINKS
-            | rustix::fs::ResolveFlags::NO_MAGICLINKS,
-    )
-    .ok()?;
-    let mut path = root.to_path_buf();
-    path.extend(names);
-    Some(SourceDir {
-        path,
-        fd,
-        listable: true,
-        listing: OnceLock::new(),
-    })
 }
