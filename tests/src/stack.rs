@@ -40,6 +40,8 @@ pub struct StackOptions {
     /// Extra arguments for the coordinator: `--flag value` replaces the harness's value of a
     /// flag it already passes; anything else is appended.
     pub coordinator_args: Vec<String>,
+    /// Extra arguments for access, applied the same way (e.g. `--sharing groups`).
+    pub access_args: Vec<String>,
     /// Globus usernames that exist at the stand-in (default: every member at `example.edu`).
     pub identities: Vec<String>,
     /// Wait until the startup renewal has staged and granted the demo projects.
@@ -53,6 +55,7 @@ impl Default for StackOptions {
         Self {
             settle_delay: Duration::from_millis(100),
             coordinator_args: Vec::new(),
+            access_args: Vec::new(),
             identities: MEMBERS
                 .iter()
                 .map(|m| format!("{m}@{USERNAME_DOMAIN}"))
@@ -225,6 +228,7 @@ impl Stack {
             )
             .flag("--globus-auth-url", &globus_url)
             .flag("--globus-transfer-url", format!("{globus_url}/v0.10"))
+            .flag("--globus-groups-url", &globus_url)
             .flag("--globus-client-id", GLOBUS_CLIENT_ID)
             .flag("--globus-client-secret-file", &globus_secret)
             .flag("--globus-collection-id", COLLECTION)
@@ -232,6 +236,7 @@ impl Stack {
             .flag("--globus-rate-limit", "0")
             .flag("--globus-backoff", "50ms")
             .flag("--globus-backoff-cap", "1s");
+        let access = access.with_overrides(&options.access_args);
         let (process, grpc) =
             Self::start_grpc(Service::Access, access, &log(Service::Access)).await?;
         stack.addresses.access = grpc.0;

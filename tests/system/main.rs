@@ -7,6 +7,7 @@
 mod change_id;
 mod cookbook;
 mod faults;
+mod groups;
 mod nginx;
 mod recovery;
 mod restart;
