@@ -15,15 +15,6 @@ use smrtshare_tests::{Stack, StackOptions};
 /// them group rules).
 async fn shared(stack: &Stack) -> BTreeMap<String, BTreeSet<String>> {
     let http = reqwest::Client::new();
-    let groups: Value = http
-        .get(format!("{}/admin/groups", stack.addresses().globus))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let identities = stack.globus().identities().await.unwrap();
     let rules: Value = http
         .get(format!(
             "{}/admin/endpoints/{}/rules",
@@ -36,6 +27,16 @@ async fn shared(stack: &Stack) -> BTreeMap<String, BTreeSet<String>> {
         .json()
         .await
         .unwrap();
+    // Read after the rules: a group exists before any rule names it.
+    let groups: Value = http
+        .get(format!("{}/admin/groups", stack.addresses().globus))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let identities = stack.globus().identities().await.unwrap();
     let mut out = BTreeMap::new();
     for rule in rules.as_array().unwrap() {
         if rule["made_by"]["client_id"] != GLOBUS_CLIENT_ID {
