@@ -1,10 +1,14 @@
 //! The access service (`smrtshare.access.v1.Access`): the only process that changes Globus
-//! access rules, and only the rules it created.
+//! access rules (and smrtshare's Globus groups), and only the ones it created.
 //!
-//! - [`globus`]: the Globus client (token, identities, access rules; pacing and retries).
-//! - [`registry`]: what smrtshare holds or means to hold, in SQLite or PostgreSQL.
-//! - [`reconcile`]: apply, revoke, verify and the expiry renewal task.
-//! - [`service`]: the gRPC API over the core; [`model`]: its validated domain types.
+//! - [`globus`]: the Globus client (tokens per resource server, identities with optional
+//!   provisioning, access rules with optional invitations, the Groups API; pacing and retries).
+//! - [`registry`]: what smrtshare holds or means to hold (rules, groups, members, invitations,
+//!   unresolved members), in SQLite or PostgreSQL.
+//! - [`reconcile`]: apply (rule or group sharing), revoke, verify (with the migration between
+//!   the modes), the caps, and the expiry renewal task.
+//! - [`service`]: the gRPC API over the core; [`model`]: its validated domain types; [`view`]:
+//!   a project's records as the API shows them.
 //!
 //! [`run`] serves until shutdown; [`Access`] does the same in steps, for tests that need the core
 //! or the renewal task's status.
