@@ -744,6 +744,15 @@ fn settings(params: &Params, namer: DirectoryNamer) -> anyhow::Result<Settings> 
             retry,
             poll: params.poll,
         },
+        follower: smrtshare_coordinator::follower::FollowerConfig {
+            followers: 2,
+            lease,
+            schedule: smrtshare_coordinator::rules::CheckSchedule {
+                first_ms: 60_000,
+                most_ms: 1_800_000,
+            },
+            poll: params.poll,
+        },
         resync: ResyncConfig {
             interval: Duration::from_secs(3600),
             max_removal_share: 0.25,
@@ -1091,6 +1100,7 @@ async fn floor_round(
                     directory: namer.name(truth.id, &truth.name),
                     datasets: truth.datasets,
                     shared_logins,
+                    analysis: Vec::new(),
                 };
                 let (staging, access) = tokio::join!(
                     peers.run(Target::Staging, &desired, FLOOR_CHANGE_IDS + id),

@@ -141,6 +141,19 @@ pub struct Config {
     #[arg(long, env = "SMRTSHARE_TASK_ATTEMPTS", default_value_t = 8)]
     pub task_attempts: i64,
 
+    /// A running analysis job is looked at again this long after the first look, then twice as
+    /// long after each further look, at most --job-check-most apart, until its state is final.
+    #[arg(long, env = "SMRTSHARE_JOB_CHECK_FIRST", value_parser = humantime::parse_duration, default_value = "1m")]
+    pub job_check_first: Duration,
+
+    /// The longest time between two looks at a running analysis job.
+    #[arg(long, env = "SMRTSHARE_JOB_CHECK_MOST", value_parser = humantime::parse_duration, default_value = "30m")]
+    pub job_check_most: Duration,
+
+    /// Concurrent analysis job followers.
+    #[arg(long, env = "SMRTSHARE_JOB_FOLLOWERS", default_value_t = 2)]
+    pub job_followers: usize,
+
     /// Concurrent SMRT Link readers.
     #[arg(long, env = "SMRTSHARE_READERS", default_value_t = 4)]
     pub readers: usize,
@@ -223,6 +236,11 @@ impl Config {
             "--task-attempts must be at least 1"
         );
         anyhow::ensure!(
+            self.job_check_first >= Duration::from_secs(1)
+                && self.job_check_first <= self.job_check_most,
+            "--job-check-first must be at least 1s and not exceed --job-check-most"
+        );
+        anyhow::ensure!(
             self.read_attempts >= 1,
             "--read-attempts must be at least 1"
         );
@@ -263,6 +281,15 @@ impl Config {
                 retry: RetryPolicy {
                     backoff,
                     max_attempts: self.read_attempts,
+                },
+                poll: self.poll_interval,
+            },
+            follower: crate::follower::FollowerConfig {
+                followers: self.job_followers.max(1),
+                lease: LeaseTimes::new(self.read_lease),
+                schedule: crate::rules::CheckSchedule {
+                    first_ms: crate::clock::millis(self.job_check_first),
+                    most_ms: crate::clock::millis(self.job_check_most),
                 },
                 poll: self.poll_interval,
             },

@@ -106,6 +106,19 @@ pub fn project(row: &ProjectRow) -> pb::Project {
                 finished_at: timestamp(t.finished_at),
             })
             .collect(),
+        analysis_jobs: row
+            .jobs
+            .iter()
+            .map(|j| pb::AnalysisJobStatus {
+                job_id: j.job_id,
+                name: j.name.clone(),
+                state: j.state.clone(),
+                message: j.message.clone(),
+                outputs: u32::try_from(j.outputs).unwrap_or(u32::MAX),
+                next_check_at: timestamp(j.next_check_at),
+                checked_at: timestamp(j.checked_at),
+            })
+            .collect(),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod convert;
 pub mod engine;
+pub mod follower;
 pub mod intake;
 pub mod lease;
 pub mod metrics;
@@ -54,6 +55,8 @@ pub struct Settings {
     pub engine: EngineConfig,
     /// SMRT Link readers.
     pub reader: ReaderConfig,
+    /// Analysis job followers.
+    pub follower: follower::FollowerConfig,
     /// Resync.
     pub resync: ResyncConfig,
     /// Run the periodic resync (the first run is the startup renewal).
@@ -180,8 +183,18 @@ pub async fn run(
     )
     .with_metrics(metrics.clone());
 
+    let follower = follower::Follower::new(
+        deps.store.clone(),
+        deps.source.clone(),
+        settings.follower.clone(),
+        settings.owner.clone(),
+        wake_tasks.clone(),
+    )
+    .with_metrics(metrics.clone());
+
     let mut background = engine.spawn(cancel.clone(), abort.clone());
     background.extend(reader.spawn(cancel.clone(), abort.clone()));
+    background.extend(follower.spawn(cancel.clone(), abort.clone()));
     if settings.periodic_resync {
         background.push(resync.spawn_periodic(cancel.clone()));
     }

@@ -87,6 +87,8 @@ text_enum! {
         Manual = "MANUAL" => pb::ChangeReason::Manual,
         /// Another project's change touched this one.
         Effect = "EFFECT" => pb::ChangeReason::Effect,
+        /// An analysis job of the project finished, moved, was renamed or deleted.
+        Analysis = "ANALYSIS" => pb::ChangeReason::Analysis,
     }
 }
 
@@ -142,9 +144,12 @@ pub struct MemberTruth {
 }
 
 impl MemberTruth {
-    /// Members shared with: every role but OWNER.
+    /// Members shared with: those whose role lets them read (CAN_VIEW, CAN_EDIT). OWNER is the
+    /// core's own login; a role SMRT Link may add later is not assumed to grant anything.
     pub fn is_shared(&self) -> bool {
-        !self.role.eq_ignore_ascii_case("OWNER")
+        ["CAN_VIEW", "CAN_EDIT"]
+            .iter()
+            .any(|role| self.role.eq_ignore_ascii_case(role))
     }
 }
 
@@ -189,6 +194,30 @@ pub struct AnalysisJobTruth {
     pub state: String,
     /// Job name.
     pub name: String,
+    /// SMRT Link's error message, when the job failed.
+    pub error: String,
+}
+
+/// One output file of an analysis job, as SMRT Link's datastore lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobOutput {
+    /// Absolute path.
+    pub path: String,
+    /// SMRT Link's file type.
+    pub file_type_id: String,
+    /// The task output it came from.
+    pub source_id: String,
+}
+
+/// A finished analysis job of a project, as staged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnalysisOutputs {
+    /// Job id.
+    pub job_id: i64,
+    /// Job name.
+    pub name: String,
+    /// Its output files.
+    pub files: Vec<JobOutput>,
 }
 
 /// The desired state of a project, as sent to staging and access.
@@ -204,6 +233,8 @@ pub struct Desired {
     pub datasets: Vec<DatasetTruth>,
     /// Logins shared with, sorted.
     pub shared_logins: Vec<String>,
+    /// Finished analysis jobs whose outputs are staged, by job id.
+    pub analysis: Vec<AnalysisOutputs>,
 }
 
 impl Desired {
@@ -236,6 +267,19 @@ impl Desired {
                     field(&d.path);
                     field(d.parent_uuid.as_deref().unwrap_or_default());
                     field(&d.num_children.to_string());
+                }
+                field("analysis");
+                let mut jobs: Vec<&AnalysisOutputs> = self.analysis.iter().collect();
+                jobs.sort_by_key(|j| j.job_id);
+                for job in jobs {
+                    field(&job.job_id.to_string());
+                    field(&job.name);
+                    let mut files: Vec<&JobOutput> = job.files.iter().collect();
+                    files.sort_by(|a, b| a.path.cmp(&b.path));
+                    for f in files {
+                        field(&f.path);
+                        field(&f.file_type_id);
+                    }
                 }
             }
             Target::Access => {
@@ -274,6 +318,21 @@ mod tests {
         }
         assert_eq!(TaskState::parse("SUPERSEDED"), Some(TaskState::Superseded));
         assert_eq!(ChangeKind::parse("nope"), None);
+    }
+
+    #[test]
+    fn only_known_reading_roles_are_shared() {
+        let member = |role: &str| MemberTruth {
+            login: "a".into(),
+            role: role.into(),
+        };
+        assert!(member("CAN_VIEW").is_shared() && member("can_edit").is_shared());
+        assert!(!member("OWNER").is_shared());
+        assert!(
+            !member("CAN_ADMINISTER").is_shared(),
+            "an unknown role grants nothing"
+        );
+        assert!(!member("").is_shared());
     }
 
     #[test]

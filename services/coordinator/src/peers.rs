@@ -72,17 +72,42 @@ impl Peers {
                 })
                 .collect(),
             dry_run: false,
+            analysis_jobs: desired
+                .analysis
+                .iter()
+                .map(|job| staging::AnalysisJob {
+                    job_id: job.job_id,
+                    name: job.name.clone(),
+                    files: job
+                        .files
+                        .iter()
+                        .map(|f| staging::AnalysisFile {
+                            path: f.path.clone(),
+                            file_type_id: f.file_type_id.clone(),
+                            source_id: f.source_id.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
         });
         set_change_id(&mut request, change_id);
         match self.staging.clone().apply_project(request).await {
             Err(status) => failure(op, "staging", &status),
             Ok(answer) => {
                 let mut answer = answer.into_inner();
+                let failed_state = staging::DatasetState::Failed as i32;
                 let failed: Vec<String> = answer
                     .datasets
                     .iter()
-                    .filter(|d| d.state == staging::DatasetState::Failed as i32)
+                    .filter(|d| d.state == failed_state)
                     .map(|d| format!("{}: {}", d.uuid, d.error))
+                    .chain(
+                        answer
+                            .analysis
+                            .iter()
+                            .filter(|j| j.state == failed_state)
+                            .map(|j| format!("analysis job {}: {}", j.job_id, j.error)),
+                    )
                     .collect();
                 // Items that failed for good, and whether anything failed that a retry may cure.
                 let mut residue = Residue::default();
@@ -93,27 +118,43 @@ impl Peers {
                 {
                     residue.add(d.permanent, format!("dataset:{}", d.uuid));
                 }
+                for j in answer.analysis.iter().filter(|j| j.state == failed_state) {
+                    residue.add(j.permanent, format!("analysis:{}", j.job_id));
+                }
                 for a in answer
                     .actions
                     .iter()
                     .filter(|a| a.outcome == staging::ActionOutcome::Failed as i32)
                 {
-                    let key = if a.dataset_uuid.is_empty() {
+                    let key = if a.analysis_job_id != 0 {
+                        format!("analysis:{}", a.analysis_job_id)
+                    } else if a.dataset_uuid.is_empty() {
                         format!("path:{}", a.path)
                     } else {
                         format!("dataset:{}", a.dataset_uuid)
                     };
                     residue.add(a.permanent, key);
                 }
-                let actions = answer.actions.len();
-                let action_failures = answer
+                // Every action, listed or only counted (a long answer lists the first ones).
+                let actions = usize::try_from(answer.actions_total)
+                    .unwrap_or(usize::MAX)
+                    .max(answer.actions.len());
+                let counted: u64 = answer
+                    .action_counts
+                    .iter()
+                    .filter(|c| c.outcome == staging::ActionOutcome::Failed as i32)
+                    .map(|c| c.count)
+                    .sum();
+                let listed = answer
                     .actions
                     .iter()
                     .filter(|a| a.outcome == staging::ActionOutcome::Failed as i32)
                     .count();
+                let action_failures = usize::try_from(counted).unwrap_or(usize::MAX).max(listed);
                 let complete = answer.complete;
                 let directory = answer.directory.clone();
-                let staged = answer.datasets.len() - failed.len();
+                let jobs = answer.analysis.len();
+                let staged = (answer.datasets.len() + jobs).saturating_sub(failed.len());
                 let mut truncated = false;
                 if answer.encoded_len() > MAX_REPORT_BYTES {
                     answer.actions.truncate(500);
@@ -122,9 +163,13 @@ impl Peers {
                 let report = encode(pb::task_report::Report::StagingApply(answer), truncated);
                 if complete {
                     let message = if actions == 0 {
-                        format!("{staged} datasets already in place in {directory:?}")
+                        format!(
+                            "{staged} datasets and analysis jobs already in place in {directory:?}"
+                        )
                     } else {
-                        format!("staged {staged} datasets in {directory:?} ({actions} actions)")
+                        format!(
+                            "staged {staged} datasets and analysis jobs in {directory:?} ({actions} actions)"
+                        )
                     };
                     TaskResult::Ok {
                         operation: op,
@@ -133,7 +178,7 @@ impl Peers {
                     }
                 } else {
                     let message = format!(
-                        "staging incomplete: {} of {} datasets failed, {action_failures} actions failed{}{}",
+                        "staging incomplete: {} of {} datasets and analysis jobs failed, {action_failures} actions failed{}{}",
                         failed.len(),
                         staged + failed.len(),
                         if failed.is_empty() { "" } else { ": " },
@@ -282,6 +327,7 @@ impl Peers {
                 project_id: item.project_id,
                 directory: item.directory,
                 dataset_uuids: item.dataset_uuids,
+                analysis_job_ids: item.analysis_job_ids,
             });
         }
         Ok(out)
@@ -330,6 +376,8 @@ pub struct StagedProject {
     pub directory: String,
     /// The datasets staged in it (top-level directories).
     pub dataset_uuids: Vec<String>,
+    /// The analysis jobs staged in it.
+    pub analysis_job_ids: Vec<i64>,
 }
 
 /// A rule access holds for a member.

@@ -213,11 +213,7 @@ impl Reader {
                 .list_project_ids()
                 .await
                 .map(|ids| Found::Listing { ids }),
-            ChangeKind::AnalysisSubmitted => self
-                .source
-                .list_analysis_jobs()
-                .await
-                .map(|jobs| Found::Jobs { listed: jobs.len() }),
+            ChangeKind::AnalysisSubmitted => self.read_jobs().await,
         };
         result.unwrap_or_else(|error| Found::Failed {
             message: error.to_string(),
@@ -226,6 +222,17 @@ impl Reader {
                 .retry
                 .next_try(claim.read_attempts, self.store.now()),
         })
+    }
+
+    /// Lists every analysis job, stamped when the listing starts (a job submitted in SMRT Link's
+    /// web UI is found this way, then followed).
+    async fn read_jobs(&self) -> Result<Found, SourceError> {
+        let stamp =
+            self.store.next_stamp().await.map_err(|error| {
+                SourceError::Unavailable(format!("taking a read stamp: {error}"))
+            })?;
+        let jobs = self.source.list_analysis_jobs().await?;
+        Ok(Found::Jobs { jobs, stamp })
     }
 
     /// Reads one project, stamped when the read starts.

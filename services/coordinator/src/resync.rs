@@ -320,6 +320,37 @@ impl Resync {
             }
         }
 
+        // Analysis jobs: a complete listing, recorded (jobs that finished while nobody was told
+        // are looked at now; finished jobs that moved, were renamed or are gone change their
+        // projects' staging at once), then the finished jobs' outputs per project.
+        let mut job_items = Vec::new();
+        let jobs_stamp = self.store.next_stamp().await?;
+        match self.source.list_analysis_jobs().await {
+            Ok(jobs) if !dry_run => {
+                let recorded = self.store.record_jobs(&jobs, jobs_stamp).await?;
+                for change_id in recorded.changes {
+                    if let Some(change) = self.store.get_change(change_id).await? {
+                        self.metrics
+                            .change_recorded(ChangeReason::Analysis.as_str(), "PROJECT_CHANGED");
+                        job_items.push(Item {
+                            change_id,
+                            ..item(
+                                change.project_id,
+                                Target::Staging,
+                                Operation::Apply,
+                                change.message,
+                            )
+                        });
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(error) => report.warnings.push(format!(
+                "listing SMRT Link's analysis jobs failed: {error}; jobs not compared"
+            )),
+        }
+        let analysis = self.store.analysis_of_projects().await?;
+
         // 3. What the services hold.
         let staged: Option<BTreeMap<i64, StagedProject>> = match self.peers.staged_projects().await
         {
@@ -369,7 +400,12 @@ impl Resync {
                 in_step += 1;
                 continue;
             }
-            let desired = desired_of(*id, directory, truth);
+            let desired = desired_of(
+                *id,
+                directory,
+                truth,
+                analysis.get(id).cloned().unwrap_or_default(),
+            );
             let mut items = Vec::new();
             if let Some(staged) = &staged
                 && let Some(diff) = staging_difference(&desired, staged.get(id))
@@ -452,6 +488,8 @@ impl Resync {
             }
         }
 
+        report.items.extend(job_items);
+
         // 6. One change per project that differs.
         for (id, mut items) in per_project {
             if !dry_run {
@@ -522,7 +560,12 @@ fn item(project_id: i64, target: Target, operation: Operation, reason: String) -
 }
 
 /// The desired state of a project SMRT Link lists.
-fn desired_of(project_id: i64, directory: String, truth: &ProjectTruth) -> Desired {
+fn desired_of(
+    project_id: i64,
+    directory: String,
+    truth: &ProjectTruth,
+    analysis: Vec<crate::model::AnalysisOutputs>,
+) -> Desired {
     let mut shared_logins: Vec<String> = truth
         .members
         .iter()
@@ -537,6 +580,7 @@ fn desired_of(project_id: i64, directory: String, truth: &ProjectTruth) -> Desir
         directory,
         datasets: truth.datasets.clone(),
         shared_logins,
+        analysis,
     }
 }
 
@@ -593,6 +637,8 @@ fn staging_difference(desired: &Desired, staged: Option<&StagedProject>) -> Opti
             structural: true,
         });
     }
+    let want_jobs: BTreeSet<i64> = desired.analysis.iter().map(|j| j.job_id).collect();
+    let have_jobs: BTreeSet<i64> = staged.analysis_job_ids.iter().copied().collect();
     let want = top_level(&desired.datasets);
     let all_desired: BTreeSet<&str> = desired.datasets.iter().map(|d| d.uuid.as_str()).collect();
     let have: BTreeSet<String> = staged
@@ -601,21 +647,37 @@ fn staging_difference(desired: &Desired, staged: Option<&StagedProject>) -> Opti
         .filter(|u| !all_desired.contains(u.as_str()) || want.contains(*u))
         .cloned()
         .collect();
-    if want == have {
+    if want == have && want_jobs == have_jobs {
         return None;
     }
     let missing: BTreeSet<&String> = want.difference(&have).collect();
     let extra: BTreeSet<&String> = have.difference(&want).collect();
+    let missing_jobs: BTreeSet<&i64> = want_jobs.difference(&have_jobs).collect();
+    let extra_jobs: BTreeSet<&i64> = have_jobs.difference(&want_jobs).collect();
+    let mut reason = format!(
+        "{} datasets not staged, {} staged datasets no longer in the project",
+        missing.len(),
+        extra.len()
+    );
+    if !missing_jobs.is_empty() || !extra_jobs.is_empty() {
+        reason.push_str(&format!(
+            ", {} finished analysis jobs not staged, {} staged analysis jobs no longer in the project",
+            missing_jobs.len(),
+            extra_jobs.len()
+        ));
+    }
     Some(Difference {
-        reason: format!(
-            "{} datasets not staged, {} staged datasets no longer in the project",
-            missing.len(),
-            extra.len()
-        ),
+        reason,
         items: missing
             .iter()
             .chain(extra.iter())
             .map(|u| format!("dataset:{u}"))
+            .chain(
+                missing_jobs
+                    .iter()
+                    .chain(extra_jobs.iter())
+                    .map(|j| format!("analysis:{j}")),
+            )
             .collect(),
         structural: false,
     })
@@ -756,6 +818,7 @@ mod tests {
             directory: "Project 2: Tomato".into(),
             datasets,
             shared_logins: logins.iter().map(|s| s.to_string()).collect(),
+            analysis: Vec::new(),
         }
     }
 
@@ -764,6 +827,7 @@ mod tests {
             project_id: 2,
             directory: dir.into(),
             dataset_uuids: uuids.iter().map(|s| s.to_string()).collect(),
+            analysis_job_ids: Vec::new(),
         }
     }
 

@@ -310,6 +310,49 @@ pub fn lease_free(holder: &str, expires_at: i64, owner: &str, now: i64) -> bool 
     holder.is_empty() || holder == owner || expires_at <= now
 }
 
+/// What an analysis job's state means to smrtshare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobPhase {
+    /// Not finished (CREATED, SUBMITTED, RUNNING, or a state SMRT Link may add): followed.
+    Pending,
+    /// Finished with outputs (SUCCESSFUL): staged.
+    Done,
+    /// Finished without usable outputs (FAILED, TERMINATED, ABORTED): nothing staged.
+    Failed,
+}
+
+/// The phase of SMRT Link's job state text.
+pub fn job_phase(state: &str) -> JobPhase {
+    match state {
+        "SUCCESSFUL" => JobPhase::Done,
+        "FAILED" | "TERMINATED" | "ABORTED" => JobPhase::Failed,
+        _ => JobPhase::Pending,
+    }
+}
+
+/// When a pending analysis job is looked at again: `first_ms` after the first look, doubling
+/// with every look, at most `most_ms` apart. It is followed until its state is final, however
+/// long it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckSchedule {
+    /// Delay after the first look.
+    pub first_ms: i64,
+    /// Longest delay.
+    pub most_ms: i64,
+}
+
+impl CheckSchedule {
+    /// The time of the next look after `checks` looks.
+    pub fn next(&self, checks: i64, now: i64) -> i64 {
+        let exp = u32::try_from((checks - 1).clamp(0, 30)).unwrap_or(30);
+        now + self
+            .first_ms
+            .saturating_mul(1i64 << exp)
+            .min(self.most_ms)
+            .max(1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,6 +500,22 @@ mod tests {
         assert!(lease_free("a", 100, "a", 10));
         assert!(lease_free("b", 10, "a", 10));
         assert!(!lease_free("b", 11, "a", 10));
+    }
+
+    #[test]
+    fn jobs_are_followed_until_final_on_a_schedule_that_backs_off() {
+        assert_eq!(job_phase("RUNNING"), JobPhase::Pending);
+        assert_eq!(job_phase("SOMETHING NEW"), JobPhase::Pending);
+        assert_eq!(job_phase("SUCCESSFUL"), JobPhase::Done);
+        assert_eq!(job_phase("ABORTED"), JobPhase::Failed);
+        let every = CheckSchedule {
+            first_ms: 60_000,
+            most_ms: 1_800_000,
+        };
+        assert_eq!(every.next(1, 0), 60_000);
+        assert_eq!(every.next(2, 0), 120_000);
+        assert_eq!(every.next(6, 0), 1_800_000);
+        assert_eq!(every.next(60, 0), 1_800_000);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use smrtshare_smrtlink::{Error, SmrtLinkClient};
 
 use crate::metrics::Metrics;
-use crate::model::{AnalysisJobTruth, DatasetTruth, MemberTruth, ProjectTruth};
+use crate::model::{AnalysisJobTruth, DatasetTruth, JobOutput, MemberTruth, ProjectTruth};
 use crate::source::{ProjectSource, SourceError};
 
 /// SMRT Link's REST API. Projects that are not active (soft-deleted) count as gone, and inactive
@@ -166,13 +166,50 @@ impl ProjectSource for SmrtLinkSource {
             let jobs = answer.map_err(source_error)?;
             Ok(jobs
                 .into_iter()
-                .map(|j| AnalysisJobTruth {
-                    id: j.id,
-                    project_id: j.project_id,
-                    state: j.state.as_str().to_owned(),
-                    name: j.name,
+                .filter(|j| j.is_active)
+                .map(job_truth)
+                .collect())
+        })
+    }
+
+    fn get_analysis_job(
+        &self,
+        id: i64,
+    ) -> BoxFuture<'_, Result<Option<AnalysisJobTruth>, SourceError>> {
+        Box::pin(async move {
+            let answer = self.client.get_analysis_job(id).await;
+            self.count("get_analysis_job", &answer);
+            Ok(answer
+                .map_err(source_error)?
+                .filter(|j| j.is_active)
+                .map(job_truth))
+        })
+    }
+
+    fn analysis_outputs(&self, id: i64) -> BoxFuture<'_, Result<Vec<JobOutput>, SourceError>> {
+        Box::pin(async move {
+            let answer = self.client.analysis_job_datastore(id).await;
+            self.count("analysis_job_datastore", &answer);
+            Ok(answer
+                .map_err(source_error)?
+                .into_iter()
+                .filter(|f| f.is_active)
+                .map(|f| JobOutput {
+                    path: f.path,
+                    file_type_id: f.file_type_id,
+                    source_id: f.source_id.unwrap_or_default(),
                 })
                 .collect())
         })
+    }
+}
+
+fn job_truth(job: smrtshare_smrtlink::model::AnalysisJob) -> AnalysisJobTruth {
+    AnalysisJobTruth {
+        id: job.id,
+        project_id: job.project_id,
+        state: job.state.as_str().to_owned(),
+        name: job.name,
+        error: job.error_message.unwrap_or_default(),
     }
 }

@@ -3,7 +3,7 @@
 
 use futures::future::BoxFuture;
 
-use crate::model::{AnalysisJobTruth, ProjectTruth};
+use crate::model::{AnalysisJobTruth, JobOutput, ProjectTruth};
 
 /// Why SMRT Link could not be read.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -33,6 +33,15 @@ pub trait ProjectSource: Send + Sync + 'static {
     /// active).
     fn dataset_project(&self, uuid: &str) -> BoxFuture<'_, Result<Option<i64>, SourceError>>;
 
-    /// Every analysis job.
+    /// Every active analysis job.
     fn list_analysis_jobs(&self) -> BoxFuture<'_, Result<Vec<AnalysisJobTruth>, SourceError>>;
+
+    /// One analysis job; `None` when SMRT Link no longer has it (404, or soft-deleted).
+    fn get_analysis_job(
+        &self,
+        id: i64,
+    ) -> BoxFuture<'_, Result<Option<AnalysisJobTruth>, SourceError>>;
+
+    /// The active output files of an analysis job.
+    fn analysis_outputs(&self, id: i64) -> BoxFuture<'_, Result<Vec<JobOutput>, SourceError>>;
 }

@@ -135,6 +135,8 @@ fn action(a: Action) -> pb::Action {
         // Staging does not yet tell transient failures from lasting ones: every failure may be
         // retried.
         permanent: false,
+        // Analysis outputs are not staged yet (issue 18).
+        analysis_job_id: 0,
     }
 }
 
@@ -172,6 +174,8 @@ pub fn apply_response(report: ApplyReport) -> pb::ApplyProjectResponse {
             })
             .collect(),
         complete,
+        // Analysis outputs are not staged yet (issue 18).
+        analysis: Vec::new(),
     }
 }
 
@@ -260,6 +264,8 @@ pub fn list_item(record: &ProjectRecord) -> pb::ListProjectsResponse {
         dataset_uuids: record.datasets.keys().map(Uuid::to_string).collect(),
         file_count: record.file_count() as u64,
         updated_at: Some(timestamp(record.updated_at)),
+        // Analysis outputs are not staged yet (issue 18).
+        analysis_job_ids: Vec::new(),
     }
 }
 
@@ -274,6 +280,7 @@ mod tests {
             directory: "Project 2: Tomato".into(),
             datasets,
             dry_run: false,
+            analysis_jobs: Vec::new(),
         }
     }
 

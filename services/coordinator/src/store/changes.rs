@@ -51,10 +51,12 @@ pub enum Found {
         /// The ids listed.
         ids: Vec<i64>,
     },
-    /// A listing of analysis jobs.
+    /// A complete listing of analysis jobs.
     Jobs {
-        /// How many were listed.
-        listed: usize,
+        /// Every active job SMRT Link lists.
+        jobs: Vec<crate::model::AnalysisJobTruth>,
+        /// The stamp taken when the listing started.
+        stamp: i64,
     },
     /// SMRT Link could not be read.
     Failed {
@@ -344,10 +346,19 @@ async fn finish_read_in(
             };
             (ReadState::Read, text)
         }
-        Found::Jobs { listed } => (
-            ReadState::Read,
-            format!("SMRT Link lists {listed} analysis jobs; analysis outputs are not staged yet"),
-        ),
+        Found::Jobs { jobs, stamp } => {
+            let done = super::jobs::record_jobs_in(tx, jobs, *stamp, now).await?;
+            (
+                ReadState::Read,
+                format!(
+                    "SMRT Link lists {} analysis jobs: {} new (looked at now), {} gone; {} projects' staging changes",
+                    jobs.len(),
+                    done.new,
+                    done.gone,
+                    done.changes.len()
+                ),
+            )
+        }
         Found::Failed {
             message: why,
             retry_at: Some(at),

@@ -13,6 +13,7 @@
 //! are retried in one place, [`Store::retrying`].
 
 mod changes;
+mod jobs;
 mod leases;
 mod projects;
 mod queries;
@@ -22,11 +23,12 @@ mod tasks;
 mod tx;
 
 pub use changes::{Found, NewChange, ReadRecorded, effect};
+pub use jobs::{JobFound, JobsRecorded};
 pub use projects::ProjectRow;
 pub use queries::TargetStatusRow;
 pub use rows::{
-    ChangeFilter, ChangeRow, KnownProject, LatestTask, ReadClaim, ReplicaRow, RunningTask,
-    TaskClaim, TaskRow,
+    ChangeFilter, ChangeRow, JobClaim, JobRow, KnownProject, LatestTask, ReadClaim, ReplicaRow,
+    RunningTask, TaskClaim, TaskRow,
 };
 
 use std::future::Future;

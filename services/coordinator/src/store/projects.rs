@@ -32,6 +32,8 @@ pub struct ProjectRow {
     pub datasets: Vec<DatasetTruth>,
     /// The latest task per target.
     pub targets: Vec<TargetStatusRow>,
+    /// Its analysis jobs.
+    pub jobs: Vec<super::rows::JobRow>,
 }
 
 /// What storing a truth did.
@@ -280,6 +282,10 @@ impl Store {
         for (id, d) in tx.datasets(&ids).await? {
             datasets.entry(id).or_default().push(d);
         }
+        let mut jobs: BTreeMap<i64, Vec<super::rows::JobRow>> = BTreeMap::new();
+        for job in tx.jobs(Some(&ids)).await? {
+            jobs.entry(job.project_id).or_default().push(job);
+        }
         let mut targets: BTreeMap<i64, Vec<TargetStatusRow>> = BTreeMap::new();
         for t in tx.latest_tasks(Some(&ids)).await? {
             targets.entry(t.project_id).or_default().push(t.into());
@@ -291,6 +297,7 @@ impl Store {
                 members: members.remove(&h.project_id).unwrap_or_default(),
                 datasets: datasets.remove(&h.project_id).unwrap_or_default(),
                 targets: targets.remove(&h.project_id).unwrap_or_default(),
+                jobs: jobs.remove(&h.project_id).unwrap_or_default(),
                 project_id: h.project_id,
                 name: h.name,
                 directory: h.directory,

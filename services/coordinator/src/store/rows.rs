@@ -258,3 +258,37 @@ pub struct TaskRow {
     /// Replacement task.
     pub superseded_by: i64,
 }
+
+/// An analysis job as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobRow {
+    /// SMRT Link job id.
+    pub job_id: i64,
+    /// Its project.
+    pub project_id: i64,
+    /// Its name.
+    pub name: String,
+    /// SMRT Link's state text.
+    pub state: String,
+    /// SMRT Link's error message, or why the job could not be read.
+    pub message: String,
+    /// Looks taken while it was pending.
+    pub checks: i64,
+    /// When it is looked at again (0: its state is final).
+    pub next_check_at: i64,
+    /// The stamp of the read whose state is stored.
+    pub stamp: i64,
+    /// When it was last read (epoch ms).
+    pub checked_at: i64,
+    /// Output files stored for it.
+    pub outputs: i64,
+}
+
+/// A job claimed by a follower.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobClaim {
+    /// SMRT Link job id.
+    pub job_id: i64,
+    /// Looks taken before this one (the fencing token: a finish moves it on).
+    pub checks: i64,
+}

@@ -7,10 +7,10 @@ use async_trait::async_trait;
 
 use super::Result;
 use super::rows::{
-    ChangeFilter, ChangeRow, DatasetHolder, KnownProject, LatestTask, LeaseRow, NewChangeRow,
-    ProjectHead, ReadClaim, ReplicaRow, RunningTask, StatusInput, TaskClaim, TaskRow,
+    ChangeFilter, ChangeRow, DatasetHolder, JobClaim, JobRow, KnownProject, LatestTask, LeaseRow,
+    NewChangeRow, ProjectHead, ReadClaim, ReplicaRow, RunningTask, StatusInput, TaskClaim, TaskRow,
 };
-use crate::model::Desired;
+use crate::model::{AnalysisOutputs, Desired, JobOutput};
 use crate::model::{
     ChangeKind, ChangeStatus, DatasetTruth, MemberTruth, ReadState, Target, TaskState,
 };
@@ -18,7 +18,7 @@ use crate::rules::{Outcome, Waiting};
 
 /// One open transaction. Dropped without [`Tx::commit`], it rolls back.
 #[async_trait]
-pub trait Tx: ChangeTx + TaskTx + ProjectTx + Send {
+pub trait Tx: ChangeTx + TaskTx + ProjectTx + JobTx + Send {
     /// Commits.
     async fn commit(self: Box<Self>) -> Result<()>;
 }
@@ -183,4 +183,33 @@ pub trait ProjectTx: Send {
     async fn next_due(&mut self, target: Target) -> Result<Option<i64>>;
     /// The number of attempts made on tasks of a project and target (tests and metrics).
     async fn attempts_of(&mut self, project_id: i64, target: Target) -> Result<i64>;
+}
+
+/// Analysis jobs.
+#[async_trait]
+pub trait JobTx: Send {
+    /// A job, locked.
+    async fn job(&mut self, job_id: i64) -> Result<Option<JobRow>>;
+    /// Writes a job's row (an update when `exists`, else an insert); its claim stays.
+    async fn put_job(&mut self, job: &JobRow, exists: bool) -> Result<()>;
+    /// Deletes a job and its outputs.
+    async fn delete_job(&mut self, job_id: i64) -> Result<()>;
+    /// Replaces a job's output files.
+    async fn put_outputs(&mut self, job_id: i64, outputs: &[JobOutput]) -> Result<()>;
+    /// Every job of projects (every job with `None`), by id.
+    async fn jobs(&mut self, project_ids: Option<&[i64]>) -> Result<Vec<JobRow>>;
+    /// The finished jobs of projects with their outputs: `(project_id, outputs)`.
+    async fn analysis(
+        &mut self,
+        project_ids: Option<&[i64]>,
+    ) -> Result<Vec<(i64, AnalysisOutputs)>>;
+    /// Takes the job due for a look longest (or whose follower's claim lapsed) for `owner` until
+    /// `expires`.
+    async fn claim_job(&mut self, owner: &str, now: i64, expires: i64) -> Result<Option<JobClaim>>;
+    /// Moves a held job claim to `expires`; false when the claim no longer holds.
+    async fn renew_job(&mut self, claim: &JobClaim, owner: &str, expires: i64) -> Result<bool>;
+    /// Ends a claim (fenced on owner and checks): false when it no longer held.
+    async fn end_job_claim(&mut self, claim: &JobClaim, owner: &str) -> Result<bool>;
+    /// The earliest time a job is due for a look.
+    async fn next_job_check(&mut self) -> Result<Option<i64>>;
 }

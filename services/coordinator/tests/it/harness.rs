@@ -22,7 +22,9 @@ use smrtshare_coordinator::clock::Clock;
 use smrtshare_coordinator::engine::EngineConfig;
 use smrtshare_coordinator::intake::IntakeConfig;
 use smrtshare_coordinator::lease::LeaseTimes;
-use smrtshare_coordinator::model::{AnalysisJobTruth, DatasetTruth, MemberTruth, ProjectTruth};
+use smrtshare_coordinator::model::{
+    AnalysisJobTruth, DatasetTruth, JobOutput, MemberTruth, ProjectTruth,
+};
 use smrtshare_coordinator::naming::DirectoryNamer;
 use smrtshare_coordinator::peers::Peers;
 use smrtshare_coordinator::reader::ReaderConfig;
@@ -43,6 +45,9 @@ pub struct MemorySource {
     pub reads: AtomicUsize,
     gates: Mutex<BTreeMap<i64, Arc<Gate>>>,
     listing_gate: Mutex<Option<Arc<Gate>>>,
+    /// Analysis jobs and their outputs.
+    pub jobs: Mutex<BTreeMap<i64, (AnalysisJobTruth, Vec<JobOutput>)>>,
+    pub job_reads: AtomicUsize,
 }
 
 /// Holds the next call that meets it: `reached` says it got there, `release` lets it go on.
@@ -118,6 +123,30 @@ impl MemorySource {
         gate
     }
 
+    /// Puts an analysis job (outputs are served once it is SUCCESSFUL).
+    pub fn put_job(&self, id: i64, project_id: i64, name: &str, state: &str, outputs: &[&str]) {
+        let job = AnalysisJobTruth {
+            id,
+            project_id,
+            state: state.into(),
+            name: name.into(),
+            error: if state == "FAILED" {
+                "the aligner ran out of memory".into()
+            } else {
+                String::new()
+            },
+        };
+        let outputs = outputs
+            .iter()
+            .map(|p| JobOutput {
+                path: format!("/jobs_root/{id}/{p}"),
+                file_type_id: "PacBio.FileTypes.bam".into(),
+                source_id: format!("{name}-out"),
+            })
+            .collect();
+        self.jobs.lock().unwrap().insert(id, (job, outputs));
+    }
+
     /// Holds the next listing after it took the project ids as they are now.
     pub fn hold_listing(&self) -> Arc<Gate> {
         let gate = Arc::new(Gate::default());
@@ -173,7 +202,44 @@ impl ProjectSource for MemorySource {
     }
 
     fn list_analysis_jobs(&self) -> BoxFuture<'_, Result<Vec<AnalysisJobTruth>, SourceError>> {
-        Box::pin(async move { Ok(Vec::new()) })
+        Box::pin(async move {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(SourceError::Unavailable("memory source is down".into()));
+            }
+            Ok(self
+                .jobs
+                .lock()
+                .unwrap()
+                .values()
+                .map(|(j, _)| j.clone())
+                .collect())
+        })
+    }
+
+    fn get_analysis_job(
+        &self,
+        id: i64,
+    ) -> BoxFuture<'_, Result<Option<AnalysisJobTruth>, SourceError>> {
+        Box::pin(async move {
+            self.job_reads.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(SourceError::Unavailable("memory source is down".into()));
+            }
+            Ok(self.jobs.lock().unwrap().get(&id).map(|(j, _)| j.clone()))
+        })
+    }
+
+    fn analysis_outputs(&self, id: i64) -> BoxFuture<'_, Result<Vec<JobOutput>, SourceError>> {
+        Box::pin(async move {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(SourceError::Unavailable("memory source is down".into()));
+            }
+            match self.jobs.lock().unwrap().get(&id) {
+                Some((job, outputs)) if job.state == "SUCCESSFUL" => Ok(outputs.clone()),
+                Some(_) => Ok(Vec::new()),
+                None => Err(SourceError::Unavailable(format!("job {id} not found"))),
+            }
+        })
     }
 }
 
@@ -192,6 +258,8 @@ pub struct Calls {
     pub delay_ms: AtomicUsize,
     /// Last state applied per project (staging: directory + uuids; access: path + logins).
     pub state: Mutex<BTreeMap<i64, (String, BTreeSet<String>)>>,
+    /// Staging: the analysis jobs staged per project, with their files.
+    pub analysis: Mutex<BTreeMap<i64, BTreeMap<i64, Vec<String>>>>,
     /// Access: logins with no Globus identity (a failure no retry cures); staging: dataset
     /// uuids whose XML is broken (the same).
     pub hopeless: Mutex<BTreeSet<String>>,
@@ -271,6 +339,13 @@ impl Staging for FakeStaging {
         self.0.enter(r.project_id, "apply", id).await?;
         let (broken, good): (Vec<_>, Vec<_>) =
             r.datasets.iter().partition(|d| self.0.is_hopeless(&d.uuid));
+        self.0.analysis.lock().unwrap().insert(
+            r.project_id,
+            r.analysis_jobs
+                .iter()
+                .map(|j| (j.job_id, j.files.iter().map(|f| f.path.clone()).collect()))
+                .collect(),
+        );
         self.0.state.lock().unwrap().insert(
             r.project_id,
             (
@@ -300,6 +375,16 @@ impl Staging for FakeStaging {
             dry_run: false,
             actions: vec![],
             datasets: results,
+            analysis: r
+                .analysis_jobs
+                .iter()
+                .map(|j| staging::AnalysisResult {
+                    job_id: j.job_id,
+                    state: staging::DatasetState::Staged as i32,
+                    file_count: u32::try_from(j.files.len()).unwrap(),
+                    ..Default::default()
+                })
+                .collect(),
             complete: broken.is_empty(),
             ..Default::default()
         }))
@@ -313,6 +398,7 @@ impl Staging for FakeStaging {
         let r = request.into_inner();
         self.0.enter(r.project_id, "remove", id).await?;
         self.0.state.lock().unwrap().remove(&r.project_id);
+        self.0.analysis.lock().unwrap().remove(&r.project_id);
         self.0.leave(r.project_id);
         Ok(Response::new(staging::RemoveProjectResponse {
             project_id: r.project_id,
@@ -343,6 +429,7 @@ impl Staging for FakeStaging {
         if self.0.down.load(Ordering::SeqCst) {
             return Err(Status::unavailable("fake peer is down"));
         }
+        let analysis = self.0.analysis.lock().unwrap().clone();
         let items: Vec<_> = self
             .0
             .state
@@ -356,6 +443,10 @@ impl Staging for FakeStaging {
                     dataset_uuids: uuids.iter().cloned().collect(),
                     file_count: 0,
                     updated_at: None,
+                    analysis_job_ids: analysis
+                        .get(id)
+                        .map(|jobs| jobs.keys().copied().collect())
+                        .unwrap_or_default(),
                 })
             })
             .collect();
@@ -563,6 +654,15 @@ pub fn settings(owner: &str, settle: Duration) -> Settings {
             lease,
         },
         periodic_resync: false,
+        follower: smrtshare_coordinator::follower::FollowerConfig {
+            followers: 1,
+            lease,
+            schedule: smrtshare_coordinator::rules::CheckSchedule {
+                first_ms: 200,
+                most_ms: 1_000,
+            },
+            poll: Duration::from_millis(100),
+        },
         intake: IntakeConfig {
             settle,
             max_settle: settle * 10,

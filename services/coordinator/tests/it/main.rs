@@ -2,6 +2,7 @@
 //! the PostgreSQL at 127.0.0.1:5432), fake staging/access peers implementing the generated
 //! traits, and SMRT Link either in memory or as the real stand-in.
 
+mod analysis;
 mod engine;
 mod harness;
 mod intake;

@@ -201,6 +201,7 @@ pub fn requests(specs: &[smrtshare_demo::ProjectSpec]) -> Vec<pb::ApplyProjectRe
                 })
                 .collect(),
             dry_run: false,
+            analysis_jobs: Vec::new(),
         })
         .collect()
 }

@@ -268,6 +268,7 @@ pub fn request(
         directory: directory.into(),
         datasets,
         dry_run: false,
+        analysis_jobs: Vec::new(),
     }
 }
 

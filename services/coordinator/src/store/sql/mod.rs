@@ -4,6 +4,7 @@
 //! says how: the statement that begins a write, row locks, the stamp sequence.
 
 mod changes;
+mod jobs;
 mod projects;
 mod tasks;
 
@@ -96,7 +97,7 @@ impl<DB: Database> SqlTx<DB> {
 #[async_trait]
 impl<DB: Db> Tx for SqlTx<DB>
 where
-    SqlTx<DB>: super::tx::ChangeTx + super::tx::TaskTx + super::tx::ProjectTx,
+    SqlTx<DB>: super::tx::ChangeTx + super::tx::TaskTx + super::tx::ProjectTx + super::tx::JobTx,
 {
     async fn commit(self: Box<Self>) -> Result<()> {
         match self.conn {

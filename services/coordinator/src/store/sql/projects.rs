@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row as _;
 
 use super::{Db, SqlTx, lines, lock, parse_col, placeholders};
-use crate::model::Desired;
+use crate::model::{AnalysisOutputs, Desired, JobOutput};
 use crate::model::{
     ChangeKind, ChangeReason, ChangeStatus, DatasetTruth, MemberTruth, Operation, ReadState,
     Target, TaskState,
@@ -46,12 +46,17 @@ where
              UNION ALL
              SELECT CAST(2 AS BIGINT), login, role, '', '', CAST(0 AS BIGINT)
                FROM project_members WHERE project_id = $1
+             UNION ALL
+             SELECT CAST(3 AS BIGINT), o.path, j.name, o.file_type_id, o.source_id, j.job_id
+               FROM analysis_jobs j JOIN analysis_outputs o ON o.job_id = j.job_id
+               WHERE j.project_id = $1 AND j.state = 'SUCCESSFUL'
              ORDER BY part, a",
         )
         .bind(project_id)
         .fetch_all(self.conn())
         .await?;
         let mut desired: Option<Desired> = None;
+        let mut jobs: std::collections::BTreeMap<i64, AnalysisOutputs> = Default::default();
         for r in &rows {
             let a: String = r.try_get("a")?;
             match (r.try_get::<i64, _>("part")?, desired.as_mut()) {
@@ -62,6 +67,7 @@ where
                         directory: a,
                         datasets: Vec::new(),
                         shared_logins: Vec::new(),
+                        analysis: Vec::new(),
                     });
                 }
                 (1, Some(d)) => {
@@ -83,9 +89,28 @@ where
                         d.shared_logins.push(member.login);
                     }
                 }
+                (3, Some(_)) => {
+                    let job_id: i64 = r.try_get("n")?;
+                    let name: String = r.try_get("b")?;
+                    jobs.entry(job_id)
+                        .or_insert_with(|| AnalysisOutputs {
+                            job_id,
+                            name,
+                            files: Vec::new(),
+                        })
+                        .files
+                        .push(JobOutput {
+                            path: a,
+                            file_type_id: r.try_get("c")?,
+                            source_id: r.try_get("d")?,
+                        });
+                }
                 // Datasets or members of a project with no row: none, as rows go together.
                 _ => {}
             }
+        }
+        if let Some(d) = desired.as_mut() {
+            d.analysis = jobs.into_values().collect();
         }
         Ok(desired)
     }
