@@ -1,8 +1,5 @@
 //! Project directory names, from a configurable template.
 
-/// Characters Windows cannot store in a file name (Globus users download to Windows too).
-const WINDOWS_UNSAFE: &[char] = &['<', '>', ':', '"', '\\', '|', '?', '*'];
-
 /// Names project directories from a template with `{id}` and `{name}` placeholders.
 #[derive(Clone, Debug)]
 pub struct DirectoryNamer {
@@ -31,43 +28,20 @@ impl DirectoryNamer {
         })
     }
 
-    /// The directory name of a project: a single safe path component (no `/` or NUL, not `.` or
-    /// `..`, not hidden, at most 255 bytes).
+    /// The directory name of a project: a single safe path component (the rule of
+    /// [`smrtshare_common::names`]: no `/` or control characters, not `.` or `..`, not hidden,
+    /// at most 255 bytes).
     pub fn name(&self, id: i64, name: &str) -> String {
         let raw = self
             .template
             .replace("{id}", &id.to_string())
             .replace("{name}", name.trim());
-        let mut out: String = raw
-            .chars()
-            .map(|c| {
-                if c == '/' || c.is_control() || (self.windows_safe && WINDOWS_UNSAFE.contains(&c))
-                {
-                    '_'
-                } else {
-                    c
-                }
-            })
-            .collect();
-        out = out.trim().to_owned();
-        if self.windows_safe {
-            // Windows also refuses trailing dots and spaces.
-            out = out.trim_end_matches(['.', ' ']).to_owned();
-        }
-        while out.starts_with('.') {
-            out.replace_range(..1, "_");
-        }
-        if out.len() > 255 {
-            let mut end = 255;
-            while !out.is_char_boundary(end) {
-                end -= 1;
-            }
-            out.truncate(end);
-        }
+        let out = smrtshare_common::names::sanitize(&raw, self.windows_safe);
         if out.is_empty() {
-            out = format!("Project {id}");
+            format!("Project {id}")
+        } else {
+            out
         }
-        out
     }
 }
 
