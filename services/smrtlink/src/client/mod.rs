@@ -6,6 +6,7 @@
 //! failures and timeouts are retried with capped exponential backoff and jitter; 4xx never are.
 
 mod auth;
+mod jobs;
 mod transport;
 
 use std::sync::Arc;
@@ -21,8 +22,8 @@ use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::model::read::array_items;
 use crate::model::{
-    AnalysisJob, AnalysisJobRequest, DataStoreFile, Dataset, EntryPoint, FieldError, Project,
-    ProjectRequest, ProjectSummary, ServerStatus,
+    AnalysisJob, AnalysisJobRequest, Dataset, FieldError, Project, ProjectRequest, ProjectSummary,
+    ServerStatus,
 };
 use transport::{Answer, Body, Call};
 
@@ -227,83 +228,6 @@ impl SmrtLinkClient {
             });
         }
         Ok(Some(dataset))
-    }
-
-    /// `GET /smrt-link/job-manager/jobs/analysis[?projectId=..]`: analysis jobs, of one project
-    /// or all.
-    pub async fn list_analysis_jobs(&self, project_id: Option<i64>) -> Result<Vec<AnalysisJob>> {
-        let path = match project_id {
-            Some(id) => format!("/smrt-link/job-manager/jobs/analysis?projectId={id}"),
-            None => "/smrt-link/job-manager/jobs/analysis".to_owned(),
-        };
-        let (endpoint, answer) = self.get_with_query(&path).await?;
-        let value = expect_ok(&endpoint, &answer)?;
-        read_list(&endpoint, &value, "jobs", AnalysisJob::from_json)
-    }
-
-    async fn get_with_query(&self, path_and_query: &str) -> Result<(String, Answer)> {
-        let (path, query) = path_and_query
-            .split_once('?')
-            .map_or((path_and_query, None), |(p, q)| (p, Some(q)));
-        let endpoint = format!("GET {path_and_query}");
-        let mut url = self.inner.api_url(path);
-        url.set_query(query);
-        let answer = self
-            .inner
-            .execute(Call {
-                method: Method::GET,
-                url,
-                endpoint: endpoint.clone(),
-                body: Body::None,
-                idempotent: true,
-                basic: None,
-            })
-            .await?;
-        Ok((endpoint, answer))
-    }
-
-    /// `GET /smrt-link/job-manager/jobs/analysis/{id}`; `None` on 404.
-    pub async fn get_analysis_job(&self, id: i64) -> Result<Option<AnalysisJob>> {
-        let (endpoint, answer) = self
-            .get(&format!("/smrt-link/job-manager/jobs/analysis/{id}"))
-            .await?;
-        if answer.status == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        let value = expect_ok(&endpoint, &answer)?;
-        AnalysisJob::from_json(&value, "job")
-            .map_err(|e| protocol(&endpoint, e))
-            .map(Some)
-    }
-
-    /// `GET /smrt-link/job-manager/jobs/analysis/{id}/entry-points`: the job's input datasets.
-    /// [`Error::NotFound`] when the job does not exist.
-    pub async fn analysis_job_entry_points(&self, id: i64) -> Result<Vec<EntryPoint>> {
-        let (endpoint, answer) = self
-            .get(&format!(
-                "/smrt-link/job-manager/jobs/analysis/{id}/entry-points"
-            ))
-            .await?;
-        if answer.status == StatusCode::NOT_FOUND {
-            return Err(Error::NotFound { endpoint });
-        }
-        let value = expect_ok(&endpoint, &answer)?;
-        read_list(&endpoint, &value, "entryPoints", EntryPoint::from_json)
-    }
-
-    /// `GET /smrt-link/job-manager/jobs/analysis/{id}/datastore`: the job's output files (with
-    /// `path`). [`Error::NotFound`] when the job does not exist.
-    pub async fn analysis_job_datastore(&self, id: i64) -> Result<Vec<DataStoreFile>> {
-        let (endpoint, answer) = self
-            .get(&format!(
-                "/smrt-link/job-manager/jobs/analysis/{id}/datastore"
-            ))
-            .await?;
-        if answer.status == StatusCode::NOT_FOUND {
-            return Err(Error::NotFound { endpoint });
-        }
-        let value = expect_ok(&endpoint, &answer)?;
-        read_list(&endpoint, &value, "datastore", DataStoreFile::from_json)
     }
 
     /// `POST /smrt-link/projects`, as the web UI creates a project; answers the new project.

@@ -105,17 +105,23 @@ pub struct AnalysisJob {
     pub state: JobState,
     /// The project the job belongs to (the General Project when SMRT Link omits it).
     pub project_id: i64,
-    /// Job type (`analysis`, `cromwell.workflows...` for the pipeline in `extra`).
+    /// Job type (`analysis` for analysis jobs).
     pub job_type_id: String,
+    /// The workflow, such as `cromwell.workflows.pb_align_ccs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_job_type_id: Option<String>,
     /// The job directory on SMRT Link's filesystem.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Creation time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime<Utc>>,
-    /// Last update time.
+    /// Last update time of the record (a rename or a move changes it too).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<DateTime<Utc>>,
+    /// Last time the job itself (its state) changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_updated_at: Option<DateTime<Utc>>,
     /// Why the job failed, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
@@ -133,9 +139,11 @@ const JOB_FIELDS: &[&str] = &[
     "state",
     "projectId",
     "jobTypeId",
+    "subJobTypeId",
     "path",
     "createdAt",
     "updatedAt",
+    "jobUpdatedAt",
     "errorMessage",
     "isActive",
 ];
@@ -159,9 +167,11 @@ impl AnalysisJob {
             state,
             project_id: r.opt_i64("projectId")?.unwrap_or(super::GENERAL_PROJECT_ID),
             job_type_id: r.opt_str("jobTypeId")?.unwrap_or_default(),
+            sub_job_type_id: r.opt_str("subJobTypeId")?,
             path: r.opt_str("path")?,
             created_at: r.opt_time("createdAt")?,
             updated_at: r.opt_time("updatedAt")?,
+            job_updated_at: r.opt_time("jobUpdatedAt")?,
             error_message: r.opt_str("errorMessage")?,
             is_active: r.opt_bool("isActive")?.unwrap_or(true),
             extra: r.extra(JOB_FIELDS),
@@ -223,7 +233,21 @@ pub struct DataStoreFile {
     /// The job that wrote it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<i64>,
-    /// Whether the file is active.
+    /// That job's UUID.
+    #[serde(rename = "jobUUID", skip_serializing_if = "Option::is_none")]
+    pub job_uuid: Option<Uuid>,
+    /// When the file was written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// When the file last changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modified_at: Option<DateTime<Utc>>,
+    /// When SMRT Link imported it into the datastore.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imported_at: Option<DateTime<Utc>>,
+    /// Whether it is an intermediate chunk of a scattered task.
+    pub is_chunked: bool,
+    /// Whether the file is active (the files of a soft-deleted job are not).
     pub is_active: bool,
     /// Fields this library does not read, as they came.
     #[serde(flatten)]
@@ -243,6 +267,11 @@ impl DataStoreFile {
             name: r.opt_str("name")?,
             description: r.opt_str("description")?,
             job_id: r.opt_i64("jobId")?,
+            job_uuid: r.opt_uuid("jobUUID")?,
+            created_at: r.opt_time("createdAt")?,
+            modified_at: r.opt_time("modifiedAt")?,
+            imported_at: r.opt_time("importedAt")?,
+            is_chunked: r.opt_bool("isChunked")?.unwrap_or(false),
             is_active: r.opt_bool("isActive")?.unwrap_or(true),
             extra: r.extra(&[
                 "uuid",
@@ -253,6 +282,11 @@ impl DataStoreFile {
                 "name",
                 "description",
                 "jobId",
+                "jobUUID",
+                "createdAt",
+                "modifiedAt",
+                "importedAt",
+                "isChunked",
                 "isActive",
             ]),
         })

@@ -13,8 +13,8 @@
 //! | `DELETE /admin/projects/{id}/datasets/{uuid}` | drop it (back to project 1) |
 //! | `POST /admin/datasets/{uuid}/move` `{project_id}` | move a dataset |
 //! | `POST /admin/datasets` `{project_id, record}` | import a dataset record → `{uuid}` |
-//! | `POST /admin/jobs` `{name, project_id, state, entry_points: [uuid], outputs: [{path, file_type_id}]}` | add a job → `{id}` |
-//! | `PUT /admin/jobs/{id}/state` `{state, error_message?}` | move a job |
+//! | `POST /admin/jobs`, `PATCH`/`DELETE /admin/jobs/{id}`, `PUT /admin/jobs/{id}/state`, `PUT /admin/jobs/{id}/schedule` | analysis jobs: see [`super::admin_jobs`] |
+//! | `GET /admin/clock`, `POST /admin/clock/advance` `{seconds}` | the clock job schedules follow |
 //! | `POST /admin/users` `{login, password}` | add a user |
 //! | `POST /admin/tokens/expire` `{refresh}` | expire tokens |
 //! | `GET`/`PUT`/`DELETE /admin/faults` | read, set ([`Faults`] as JSON), clear faults |
@@ -33,9 +33,8 @@ use super::StandInError;
 use super::api::uuid_param;
 use super::control::Control;
 use super::faults::{Counters, Faults, RawAnswer};
-use super::jobs::JobSeed;
 use super::store::NewProject;
-use crate::model::{JobState, Member, Role};
+use crate::model::{Member, Role};
 
 type Result<T> = std::result::Result<T, StandInError>;
 
@@ -57,8 +56,7 @@ pub(crate) fn router(control: Control) -> Router {
         )
         .route("/admin/datasets", post(import_dataset))
         .route("/admin/datasets/{uuid}/move", post(move_dataset))
-        .route("/admin/jobs", post(add_job))
-        .route("/admin/jobs/{id}/state", put(set_job_state))
+        .merge(super::admin_jobs::routes())
         .route("/admin/users", post(add_user))
         .route("/admin/tokens/expire", post(expire_tokens))
         .route(
@@ -228,7 +226,7 @@ struct ImportBody {
     record: Value,
 }
 
-fn general() -> i64 {
+pub(crate) fn general() -> i64 {
     crate::model::GENERAL_PROJECT_ID
 }
 
@@ -238,67 +236,6 @@ async fn import_dataset(
 ) -> Result<Response> {
     let uuid = control.import_dataset(body.project_id, body.record)?;
     Ok((StatusCode::CREATED, Json(json!({"uuid": uuid}))).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-struct OutputBody {
-    path: String,
-    file_type_id: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct JobBody {
-    name: String,
-    #[serde(default = "general")]
-    project_id: i64,
-    state: String,
-    #[serde(default)]
-    entry_points: Vec<String>,
-    #[serde(default)]
-    outputs: Vec<OutputBody>,
-}
-
-fn job_state(text: &str) -> Result<JobState> {
-    JobState::parse(text)
-        .ok_or_else(|| StandInError::Invalid(format!("unknown job state {text:?}")))
-}
-
-async fn add_job(State(control): State<Control>, Json(body): Json<JobBody>) -> Result<Response> {
-    let seed = JobSeed {
-        name: body.name,
-        project_id: body.project_id,
-        state: job_state(&body.state)?,
-        entry_points: body
-            .entry_points
-            .iter()
-            .map(|u| uuid_param(u))
-            .collect::<Result<Vec<_>>>()?,
-        outputs: body
-            .outputs
-            .into_iter()
-            .map(|o| (o.path, o.file_type_id))
-            .collect(),
-    };
-    let id = control.add_analysis_job(seed)?;
-    Ok((StatusCode::CREATED, Json(json!({"id": id}))).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-struct JobStateBody {
-    state: String,
-    error_message: Option<String>,
-}
-
-async fn set_job_state(
-    State(control): State<Control>,
-    Path(id): Path<String>,
-    Json(body): Json<JobStateBody>,
-) -> Result<StatusCode> {
-    let id = id
-        .parse()
-        .map_err(|_| StandInError::Invalid(format!("{id:?} is not a job id")))?;
-    control.set_job_state(id, job_state(&body.state)?, body.error_message.as_deref())?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize)]

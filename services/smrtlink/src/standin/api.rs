@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -54,19 +54,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/smrt-link/datasets/search/{id}", get(search_dataset))
         .route("/smrt-link/datasets/{id}", get(get_dataset))
         .route("/smrt-link/datasets/{kind}/{id}", get(get_typed_dataset))
-        .route(
-            "/smrt-link/job-manager/jobs/analysis",
-            get(list_jobs).post(create_job),
-        )
-        .route("/smrt-link/job-manager/jobs/analysis/{id}", get(get_job))
-        .route(
-            "/smrt-link/job-manager/jobs/analysis/{id}/entry-points",
-            get(job_entry_points),
-        )
-        .route(
-            "/smrt-link/job-manager/jobs/analysis/{id}/datastore",
-            get(job_datastore),
-        )
+        .merge(super::job_api::routes())
         .fallback(|| async {
             sl_error(
                 StatusCode::NOT_FOUND,
@@ -279,7 +267,7 @@ async fn delete_project(
     Path(id): Path<String>,
 ) -> Result<Response, StandInError> {
     let id = project_id(&id)?;
-    shared.lock().store.delete_project(id)?;
+    shared.lock().delete_project(id)?;
     Ok(Json(json!({"message": format!("Project {id} deleted")})).into_response())
 }
 
@@ -343,80 +331,6 @@ async fn get_typed_dataset(
         Some(t) if t != wanted => Err(missing()),
         _ => Ok(Json(Value::Object(record.clone())).into_response()),
     }
-}
-
-async fn list_jobs(
-    State(shared): State<Arc<Shared>>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, StandInError> {
-    let project = query
-        .get("projectId")
-        .map(|p| {
-            p.parse::<i64>()
-                .map_err(|_| StandInError::Invalid(format!("projectId: {p:?} is not an integer")))
-        })
-        .transpose()?;
-    let state = shared.lock();
-    let jobs: Vec<Value> = state
-        .jobs
-        .jobs
-        .values()
-        .filter(|j| {
-            project.is_none() || j.record.get("projectId").and_then(Value::as_i64) == project
-        })
-        .map(|j| Value::Object(j.record.clone()))
-        .collect();
-    Ok(Json(Value::Array(jobs)).into_response())
-}
-
-async fn create_job(
-    State(shared): State<Arc<Shared>>,
-    Extension(caller): Extension<Caller>,
-    body: Bytes,
-) -> Result<Response, StandInError> {
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| StandInError::Invalid(format!("The request content was malformed: {e}")))?;
-    let mut state = shared.lock();
-    let state = &mut *state;
-    let id = state.jobs.submit(&state.store, &value, &caller.0)?;
-    let record = state
-        .jobs
-        .jobs
-        .get(&id)
-        .map(|j| Value::Object(j.record.clone()))
-        .unwrap_or(Value::Null);
-    Ok((StatusCode::CREATED, Json(record)).into_response())
-}
-
-fn job_missing(id: &str) -> StandInError {
-    StandInError::NotFound(format!("Unable to find job {id}"))
-}
-
-async fn get_job(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> Result<Response, StandInError> {
-    let state = shared.lock();
-    let job = state.jobs.find(&id).ok_or_else(|| job_missing(&id))?;
-    Ok(Json(Value::Object(job.record.clone())).into_response())
-}
-
-async fn job_entry_points(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> Result<Response, StandInError> {
-    let state = shared.lock();
-    let job = state.jobs.find(&id).ok_or_else(|| job_missing(&id))?;
-    Ok(Json(Value::Array(job.entry_points.clone())).into_response())
-}
-
-async fn job_datastore(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> Result<Response, StandInError> {
-    let state = shared.lock();
-    let job = state.jobs.find(&id).ok_or_else(|| job_missing(&id))?;
-    Ok(Json(Value::Array(job.datastore.clone())).into_response())
 }
 
 /// Parses a UUID path segment for the admin API.

@@ -10,10 +10,9 @@ use smrtshare_common::Secret;
 use uuid::Uuid;
 
 use super::faults::{Counters, Endpoint, Faults, ListingFailure, RawAnswer};
-use super::jobs::JobSeed;
 use super::store::{NewProject, ProjectPatch};
 use super::{Shared, StandInError};
-use crate::model::{Dataset, JobState, Member, Project, Role};
+use crate::model::{Dataset, Member, Project, Role};
 
 /// A handle on the stand-in's state. Cheap to clone; every method takes effect at once.
 #[derive(Clone, Debug)]
@@ -67,9 +66,10 @@ impl Control {
         )
     }
 
-    /// Deletes a project: gone from list and detail; its datasets return to the General Project.
+    /// Deletes a project: gone from list and detail; its datasets and analysis jobs return to the
+    /// General Project.
     pub fn delete_project(&self, id: i64) -> Result<()> {
-        self.shared.lock().store.delete_project(id)
+        self.shared.lock().delete_project(id)
     }
 
     /// Adds a member, or changes the role of one.
@@ -136,21 +136,6 @@ impl Control {
         Ok(uuid)
     }
 
-    /// Adds an analysis job with its inputs and outputs; answers its id.
-    pub fn add_analysis_job(&self, seed: JobSeed) -> Result<i64> {
-        let mut state = self.shared.lock();
-        let state = &mut *state;
-        state.jobs.seed(&state.store, &seed)
-    }
-
-    /// Moves a job to another state (with an error message for failed states).
-    pub fn set_job_state(&self, id: i64, job_state: JobState, error: Option<&str>) -> Result<()> {
-        self.shared
-            .lock()
-            .jobs
-            .set_state(id, job_state, error.map(str::to_owned))
-    }
-
     /// A project as `GET /smrt-link/projects/{id}` answers it now.
     pub fn project(&self, id: i64) -> Option<Project> {
         let state = self.shared.lock();
@@ -176,9 +161,11 @@ impl Control {
         Dataset::from_json(&Value::Object(record.clone()), "dataset").ok()
     }
 
-    /// Everything the stand-in holds, as JSON (projects in detail, datasets, jobs).
+    /// Everything the stand-in holds, as JSON (projects in detail, datasets, jobs with their
+    /// whole datastore and the schedule steps still to come).
     pub fn state_json(&self) -> Value {
-        let state = self.shared.lock();
+        let mut state = self.shared.lock();
+        state.jobs_now();
         let projects: Vec<Value> = state
             .store
             .projects
@@ -196,7 +183,14 @@ impl Control {
             .jobs
             .jobs
             .values()
-            .map(|j| json!({"job": j.record, "entryPoints": j.entry_points, "datastore": j.datastore}))
+            .map(|j| {
+                let schedule: Vec<Value> = j
+                    .schedule
+                    .iter()
+                    .map(|s| json!({"at": super::store::format_time(s.at), "state": s.state.as_str(), "errorMessage": s.error_message}))
+                    .collect();
+                json!({"job": j.record, "entryPoints": j.entry_points, "datastore": j.datastore, "schedule": schedule})
+            })
             .collect();
         json!({"projects": projects, "datasets": datasets, "jobs": jobs})
     }
@@ -260,9 +254,17 @@ impl Control {
 
     /// Makes the next `count` project listings fail half-way (`u32::MAX`: all of them).
     pub fn fail_listings(&self, how: ListingFailure, count: u32) {
+        self.fail_answers(&[Endpoint::ListProjects], how, count);
+    }
+
+    /// Makes the next `count` successful answers of `endpoints` (GET endpoints, such as
+    /// [`Endpoint::ListJobs`] or [`Endpoint::JobDatastore`]) fail half-way.
+    pub fn fail_answers(&self, endpoints: &[Endpoint], how: ListingFailure, count: u32) {
         let mut state = self.shared.lock();
-        state.faults.faults.listing_failure = Some(how);
-        state.faults.faults.listing_failures = count;
+        let f = &mut state.faults.faults;
+        f.listing_failure = Some(how);
+        f.listing_failures = count;
+        f.listing_endpoints = endpoints.to_vec();
     }
 
     /// Serves `body` with `status` for GETs of `path` (without the `/SMRTLink/x.y.z` prefix),

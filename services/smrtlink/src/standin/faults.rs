@@ -107,10 +107,12 @@ pub struct Faults {
     /// Which endpoints `fail_next`, `error_share` and `delay_ms` apply to; empty means all.
     /// One filter serves all three.
     pub endpoints: Vec<Endpoint>,
-    /// How project listings fail half-way, if they do.
+    /// How listings fail half-way, if they do.
     pub listing_failure: Option<ListingFailure>,
-    /// How many project listings fail that way (`u32::MAX`: every one).
+    /// How many listings fail that way (`u32::MAX`: every one).
     pub listing_failures: u32,
+    /// Which answers fail that way (any GET endpoint; by default the project listing).
+    pub listing_endpoints: Vec<Endpoint>,
 }
 
 impl Default for Faults {
@@ -123,6 +125,7 @@ impl Default for Faults {
             endpoints: Vec::new(),
             listing_failure: None,
             listing_failures: 0,
+            listing_endpoints: vec![Endpoint::ListProjects],
         }
     }
 }
@@ -144,10 +147,10 @@ impl Faults {
         self.error_share > 0.0 && rand::random::<f64>() < self.error_share
     }
 
-    /// Whether this listing fails half-way, and how (uses up one `listing_failures`).
-    pub(crate) fn take_listing_failure(&mut self) -> Option<ListingFailure> {
+    /// Whether this answer fails half-way, and how (uses up one `listing_failures`).
+    pub(crate) fn take_listing_failure(&mut self, endpoint: Endpoint) -> Option<ListingFailure> {
         let failure = self.listing_failure?;
-        if self.listing_failures == 0 {
+        if self.listing_failures == 0 || !self.listing_endpoints.contains(&endpoint) {
             return None;
         }
         if self.listing_failures != u32::MAX {

@@ -1,36 +1,191 @@
 //! Analysis jobs at the stand-in: seeded, created by the web UI's POST, moved through their
-//! states by tests.
+//! states by schedules (see [`super::schedule`]) or by hand, renamed, moved between projects,
+//! soft-deleted.
+//!
+//! What SMRT Link's answers hold, as the stand-in serves them:
+//! - the listing holds active jobs only unless `showAll` is given (as SMRT Link's does), and can
+//!   be narrowed to one project with `projectId`; a job record is served whether active or not;
+//! - a job's datastore lists what SMRT Link has imported so far: nothing before the job runs, the
+//!   job's log files (`PacBio.FileTypes.log`) once it runs (SMRT Link imports the job log when the
+//!   job starts), every output once it is `SUCCESSFUL` (their `importedAt` then is the time the
+//!   job finished), and the logs only when it failed; the files of a soft-deleted job are
+//!   `isActive: false`.
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::StandInError;
-use super::store::{Store, now};
-use crate::model::{GENERAL_PROJECT_ID, JobState};
+use super::schedule::{ScheduleStep, Step, resolve};
+use super::store::{Store, format_time};
+use crate::model::{GENERAL_PROJECT_ID, JobPhase, JobState};
 
-/// One job: its record, its inputs and its outputs.
+/// The file type SMRT Link gives job logs.
+const LOG_FILE_TYPE: &str = "PacBio.FileTypes.log";
+
+/// A job directory as SMRT Link lays out `jobs_root`: job 1589 is `0000/0000001/0000001589`.
+pub(crate) fn job_dir(jobs_root: &str, id: i64) -> String {
+    format!(
+        "{jobs_root}/{:04}/{:07}/{id:010}",
+        id / 1_000_000,
+        id / 1000
+    )
+}
+
+/// One job: its record, its inputs, its outputs and the steps still to come.
 #[derive(Clone, Debug)]
 pub(crate) struct JobRec {
     pub(crate) record: Map<String, Value>,
     pub(crate) entry_points: Vec<Value>,
     pub(crate) datastore: Vec<Value>,
+    /// Steps still to come, in time order (never served).
+    pub(crate) schedule: Vec<Step>,
 }
 
-/// A job to seed (tests, `analysis_jobs.json`).
+impl JobRec {
+    /// The job's state (`None` for a state the stand-in does not know, from a seed).
+    pub(crate) fn state(&self) -> Option<JobState> {
+        self.record
+            .get("state")
+            .and_then(Value::as_str)
+            .and_then(JobState::parse)
+    }
+
+    fn project_id(&self) -> i64 {
+        self.record
+            .get("projectId")
+            .and_then(Value::as_i64)
+            .unwrap_or(GENERAL_PROJECT_ID)
+    }
+
+    fn is_active(&self) -> bool {
+        self.record
+            .get("isActive")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+    }
+
+    /// The datastore as SMRT Link lists it now (see the module documentation).
+    pub(crate) fn listed_datastore(&self) -> Vec<Value> {
+        let state = self.state();
+        self.datastore
+            .iter()
+            .filter(|file| {
+                let is_log = file.get("fileTypeId").and_then(Value::as_str) == Some(LOG_FILE_TYPE);
+                match state {
+                    None | Some(JobState::Successful) => true,
+                    Some(JobState::Created | JobState::Submitted) => false,
+                    Some(_) => is_log,
+                }
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Enters `state` at `at`.
+    fn enter(&mut self, state: JobState, error: Option<String>, at: DateTime<Utc>) {
+        let stamp = json!(format_time(at));
+        let record = &mut self.record;
+        record.insert("state".into(), json!(state.as_str()));
+        record.insert("updatedAt".into(), stamp.clone());
+        record.insert("jobUpdatedAt".into(), stamp.clone());
+        if state == JobState::Running {
+            record
+                .entry("jobStartedAt")
+                .or_insert_with(|| stamp.clone());
+        }
+        if state.phase() == JobPhase::Pending {
+            record.remove("jobCompletedAt");
+        } else {
+            record.insert("jobCompletedAt".into(), stamp.clone());
+        }
+        match error {
+            Some(message) => record.insert("errorMessage".into(), json!(message)),
+            None => record.remove("errorMessage"),
+        };
+        if state == JobState::Successful {
+            for file in &mut self.datastore {
+                let is_log = file.get("fileTypeId").and_then(Value::as_str) == Some(LOG_FILE_TYPE);
+                if let (false, Some(obj)) = (is_log, file.as_object_mut()) {
+                    obj.insert("importedAt".into(), stamp.clone());
+                }
+            }
+        }
+    }
+
+    /// Applies the steps due by `now`.
+    pub(crate) fn settle(&mut self, now: DateTime<Utc>) {
+        let due = self.schedule.iter().take_while(|s| s.at <= now).count();
+        for step in self.schedule.drain(..due).collect::<Vec<_>>() {
+            self.enter(step.state, step.error_message, step.at);
+        }
+    }
+
+    fn touch(&mut self, at: DateTime<Utc>) {
+        self.record
+            .insert("updatedAt".into(), json!(format_time(at)));
+    }
+}
+
+/// An output file of a job to seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobOutput {
+    /// Absolute path.
+    pub path: String,
+    /// File type, such as `PacBio.FileTypes.bam` or `PacBio.DataSet.ConsensusAlignmentSet`.
+    pub file_type_id: String,
+    /// Display name (default: the file's base name).
+    pub name: Option<String>,
+    /// The task output it came from (default: `<pipeline>.out-<n>`).
+    pub source_id: Option<String>,
+}
+
+impl JobOutput {
+    /// An output with default name and source.
+    pub fn new(path: impl Into<String>, file_type_id: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            file_type_id: file_type_id.into(),
+            name: None,
+            source_id: None,
+        }
+    }
+}
+
+/// A job to seed (tests, the admin API).
 #[derive(Clone, Debug)]
 pub struct JobSeed {
     /// Job name.
     pub name: String,
     /// Project.
     pub project_id: i64,
-    /// State.
+    /// State it starts in.
     pub state: JobState,
+    /// Workflow id (`subJobTypeId`); `None`: `cromwell.workflows.pb_align_ccs`.
+    pub pipeline: Option<String>,
     /// Input datasets (UUIDs known to the stand-in).
     pub entry_points: Vec<Uuid>,
-    /// Output files: `(path, fileTypeId)`.
-    pub outputs: Vec<(String, String)>,
+    /// Output files.
+    pub outputs: Vec<JobOutput>,
+    /// States it enters later.
+    pub schedule: Vec<ScheduleStep>,
+}
+
+impl JobSeed {
+    /// A job with no inputs, outputs or schedule.
+    pub fn new(name: impl Into<String>, project_id: i64, state: JobState) -> Self {
+        Self {
+            name: name.into(),
+            project_id,
+            state,
+            pipeline: None,
+            entry_points: Vec::new(),
+            outputs: Vec::new(),
+            schedule: Vec::new(),
+        }
+    }
 }
 
 /// What [`Jobs::create`] needs.
@@ -41,6 +196,7 @@ struct NewJob<'a> {
     state: JobState,
     user: &'a str,
     inputs: &'a [Uuid],
+    at: DateTime<Utc>,
 }
 
 /// Every job, by id.
@@ -50,11 +206,22 @@ pub(crate) struct Jobs {
     pub(crate) next_id: i64,
 }
 
+fn missing(id: impl std::fmt::Display) -> StandInError {
+    StandInError::NotFound(format!("Unable to find job {id}"))
+}
+
 impl Jobs {
     pub(crate) fn new() -> Self {
         Self {
             jobs: BTreeMap::new(),
             next_id: 1,
+        }
+    }
+
+    /// Applies every step due by `now` (every read of a job does this first).
+    pub(crate) fn settle(&mut self, now: DateTime<Utc>) {
+        for job in self.jobs.values_mut() {
+            job.settle(now);
         }
     }
 
@@ -67,6 +234,20 @@ impl Jobs {
         self.jobs
             .values()
             .find(|j| j.record.get("uuid").and_then(Value::as_str) == Some(uuid.as_str()))
+    }
+
+    pub(crate) fn get_mut(&mut self, id: i64) -> Result<&mut JobRec, StandInError> {
+        self.jobs.get_mut(&id).ok_or_else(|| missing(id))
+    }
+
+    /// The listing: active jobs (every job with `show_all`), of one project or all.
+    pub(crate) fn list(&self, project: Option<i64>, show_all: bool) -> Vec<Value> {
+        self.jobs
+            .values()
+            .filter(|j| show_all || j.is_active())
+            .filter(|j| project.is_none_or(|p| j.project_id() == p))
+            .map(|j| Value::Object(j.record.clone()))
+            .collect()
     }
 
     /// Adds a job record as given (seed files); it must have an integer `id`.
@@ -95,11 +276,13 @@ impl Jobs {
             state,
             user,
             inputs,
+            at,
         } = job;
         let id = self.next_id;
         self.next_id += 1;
         let uuid = Uuid::new_v4();
-        let at = now();
+        let stamp = format_time(at);
+        let settings = json!({"pipelineId": pipeline, "name": name, "projectId": project_id});
         let record = json!({
             "id": id,
             "uuid": uuid,
@@ -109,14 +292,16 @@ impl Jobs {
             "jobTypeId": "analysis",
             "subJobTypeId": pipeline,
             "projectId": project_id,
-            "path": format!("/opt/pacbio/smrtlink/userdata/jobs_root/{:07}", id),
-            "createdAt": at,
-            "updatedAt": at,
-            "jobUpdatedAt": at,
+            "path": job_dir("/opt/pacbio/smrtlink/userdata/jobs_root", id),
+            "createdAt": stamp,
+            "updatedAt": stamp,
+            "jobUpdatedAt": stamp,
             "createdBy": user,
             "isActive": true,
             "isMultiJob": false,
-            "smrtlinkVersion": "13.0.0-standin",
+            "tags": "",
+            "jsonSettings": settings.to_string(),
+            "smrtlinkVersion": "13.0.0.standin",
         });
         let entry_points = inputs
             .iter()
@@ -133,14 +318,17 @@ impl Jobs {
             Value::Object(map) => map,
             _ => Map::new(),
         };
-        self.jobs.insert(
-            id,
-            JobRec {
-                record,
-                entry_points,
-                datastore: Vec::new(),
-            },
-        );
+        let mut rec = JobRec {
+            record,
+            entry_points,
+            datastore: Vec::new(),
+            schedule: Vec::new(),
+        };
+        // A job created in a later state has the timestamps of having entered it.
+        if state != JobState::Created {
+            rec.enter(state, None, at);
+        }
+        self.jobs.insert(id, rec);
         id
     }
 
@@ -150,6 +338,7 @@ impl Jobs {
         store: &Store,
         body: &Value,
         user: &str,
+        at: DateTime<Utc>,
     ) -> Result<i64, StandInError> {
         let name = body
             .get("name")
@@ -196,13 +385,22 @@ impl Jobs {
                 state: JobState::Created,
                 user,
                 inputs: &inputs,
+                at,
             },
         ))
     }
 
-    /// A seeded job with outputs.
-    pub(crate) fn seed(&mut self, store: &Store, seed: &JobSeed) -> Result<i64, StandInError> {
+    /// A seeded job with outputs and a schedule (relative steps count from `now`).
+    pub(crate) fn seed(
+        &mut self,
+        store: &Store,
+        seed: &JobSeed,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StandInError> {
         store.project(seed.project_id)?;
+        if seed.name.trim().is_empty() {
+            return Err(StandInError::Invalid("name: missing or empty".into()));
+        }
         for uuid in &seed.entry_points {
             if !store.datasets.contains_key(uuid) {
                 return Err(StandInError::NotFound(format!(
@@ -210,71 +408,159 @@ impl Jobs {
                 )));
             }
         }
+        for (i, output) in seed.outputs.iter().enumerate() {
+            if !output.path.starts_with('/') {
+                return Err(StandInError::Invalid(format!(
+                    "outputs[{i}].path: {:?} is not absolute",
+                    output.path
+                )));
+            }
+            if output.file_type_id.trim().is_empty() {
+                return Err(StandInError::Invalid(format!(
+                    "outputs[{i}].file_type_id: missing"
+                )));
+            }
+        }
+        let schedule = resolve(&seed.schedule, seed.state, now, "schedule")?;
+        let pipeline = seed
+            .pipeline
+            .as_deref()
+            .unwrap_or("cromwell.workflows.pb_align_ccs");
         let id = self.create(
             store,
             NewJob {
                 name: &seed.name,
-                pipeline: "cromwell.workflows.pb_align_ccs",
+                pipeline,
                 project_id: seed.project_id,
                 state: seed.state,
                 user: "admin",
                 inputs: &seed.entry_points,
+                at: now,
             },
         );
-        let job_uuid = self
-            .jobs
-            .get(&id)
-            .and_then(|j| j.record.get("uuid").cloned())
-            .unwrap_or(Value::Null);
-        let at = now();
-        let datastore = seed
+        let job = self.get_mut(id)?;
+        let job_uuid = job.record.get("uuid").cloned().unwrap_or(Value::Null);
+        let stamp = format_time(now);
+        job.datastore = seed
             .outputs
             .iter()
-            .map(|(path, file_type)| {
-                let name = path.rsplit('/').next().unwrap_or(path);
+            .enumerate()
+            .map(|(i, output)| {
+                let base = output.path.rsplit('/').next().unwrap_or(&output.path);
                 json!({
                     "uuid": Uuid::new_v4(),
-                    "fileTypeId": file_type,
-                    "sourceId": format!("{}-out-0", seed.name),
-                    "fileSize": std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-                    "createdAt": at,
-                    "modifiedAt": at,
-                    "importedAt": at,
-                    "path": path,
+                    "fileTypeId": output.file_type_id,
+                    "sourceId": output.source_id.clone().unwrap_or_else(|| format!("{pipeline}.out-{i}")),
+                    "fileSize": std::fs::metadata(&output.path).map(|m| m.len()).unwrap_or(0),
+                    "createdAt": stamp,
+                    "modifiedAt": stamp,
+                    "importedAt": stamp,
+                    "path": output.path,
                     "isChunked": false,
                     "isActive": true,
-                    "name": name,
-                    "description": "",
+                    "name": output.name.as_deref().unwrap_or(base),
+                    "description": output.name.as_deref().unwrap_or(base),
                     "jobId": id,
                     "jobUUID": job_uuid,
                 })
             })
             .collect();
-        if let Some(job) = self.jobs.get_mut(&id) {
-            job.datastore = datastore;
-        }
+        job.schedule = schedule;
         Ok(id)
     }
 
-    /// Moves a job to another state.
+    /// Moves a job to another state now, by hand; what was left of its schedule is dropped.
     pub(crate) fn set_state(
         &mut self,
         id: i64,
         state: JobState,
         error: Option<String>,
+        now: DateTime<Utc>,
     ) -> Result<(), StandInError> {
-        let job = self
-            .jobs
-            .get_mut(&id)
-            .ok_or_else(|| StandInError::NotFound(format!("Unable to find job {id}")))?;
-        let at = now();
-        job.record.insert("state".into(), json!(state.as_str()));
-        job.record.insert("updatedAt".into(), json!(at));
-        job.record.insert("jobUpdatedAt".into(), json!(at));
-        match error {
-            Some(message) => job.record.insert("errorMessage".into(), json!(message)),
-            None => job.record.remove("errorMessage"),
-        };
+        let job = self.get_mut(id)?;
+        job.schedule.clear();
+        job.enter(state, error, now);
         Ok(())
+    }
+
+    /// Replaces a job's schedule (relative steps count from `now`).
+    pub(crate) fn set_schedule(
+        &mut self,
+        id: i64,
+        steps: &[ScheduleStep],
+        now: DateTime<Utc>,
+    ) -> Result<(), StandInError> {
+        let job = self.get_mut(id)?;
+        let current = job.state().ok_or_else(|| {
+            StandInError::Invalid(format!("job {id} is in a state the stand-in does not know"))
+        })?;
+        job.schedule = resolve(steps, current, now, "schedule")?;
+        job.settle(now);
+        Ok(())
+    }
+
+    /// Renames a job.
+    pub(crate) fn rename(
+        &mut self,
+        id: i64,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StandInError> {
+        if name.trim().is_empty() {
+            return Err(StandInError::Invalid("name: must not be empty".into()));
+        }
+        let job = self.get_mut(id)?;
+        job.record.insert("name".into(), json!(name));
+        job.touch(now);
+        Ok(())
+    }
+
+    /// Moves a job to another project (which must exist).
+    pub(crate) fn move_to(
+        &mut self,
+        store: &Store,
+        id: i64,
+        project_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StandInError> {
+        store.project(project_id)?;
+        let job = self.get_mut(id)?;
+        job.record.insert("projectId".into(), json!(project_id));
+        job.touch(now);
+        Ok(())
+    }
+
+    /// Soft-deletes (`false`) or restores a job; its datastore files follow.
+    pub(crate) fn set_active(
+        &mut self,
+        id: i64,
+        active: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(), StandInError> {
+        let job = self.get_mut(id)?;
+        job.record.insert("isActive".into(), json!(active));
+        for file in &mut job.datastore {
+            if let Some(obj) = file.as_object_mut() {
+                obj.insert("isActive".into(), json!(active));
+            }
+        }
+        job.touch(now);
+        Ok(())
+    }
+
+    /// Removes a job altogether (SMRT Link answers 404 for it from then on).
+    pub(crate) fn remove(&mut self, id: i64) -> Result<(), StandInError> {
+        self.jobs.remove(&id).map(|_| ()).ok_or_else(|| missing(id))
+    }
+
+    /// The jobs of a deleted project return to the General Project.
+    pub(crate) fn project_deleted(&mut self, project_id: i64, now: DateTime<Utc>) {
+        for job in self.jobs.values_mut() {
+            if job.project_id() == project_id {
+                job.record
+                    .insert("projectId".into(), json!(GENERAL_PROJECT_ID));
+                job.touch(now);
+            }
+        }
     }
 }

@@ -6,22 +6,30 @@
 //! without members or datasets; `GET /smrt-link/projects/{id}`, 404 once gone), dataset
 //! look-ups (`/smrt-link/datasets/search/{id}` answering `{}` when missing,
 //! `/smrt-link/datasets/{id}`, `/smrt-link/datasets/{type}/{id}` with `meta` and the usual short
-//! type names), analysis jobs (list by `projectId`, detail, `entry-points`, `datastore`), and the
-//! writes the SMRT Link web UI makes (which NGINX mirrors to the coordinator):
-//! `POST /smrt-link/projects`, `PUT`/`DELETE /smrt-link/projects/{id}` (dataset stealing; deleted
-//! projects' datasets return to project 1; project 1 answers 403) and
+//! type names), analysis jobs (listed by `projectId`, soft-deleted ones only with `showAll`;
+//! detail by id or UUID, 404 when unknown; `entry-points`; `datastore` as SMRT Link imports the
+//! outputs, complete once the job is `SUCCESSFUL`; jobs change state on schedules evaluated
+//! against the stand-in's clock: see [`jobs`] and [`schedule`]), and the writes the SMRT Link web
+//! UI makes (which NGINX mirrors to the coordinator): `POST /smrt-link/projects`,
+//! `PUT`/`DELETE /smrt-link/projects/{id}` (dataset stealing; deleted projects' datasets and jobs
+//! return to project 1; project 1 answers 403) and
 //! `POST /smrt-link/job-manager/jobs/analysis` (a `CREATED` job). Every SMRT Link endpoint but
 //! the token endpoint needs a valid bearer token (401 otherwise) and `X-User-ID` (400).
 //!
 //! [`StandIn`] runs it in-process and derefs to [`Control`], which changes the state as SMRT
 //! Link users do, injects faults and reads counters; the admin HTTP API (see [`admin`]) does the
-//! same over HTTP for the binary.
+//! same over HTTP for the binary (jobs and the clock: [`admin_jobs`]). Faults (delays, 5xx,
+//! answers cut off half-way) apply to every SMRT Link endpoint, the job endpoints included.
 
 pub mod admin;
+pub mod admin_jobs;
 mod api;
 mod control;
 mod faults;
-mod jobs;
+mod job_api;
+mod job_control;
+pub mod jobs;
+pub mod schedule;
 mod seed;
 mod server;
 mod store;
@@ -46,7 +54,8 @@ use uuid::Uuid;
 
 pub use control::Control;
 pub use faults::{Counters, Endpoint, Faults, ListingFailure, RawAnswer};
-pub use jobs::JobSeed;
+pub use jobs::{JobOutput, JobSeed};
+pub use schedule::{ScheduleStep, StepTime};
 pub use seed::{PathRewrite, Seed};
 pub use store::NewProject;
 
@@ -172,6 +181,23 @@ pub(crate) struct State {
     pub(crate) jobs: jobs::Jobs,
     pub(crate) tokens: tokens::Tokens,
     pub(crate) faults: faults::FaultState,
+    pub(crate) clock: schedule::Clock,
+}
+
+impl State {
+    /// The jobs, with every schedule step due by now applied.
+    pub(crate) fn jobs_now(&mut self) -> &mut jobs::Jobs {
+        self.jobs.settle(self.clock.now());
+        &mut self.jobs
+    }
+
+    /// Deletes a project: its datasets and jobs return to the General Project.
+    pub(crate) fn delete_project(&mut self, id: i64) -> Result<(), StandInError> {
+        self.store.delete_project(id)?;
+        let now = self.clock.now();
+        self.jobs_now().project_deleted(id, now);
+        Ok(())
+    }
 }
 
 /// State shared by the server and every [`Control`].
@@ -194,8 +220,9 @@ impl Shared {
 fn build(
     options: &StandInOptions,
 ) -> anyhow::Result<(server::App, Control, Option<tokio_rustls::TlsAcceptor>)> {
+    let clock = schedule::Clock::default();
     let (store, jobs) = match &options.seed {
-        Some(seed) => seed.load().with_context(|| {
+        Some(seed) => seed.load(clock.now()).with_context(|| {
             format!("seeding the SMRT Link stand-in from {}", seed.dir.display())
         })?,
         None => (store::Store::new(), jobs::Jobs::new()),
@@ -206,6 +233,7 @@ fn build(
             jobs,
             tokens: tokens::Tokens::new(&options.users, options.token_ttl, options.refresh_ttl),
             faults: faults::FaultState::default(),
+            clock,
         }),
         started: Instant::now(),
         id: Uuid::new_v4(),

@@ -4,7 +4,9 @@
 //!   answers), members and datasets included;
 //! - `datasets.json`: full dataset records keyed by UUID (children included);
 //! - `analysis_jobs.json` (optional): a list of job records, each may carry `entryPoints` and
-//!   `datastore` lists.
+//!   `datastore` lists, and a `standinSchedule` (the states it enters later; see
+//!   [`super::schedule`]: relative steps count from the moment the stand-in loads the seed).
+//!   These three keys are taken out of the record; the rest is served as it is.
 //!
 //! Every `path` (datasets, jobs, datastore files) that starts with a rewrite's `FROM` has it
 //! replaced by `TO`, so fixtures recorded on another machine point at a local copy.
@@ -17,9 +19,10 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::jobs::{JobRec, Jobs};
+use super::schedule;
 use super::store::{ProjectRec, Store};
 use crate::model::read::Reader;
-use crate::model::{GENERAL_PROJECT_ID, Member, Role};
+use crate::model::{GENERAL_PROJECT_ID, JobState, Member, Role};
 
 /// `FROM=TO`: a path prefix replaced when seeding.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,8 +86,8 @@ impl Seed {
         }
     }
 
-    /// Reads the directory into a store and jobs.
-    pub(crate) fn load(&self) -> anyhow::Result<(Store, Jobs)> {
+    /// Reads the directory into a store and jobs; job schedules count from `now`.
+    pub(crate) fn load(&self, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<(Store, Jobs)> {
         let mut store = Store::new();
         store.projects.clear();
         let datasets = read_json(&self.dir.join("datasets.json"))?;
@@ -136,7 +139,7 @@ impl Seed {
                 .context("analysis_jobs.json: expected a list of jobs")?;
             for (i, job) in list.iter().enumerate() {
                 let rec = self
-                    .read_job(job)
+                    .read_job(job, now)
                     .with_context(|| format!("analysis_jobs.json: jobs[{i}]"))?;
                 jobs.insert(rec)
                     .map_err(|e| anyhow::anyhow!("analysis_jobs.json: jobs[{i}]: {e}"))?;
@@ -214,7 +217,11 @@ impl Seed {
         Ok(project)
     }
 
-    fn read_job(&self, value: &Value) -> anyhow::Result<JobRec> {
+    fn read_job(
+        &self,
+        value: &Value,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<JobRec> {
         let mut record = value.as_object().context("expected an object")?.clone();
         let list = |record: &mut Map<String, Value>, key: &str| -> anyhow::Result<Vec<Value>> {
             match record.remove(key) {
@@ -234,11 +241,26 @@ impl Seed {
         if let Some(uuid) = record.get("uuid").and_then(Value::as_str) {
             Uuid::parse_str(uuid).with_context(|| format!("uuid {uuid:?} is not a UUID"))?;
         }
-        Ok(JobRec {
+        let schedule = match record.remove("standinSchedule") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(steps) => {
+                let steps = schedule::parse(&steps, "standinSchedule")?;
+                let state = record
+                    .get("state")
+                    .and_then(Value::as_str)
+                    .and_then(JobState::parse)
+                    .context("state: a job with a standinSchedule needs a known state")?;
+                schedule::resolve(&steps, state, now, "standinSchedule")?
+            }
+        };
+        let mut job = JobRec {
             record,
             entry_points,
             datastore,
-        })
+            schedule,
+        };
+        job.settle(now);
+        Ok(job)
     }
 }
 

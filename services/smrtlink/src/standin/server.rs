@@ -157,8 +157,13 @@ impl App {
 
         request.extensions_mut().insert(Caller(user));
         let response = self.route(&self.api, request).await;
-        if endpoint == Endpoint::ListProjects && response.status() == StatusCode::OK {
-            let failure = self.shared.lock().faults.faults.take_listing_failure();
+        if response.status() == StatusCode::OK {
+            let failure = self
+                .shared
+                .lock()
+                .faults
+                .faults
+                .take_listing_failure(endpoint);
             if let Some(how) = failure {
                 self.shared.lock().faults.counters.broken_listings += 1;
                 return break_listing(response, how).await;

@@ -38,11 +38,14 @@ const META_FIELDS: &[&str] = &[
     "version",
 ];
 
-/// SMRT Link's timestamp format.
+/// A time in SMRT Link's timestamp format (`2024-03-11T20:16:38.435Z`).
+pub(crate) fn format_time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// Now, in SMRT Link's timestamp format.
 pub(crate) fn now() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
+    format_time(chrono::Utc::now())
 }
 
 /// One project.

@@ -5,6 +5,9 @@
 mod auth;
 mod binary;
 mod faults;
+mod job_admin;
+mod job_faults;
+mod jobs;
 mod model;
 mod projects;
 mod support;

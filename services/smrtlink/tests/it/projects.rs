@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use smrtshare_smrtlink::model::{JobPhase, JobState, Role};
-use smrtshare_smrtlink::standin::JobSeed;
+use smrtshare_smrtlink::standin::{JobOutput, JobSeed};
 use smrtshare_smrtlink::{Error, SmrtLinkClient};
 use uuid::Uuid;
 
@@ -174,14 +174,12 @@ async fn analysis_jobs_by_project_with_entry_points_datastore_and_typed_states()
     let id = fx
         .standin
         .add_analysis_job(JobSeed {
-            name: "Map tomatoes".into(),
-            project_id: 2,
-            state: JobState::Running,
             entry_points: vec![parent()],
-            outputs: vec![(
+            outputs: vec![JobOutput::new(
                 output.display().to_string(),
-                "PacBio.FileTypes.JsonReport".into(),
+                "PacBio.FileTypes.JsonReport",
             )],
+            ..JobSeed::new("Map tomatoes", 2, JobState::Running)
         })
         .unwrap();
 
@@ -199,13 +197,8 @@ async fn analysis_jobs_by_project_with_entry_points_datastore_and_typed_states()
     assert_eq!(inputs[0].dataset_uuid, parent());
     assert_eq!(inputs[0].dataset_type, "PacBio.DataSet.ConsensusReadSet");
 
-    let files = client.analysis_job_datastore(id).await.unwrap();
-    assert_eq!(files.len(), 1);
-    assert_eq!(Path::new(&files[0].path), output);
-    assert_eq!(
-        files[0].file_size,
-        Some(std::fs::metadata(&output).unwrap().len())
-    );
+    // A running job's report is not imported yet.
+    assert!(client.analysis_job_datastore(id).await.unwrap().is_empty());
 
     fx.standin
         .set_job_state(id, JobState::Successful, None)
@@ -220,6 +213,14 @@ async fn analysis_jobs_by_project_with_entry_points_datastore_and_typed_states()
             .phase(),
         JobPhase::Done
     );
+    let files = client.analysis_job_datastore(id).await.unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(Path::new(&files[0].path), output);
+    assert_eq!(
+        files[0].file_size,
+        Some(std::fs::metadata(&output).unwrap().len())
+    );
+    assert_eq!(files[0].job_id, Some(id));
     fx.standin
         .set_job_state(id, JobState::Terminated, Some("stopped by admin"))
         .unwrap();

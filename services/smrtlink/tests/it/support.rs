@@ -85,3 +85,32 @@ pub fn project_json(standin: &StandIn, id: i64) -> serde_json::Value {
         .cloned()
         .unwrap()
 }
+
+/// A GET as any SMRT Link client makes it (a fresh token, `X-User-ID`), answered raw: status and
+/// JSON body (`Null` when the body is not JSON).
+pub async fn raw_get(standin: &StandIn, path: &str) -> (u16, serde_json::Value) {
+    let http = reqwest::Client::new();
+    let token: serde_json::Value = http
+        .post(format!("{}token", standin.url()))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", USER),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let response = http
+        .get(format!("{}{}", standin.api_url(), path))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .header("X-User-ID", USER)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
