@@ -15,6 +15,8 @@
 //!   coordinator, the grace in which abandoned work is handed back (`SMRTSHARE_DRAIN_GRACE`), as
 //!   the shipped files set them or the binaries default them, with a margin.
 //!
+//! - The monitoring files (`deploy/prometheus`, `deploy/grafana`): see [`monitoring`].
+//!
 //! Needs the binaries built (`cargo build --workspace --bins`, which the test command does).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -24,6 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use yaml_rust2::{Yaml, YamlLoader};
+
+mod monitoring;
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

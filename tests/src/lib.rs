@@ -6,6 +6,7 @@
 pub mod globus;
 pub mod grpcurl;
 pub mod logs;
+pub mod monitoring;
 pub mod process;
 pub mod secrets;
 pub mod service;

@@ -9,6 +9,7 @@ mod cookbook;
 mod faults;
 mod groups;
 mod nginx;
+mod observability;
 mod recovery;
 mod restart;
 mod resync;

@@ -186,6 +186,11 @@ impl Metrics {
             "Rules created with notify_email (an invitation email from Globus)",
             invitations.clone(),
         );
+        smrtshare_common::metrics::register_common(&mut registry);
+        // Series alerts count from zero, there from the start.
+        for cap in [Cap::Collection, Cap::Identity] {
+            cap_refusals.get_or_create(&CapLabels { cap }).inc_by(0);
+        }
         Self {
             inner: Arc::new(Inner {
                 registry,

@@ -3,9 +3,11 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use clap::Args;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 /// Where metrics are served.
 #[derive(Args, Clone, Debug, Default)]
@@ -49,4 +51,24 @@ pub fn encode_registry(registry: &prometheus_client::registry::Registry) -> Stri
         tracing::error!(%error, "cannot encode metrics");
     }
     out
+}
+
+/// gRPC servers of this process whose health reports SERVING (the runner keeps it; a service
+/// process runs one server, so 1 or 0).
+static SERVING: LazyLock<Gauge> = LazyLock::new(Gauge::default);
+
+/// The health gauge the gRPC runner keeps.
+pub(crate) fn serving() -> &'static Gauge {
+    &SERVING
+}
+
+/// Registers what every service exports besides its own metrics, under the service's prefix:
+/// `<prefix>_grpc_serving`, 1 while the process's gRPC health reports SERVING, 0 while it starts,
+/// refuses to serve, or drains.
+pub fn register_common(registry: &mut Registry) {
+    registry.register(
+        "grpc_serving",
+        "1 while gRPC health reports SERVING; 0 while starting, refusing to serve or draining",
+        SERVING.clone(),
+    );
 }

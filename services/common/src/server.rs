@@ -198,6 +198,7 @@ impl GrpcServer {
                     match result {
                         Ok(()) => {
                             set_all(&health, &names, ServingStatus::Serving).await;
+                            crate::metrics::serving().inc();
                             tracing::info!(services = ?names, "ready: health reports SERVING");
                         }
                         Err(error) => {
@@ -214,6 +215,9 @@ impl GrpcServer {
 
         tracing::info!(drain_timeout = ?options.drain_timeout, "shutting down: draining in-flight rpcs");
         set_all(&health, &names, ServingStatus::NotServing).await;
+        if ready_done {
+            crate::metrics::serving().dec();
+        }
         let _ = drain_tx.send(());
         match tokio::time::timeout(options.drain_timeout, &mut serving).await {
             Ok(result) => result.context("grpc server failed while draining"),

@@ -12,6 +12,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::model::{ChangeKind, ChangeReason, Target, TaskState};
+
+/// Task attempt outcomes (`task_finished`).
+const TASK_OUTCOMES: [&str; 6] = ["ok", "retry", "failed", "discarded", "lost", "abandoned"];
+/// Resync outcomes (`resync_finished`).
+const RESYNC_OUTCOMES: [&str; 5] = ["complete", "incomplete", "refused", "busy", "error"];
+/// The intake's answers.
+const INTAKE_ANSWERS: [u16; 4] = [202, 403, 404, 405];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetState {
     target: String,
@@ -139,7 +148,8 @@ impl Metrics {
             "From a change being recorded to the access task that revoked members for it being recorded OK",
             revocations.clone(),
         );
-        Self {
+        smrtshare_common::metrics::register_common(&mut registry);
+        let metrics = Self {
             inner: Arc::new(Inner {
                 registry,
                 tasks,
@@ -152,7 +162,44 @@ impl Metrics {
                 resync_differences,
                 revocations,
             }),
+        };
+        metrics.start_at_zero();
+        metrics
+    }
+
+    /// Creates every labelled series an alert or a dashboard reads at zero, so it is there from
+    /// the start (an `increase()` sees the first event, a panel shows 0 rather than no data).
+    fn start_at_zero(&self) {
+        let i = &self.inner;
+        for target in Target::ALL {
+            for outcome in TASK_OUTCOMES {
+                let labels = TargetOutcome {
+                    target: target.as_str().to_owned(),
+                    outcome: outcome.to_owned(),
+                };
+                drop(i.executions.get_or_create(&labels));
+                drop(i.durations.get_or_create(&labels));
+            }
         }
+        for reason in ChangeReason::VARIANTS {
+            for kind in ChangeKind::VARIANTS {
+                drop(i.changes.get_or_create(&ReasonKind {
+                    reason: reason.as_str().to_owned(),
+                    kind: kind.as_str().to_owned(),
+                }));
+            }
+        }
+        for answer in INTAKE_ANSWERS {
+            drop(i.intake.get_or_create(&Answer {
+                answer: answer.to_string(),
+            }));
+        }
+        for outcome in RESYNC_OUTCOMES {
+            drop(i.resyncs.get_or_create(&Outcome {
+                outcome: outcome.to_owned(),
+            }));
+        }
+        self.set_task_counts(&[]);
     }
 
     /// One task attempt finished.
@@ -218,17 +265,24 @@ impl Metrics {
             .set(i64::try_from(differences).unwrap_or(i64::MAX));
     }
 
-    /// Replaces the task gauges with counts read from the database.
+    /// Sets the task gauges to counts read from the database: every target and state, 0 when
+    /// the database holds none.
     pub fn set_task_counts(&self, counts: &[(String, String, i64)]) {
-        self.inner.tasks.clear();
-        for (target, state, n) in counts {
+        let known = Target::ALL.iter().flat_map(|target| {
+            TaskState::VARIANTS
+                .iter()
+                .map(move |state| (target.as_str().to_owned(), state.as_str().to_owned()))
+        });
+        let given = counts.iter().map(|(t, s, _)| (t.clone(), s.clone()));
+        for (target, state) in known.chain(given) {
+            let n = counts
+                .iter()
+                .find(|(t, s, _)| *t == target && *s == state)
+                .map_or(0, |(_, _, n)| *n);
             self.inner
                 .tasks
-                .get_or_create(&TargetState {
-                    target: target.clone(),
-                    state: state.clone(),
-                })
-                .set(*n);
+                .get_or_create(&TargetState { target, state })
+                .set(n);
         }
     }
 

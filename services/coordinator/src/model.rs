@@ -11,6 +11,9 @@ macro_rules! text_enum {
         pub enum $name { $($(#[$vdoc])* $variant),+ }
 
         impl $name {
+            /// Every value, in declaration order.
+            pub const VARIANTS: &'static [Self] = &[$(Self::$variant),+];
+
             /// The form stored in the database.
             pub fn as_str(self) -> &'static str {
                 match self { $(Self::$variant => $text),+ }

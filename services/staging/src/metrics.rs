@@ -92,6 +92,7 @@ impl Metrics {
             "Source cache look-ups by kind (xml, listing) and result (hit, miss)",
             source_cache.clone(),
         );
+        smrtshare_common::metrics::register_common(&mut registry);
         Self {
             registry: Arc::new(registry),
             requests,

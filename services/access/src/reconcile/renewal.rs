@@ -78,11 +78,16 @@ impl Core {
                 }
             }
         }
+        self.count_rules_for_metrics().await;
+        Ok(report)
+    }
+
+    /// Publishes the registry's rules by state (after each pass, and once at start).
+    async fn count_rules_for_metrics(&self) {
         match self.registry.counts_by_state().await {
             Ok(counts) => self.metrics.rule_counts(&counts),
             Err(error) => tracing::warn!(%error, "cannot count rules for metrics"),
         }
-        Ok(report)
     }
 }
 
@@ -95,6 +100,7 @@ pub async fn run(
 ) {
     let policy = core.policy.clone();
     let mut delay = policy.renewal_first_delay.min(policy.renewal_interval);
+    core.count_rules_for_metrics().await;
     loop {
         let next = core.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
         status.send_modify(|s| s.next_run = Some(next));
