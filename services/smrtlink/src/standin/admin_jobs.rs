@@ -25,7 +25,7 @@ use super::StandInError;
 use super::admin::general;
 use super::api::uuid_param;
 use super::control::Control;
-use super::jobs::{JobOutput, JobSeed};
+use super::job_new::{JobOutput, JobSeed};
 use super::schedule;
 use super::store::format_time;
 use crate::model::JobState;

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::StandInError;
 use super::control::Control;
-use super::jobs::JobSeed;
+use super::job_new::JobSeed;
 use super::schedule::ScheduleStep;
 use crate::model::{AnalysisJob, DataStoreFile, JobState};
 

@@ -28,6 +28,7 @@ mod control;
 mod faults;
 mod job_api;
 mod job_control;
+mod job_new;
 pub mod jobs;
 pub mod schedule;
 mod seed;
@@ -54,7 +55,7 @@ use uuid::Uuid;
 
 pub use control::Control;
 pub use faults::{Counters, Endpoint, Faults, ListingFailure, RawAnswer};
-pub use jobs::{JobOutput, JobSeed};
+pub use job_new::{JobOutput, JobSeed};
 pub use schedule::{ScheduleStep, StepTime};
 pub use seed::{PathRewrite, Seed};
 pub use store::NewProject;
