@@ -2,11 +2,14 @@
 //! run trees as the instrument and SMRT Link leave them (`pb_formats/` dataset XML, `hifi_reads/`
 //! BAM and PBI files, `metadata/` and `statistics/` supplemental files) and the SMRT Link JSON the
 //! stand-in serves (`projects.json`: full project records with members and datasets, as
-//! `GET /smrt-link/projects/{id}` answers; `datasets.json`: dataset records keyed by UUID).
+//! `GET /smrt-link/projects/{id}` answers; `datasets.json`: dataset records keyed by UUID;
+//! `analysis_jobs.json`: analysis jobs with their outputs, written under `jobs_root` — see [`jobs`]).
 //!
 //! The files are small stand-ins for the real BAMs. Used by `smrtshare-demo` (the local stack's
 //! data), by tests that need trees of their own, and by the benchmarks.
 
+mod demo;
+pub mod jobs;
 pub mod xml;
 
 use std::fs;
@@ -17,6 +20,11 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use crate::xml::{Collection, DataSetXml, Resource};
+
+pub use demo::{
+    Demo, DemoOptions, RUNNING_JOB_FINISHES_AFTER, RUNNING_JOB_STARTS_AFTER, generate_demo,
+    generate_demo_with,
+};
 
 /// A dataset as SMRT Link records it, plus what a walk of its XML yields.
 #[derive(Clone, Debug)]
@@ -56,8 +64,16 @@ pub struct BarcodedRun {
     pub supplemental: Vec<PathBuf>,
 }
 
+/// Writes a text file, creating its directory.
+pub(crate) fn write_text(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
 /// Writes files of the given size, filled with a recognisable pattern.
-fn write_data(path: &Path, bytes: usize) -> anyhow::Result<()> {
+pub(crate) fn write_data(path: &Path, bytes: usize) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
@@ -456,156 +472,6 @@ pub fn datasets_json(records: &[(DatasetRecord, i64)]) -> Value {
         map.insert(d.uuid.clone(), dataset_json(d, *project_id));
     }
     Value::Object(map)
-}
-
-/// The generated demo: where everything is.
-#[derive(Clone, Debug)]
-pub struct Demo {
-    /// Root of the run trees (the staging service's source root).
-    pub data_root: PathBuf,
-    /// Directory holding `projects.json` and `datasets.json` (the SMRT Link stand-in's seed).
-    pub smrtlink_dir: PathBuf,
-    /// The projects written.
-    pub projects: Vec<ProjectSpec>,
-}
-
-/// Writes the demo used by the local stack: a General Project (1) holding loose datasets, and
-/// three projects to share: "Tomato" (a demultiplexed run with two barcoded samples), "Rice" (two
-/// plain datasets, one split into segments) and "Wheat" (an orphaned barcoded child).
-pub fn generate_demo(out: &Path) -> anyhow::Result<Demo> {
-    let data_root = out.join("data");
-    let smrtlink_dir = out.join("smrtlink");
-    fs::create_dir_all(&data_root)?;
-    fs::create_dir_all(&smrtlink_dir)?;
-    let mut ids = Ids::starting_at(100);
-
-    let tomato = write_barcoded_run(
-        &data_root,
-        &RunSpec {
-            run_dir: "r84100_20240301_193255/1_A01".into(),
-            movie: "m84100_240301_194028_s1".into(),
-            well_sample: "Germany tomato 20 and 21".into(),
-            samples: vec![
-                ("Tomato 20".into(), "bc1047--bc1047".into()),
-                ("Tomato 21".into(), "bc1048--bc1048".into()),
-            ],
-            bytes: 4096,
-        },
-        &mut ids,
-    )?;
-    let wheat_run = write_barcoded_run(
-        &data_root,
-        &RunSpec {
-            run_dir: "r84100_20240415_101010/1_B01".into(),
-            movie: "m84100_240415_102233_s2".into(),
-            well_sample: "Wheat pool".into(),
-            samples: vec![
-                ("Wheat A".into(), "bc2001--bc2001".into()),
-                ("Wheat B".into(), "bc2002--bc2002".into()),
-            ],
-            bytes: 2048,
-        },
-        &mut ids,
-    )?;
-    let rice_1 = write_plain_dataset(
-        &data_root,
-        &PlainSpec {
-            run_dir: "r84100_20240322_080000/1_C01".into(),
-            movie: "m84100_240322_081500_s3".into(),
-            well_sample: "Rice IR64".into(),
-            sample: "Rice IR64".into(),
-            name: "Rice IR64-Cell1".into(),
-            data_files: 2,
-            bytes: 4096,
-        },
-        &mut ids,
-    )?;
-    let rice_2 = write_plain_dataset(
-        &data_root,
-        &PlainSpec {
-            run_dir: "r84100_20240322_080000/1_D01".into(),
-            movie: "m84100_240322_091500_s4".into(),
-            well_sample: "Rice Nipponbare".into(),
-            sample: "Rice Nipponbare".into(),
-            name: "Rice Nipponbare-Cell1 (segmented)".into(),
-            data_files: 6,
-            bytes: 1024,
-        },
-        &mut ids,
-    )?;
-    let loose = write_plain_dataset(
-        &data_root,
-        &PlainSpec {
-            run_dir: "r84100_20240501_120000/1_A01".into(),
-            movie: "m84100_240501_121212_s1".into(),
-            well_sample: "Maize B73".into(),
-            sample: "Maize B73".into(),
-            name: "Maize B73-Cell1".into(),
-            data_files: 2,
-            bytes: 2048,
-        },
-        &mut ids,
-    )?;
-
-    let admin = ("admin".to_owned(), "OWNER".to_owned());
-    let projects = vec![
-        ProjectSpec {
-            id: 1,
-            name: "General Project".into(),
-            members: vec![admin.clone()],
-            datasets: vec![loose.clone(), wheat_run.children[0].clone()],
-        },
-        ProjectSpec {
-            id: 2,
-            name: "Tomato".into(),
-            members: vec![
-                admin.clone(),
-                ("alice".into(), "CAN_VIEW".into()),
-                ("bob".into(), "CAN_EDIT".into()),
-            ],
-            datasets: vec![tomato.parent.clone()],
-        },
-        ProjectSpec {
-            id: 3,
-            name: "Rice".into(),
-            members: vec![admin.clone(), ("carol".into(), "CAN_VIEW".into())],
-            datasets: vec![rice_1.clone(), rice_2.clone()],
-        },
-        ProjectSpec {
-            id: 4,
-            name: "Wheat".into(),
-            members: vec![
-                admin,
-                ("dave".into(), "CAN_VIEW".into()),
-                ("alice".into(), "CAN_VIEW".into()),
-            ],
-            datasets: vec![wheat_run.children[1].clone()],
-        },
-    ];
-    let mut records: Vec<(DatasetRecord, i64)> = Vec::new();
-    for p in &projects {
-        for d in &p.datasets {
-            records.push((d.clone(), p.id));
-        }
-    }
-    // Children not listed in a project are recorded in the General Project, as SMRT Link does.
-    for child in &tomato.children {
-        records.push((child.clone(), 1));
-    }
-    records.push((wheat_run.parent.clone(), 1));
-    write_json(
-        &smrtlink_dir.join("projects.json"),
-        &projects_json(&projects),
-    )?;
-    write_json(
-        &smrtlink_dir.join("datasets.json"),
-        &datasets_json(&records),
-    )?;
-    Ok(Demo {
-        data_root,
-        smrtlink_dir,
-        projects,
-    })
 }
 
 /// A synthetic tree for benchmarks: `projects` projects of `datasets` plain datasets of

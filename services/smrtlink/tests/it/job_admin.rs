@@ -362,3 +362,81 @@ async fn seeded_schedules_run_from_the_start_and_absolute_steps_in_the_past_are_
     let error = format!("{:#}", start(unknown_state.path()).await.unwrap_err());
     assert!(error.contains("needs a known state"), "{error}");
 }
+
+#[tokio::test]
+async fn the_demo_seed_serves_a_finished_a_running_and_a_failed_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = smrtshare_demo::generate_demo(dir.path()).unwrap();
+    let standin = start(&demo.smrtlink_dir).await.unwrap();
+    let client = SmrtLinkClient::new(standin.client_config(USER, PASSWORD)).unwrap();
+    let states = || async {
+        let mut jobs: Vec<(i64, i64, JobState)> = client
+            .list_analysis_jobs(None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|j| (j.id, j.project_id, j.state))
+            .collect();
+        jobs.sort_unstable_by_key(|j| j.0);
+        jobs
+    };
+    assert_eq!(
+        states().await,
+        [
+            (41, 2, JobState::Successful),
+            (42, 3, JobState::Created),
+            (43, 4, JobState::Failed)
+        ]
+    );
+    let outputs = |files: &[smrtshare_smrtlink::model::DataStoreFile]| -> Vec<String> {
+        let mut types: Vec<String> = files.iter().map(|f| f.file_type_id.clone()).collect();
+        types.sort();
+        types
+    };
+    let finished = client.analysis_job_datastore(41).await.unwrap();
+    assert_eq!(
+        outputs(&finished),
+        [
+            "PacBio.DataSet.ConsensusAlignmentSet",
+            "PacBio.FileTypes.JsonReport",
+            "PacBio.FileTypes.bam",
+            "PacBio.FileTypes.bam_bai",
+            "PacBio.FileTypes.log"
+        ]
+    );
+    for file in &finished {
+        assert!(
+            Path::new(&file.path).starts_with(&demo.jobs_root),
+            "{}",
+            file.path
+        );
+        assert_eq!(
+            std::fs::metadata(&file.path).unwrap().len(),
+            file.file_size.unwrap()
+        );
+    }
+    assert!(client.analysis_job_datastore(42).await.unwrap().is_empty());
+    let failed = client.get_analysis_job(43).await.unwrap().unwrap();
+    assert!(failed.error_message.unwrap().contains("out of memory"));
+    assert_eq!(
+        outputs(&client.analysis_job_datastore(43).await.unwrap()),
+        ["PacBio.FileTypes.log"]
+    );
+
+    // Job 42 runs, then finishes, by the demo's clock.
+    standin
+        .advance_clock(smrtshare_demo::RUNNING_JOB_STARTS_AFTER)
+        .unwrap();
+    assert_eq!(states().await[1].2, JobState::Running);
+    assert_eq!(
+        outputs(&client.analysis_job_datastore(42).await.unwrap()),
+        ["PacBio.FileTypes.log"]
+    );
+    standin
+        .advance_clock(smrtshare_demo::RUNNING_JOB_FINISHES_AFTER)
+        .unwrap();
+    assert_eq!(states().await[1].2, JobState::Successful);
+    let files = client.analysis_job_datastore(42).await.unwrap();
+    assert_eq!(files.len(), 5);
+    assert!(files.iter().all(|f| Path::new(&f.path).is_file()));
+}
