@@ -17,7 +17,9 @@ use uuid::Uuid;
 
 use crate::budget::ParseBudget;
 use crate::dataset::{self, Entries};
+use crate::fault::Fault;
 use crate::fs::{self, Ops, Tree};
+use crate::hooks::Point;
 use crate::marker::Marker;
 use crate::model::{
     ActionKind, ApplyReport, ApplyRequest, DatasetRecord, DatasetResult, DatasetState, EntryRecord,
@@ -84,7 +86,7 @@ enum ProjectDir {
     /// Ready under `name`; `fd` is `None` only in a dry run of a new project.
     Ready { name: String, fd: Option<OwnedFd> },
     /// It could not be made ready; every dataset fails with `why`.
-    Failed { name: String, why: String },
+    Failed { name: String, why: Fault },
 }
 
 /// Applies the desired state. Blocking.
@@ -98,6 +100,7 @@ pub fn apply(ctx: &Ctx<'_>, input: Input) -> Result<Output, Refusal> {
     let ops = Ops::new(ctx.tree);
     let mut report = Report::new(&ops, request.dry_run);
     let (mut results, mut targets, children) = targets::resolve(ctx, &request);
+    ctx.tree.hooks().at(Point::Resolved, &request.directory);
 
     let (project_name, project_fd) =
         match project_dir(ctx, &mut report, &request, recorded.as_deref())? {
@@ -365,7 +368,7 @@ fn contents(
     existing: Vec<Existing>,
     results: &mut [DatasetResult],
     datasets: &mut BTreeMap<Uuid, DatasetRecord>,
-) -> HashMap<Uuid, Result<String, String>> {
+) -> HashMap<Uuid, Result<String, Fault>> {
     let mut outcomes = HashMap::new();
     for (t, place) in targets.iter().zip(existing) {
         let record = |name: &str, entries: Arc<Entries>| DatasetRecord {
@@ -454,7 +457,7 @@ fn contents(
 /// Children inside their parent's directory: placed there, or failed with their parent.
 fn place_children(
     children: Children,
-    outcomes: &HashMap<Uuid, Result<String, String>>,
+    outcomes: &HashMap<Uuid, Result<String, Fault>>,
     results: &mut [DatasetResult],
 ) {
     for (index, parent, dir, files) in children {
@@ -466,13 +469,14 @@ fn place_children(
                 result.state = DatasetState::InParent;
             }
             Some(Err(e)) => {
-                result.state = DatasetState::Failed(format!(
-                    "its parent dataset {parent} could not be staged: {e}"
-                ))
+                result.state = DatasetState::Failed(e.clone().context(format_args!(
+                    "its parent dataset {parent} could not be staged"
+                )))
             }
             None => {
-                result.state =
-                    DatasetState::Failed(format!("its parent dataset {parent} could not be staged"))
+                result.state = DatasetState::Failed(Fault::passing(format!(
+                    "its parent dataset {parent} could not be staged"
+                )))
             }
         }
     }
@@ -484,13 +488,14 @@ fn project_failed(
     report: Report<'_, '_>,
     mut results: Vec<DatasetResult>,
     directory: &str,
-    why: &str,
+    why: &Fault,
 ) -> Output {
     for result in &mut results {
         if !matches!(result.state, DatasetState::Failed(_)) {
-            result.state = DatasetState::Failed(format!(
-                "the project directory could not be made ready: {why}"
-            ));
+            result.state = DatasetState::Failed(
+                why.clone()
+                    .context("the project directory could not be made ready"),
+            );
         }
     }
     let mutating_calls = report.ops().count();

@@ -118,11 +118,11 @@ fn kind(kind: ActionKind) -> pb::ActionKind {
 }
 
 fn action(a: Action) -> pb::Action {
-    let (outcome, error) = match a.outcome {
-        Outcome::Planned => (pb::ActionOutcome::Planned, String::new()),
-        Outcome::Done => (pb::ActionOutcome::Done, String::new()),
-        Outcome::Failed(e) => (pb::ActionOutcome::Failed, e),
-        Outcome::Skipped(e) => (pb::ActionOutcome::Skipped, e),
+    let (outcome, error, permanent) = match a.outcome {
+        Outcome::Planned => (pb::ActionOutcome::Planned, String::new(), false),
+        Outcome::Done => (pb::ActionOutcome::Done, String::new(), false),
+        Outcome::Failed(e) => (pb::ActionOutcome::Failed, e.text, e.permanent),
+        Outcome::Skipped(e) => (pb::ActionOutcome::Skipped, e, false),
     };
     pb::Action {
         kind: kind(a.kind) as i32,
@@ -132,11 +132,20 @@ fn action(a: Action) -> pb::Action {
         dataset_uuid: a.dataset.map(|u| u.to_string()).unwrap_or_default(),
         outcome: outcome as i32,
         error,
-        // Staging does not yet tell transient failures from lasting ones: every failure may be
-        // retried.
-        permanent: false,
+        permanent,
         // Analysis outputs are not staged yet (issue 18).
         analysis_job_id: 0,
+    }
+}
+
+/// A state on the wire: the state, its error and whether the error is permanent.
+fn state(state: DatasetState) -> (pb::DatasetState, String, bool) {
+    match state {
+        DatasetState::Unchanged => (pb::DatasetState::Unchanged, String::new(), false),
+        DatasetState::Staged => (pb::DatasetState::Staged, String::new(), false),
+        DatasetState::Updated => (pb::DatasetState::Updated, String::new(), false),
+        DatasetState::Failed(e) => (pb::DatasetState::Failed, e.text, e.permanent),
+        DatasetState::InParent => (pb::DatasetState::InParent, String::new(), false),
     }
 }
 
@@ -155,21 +164,14 @@ pub fn apply_response(report: ApplyReport) -> pb::ApplyProjectResponse {
             .datasets
             .into_iter()
             .map(|d| {
-                let (state, error) = match d.state {
-                    DatasetState::Unchanged => (pb::DatasetState::Unchanged, String::new()),
-                    DatasetState::Staged => (pb::DatasetState::Staged, String::new()),
-                    DatasetState::Updated => (pb::DatasetState::Updated, String::new()),
-                    DatasetState::Failed(e) => (pb::DatasetState::Failed, e),
-                    DatasetState::InParent => (pb::DatasetState::InParent, String::new()),
-                };
+                let (state, error, permanent) = state(d.state);
                 pb::DatasetResult {
                     uuid: d.uuid.to_string(),
                     path: d.path,
                     state: state as i32,
                     file_count: d.file_count,
                     error,
-                    // As for actions: not yet told apart, so retried.
-                    permanent: false,
+                    permanent,
                 }
             })
             .collect(),

@@ -19,6 +19,7 @@ use rustix::fs::FileType;
 use rustix::io::Errno;
 use uuid::Uuid;
 
+use crate::fault::{Fault, Faults};
 use crate::fs::{self, Meta, Ops, Tree, describe};
 use crate::marker::Marker;
 use crate::model::{ActionKind, EntryRecord, FileRecord, join};
@@ -139,7 +140,7 @@ pub fn build(
     uuid: Uuid,
     marker: &Marker,
     layout: &Layout,
-) -> Result<Entries, String> {
+) -> Result<Entries, Fault> {
     let rel = join(&[project_rel, name]);
     let work_name = tree.work_name(&uuid.to_string());
     let act = Act::new(ActionKind::CreateDirectory, rel.clone()).dataset(uuid);
@@ -195,7 +196,7 @@ pub fn build(
 /// What an existing dataset directory needs.
 #[derive(Debug, Default)]
 struct Needs {
-    conflicts: Vec<String>,
+    conflicts: Vec<Fault>,
     unlinks: Vec<String>,
     rmdirs: Vec<String>,
     mkdirs: Vec<String>,
@@ -296,7 +297,7 @@ pub fn reconcile(
     marker: &Marker,
     layout: &Layout,
     recorded: &Arc<Entries>,
-) -> (Arc<Entries>, Result<(), String>) {
+) -> (Arc<Entries>, Result<(), Fault>) {
     let mut dirs = Dirs {
         top: dir.top,
         subs: HashMap::new(),
@@ -304,7 +305,13 @@ pub fn reconcile(
     };
     let needs = match inspect(tree, &mut dirs, dir, uuid, marker, layout, recorded) {
         Ok(needs) if needs.conflicts.is_empty() => needs,
-        Ok(needs) => return (recorded.clone(), Err(needs.conflicts.join("; "))),
+        Ok(needs) => {
+            let mut conflicts = Faults::default();
+            for conflict in needs.conflicts {
+                conflicts.push(conflict);
+            }
+            return (recorded.clone(), conflicts.result());
+        }
         Err(e) => return (recorded.clone(), Err(e)),
     };
     if needs.nothing() {
@@ -324,11 +331,13 @@ fn inspect(
     marker: &Marker,
     layout: &Layout,
     recorded: &Entries,
-) -> Result<Needs, String> {
+) -> Result<Needs, Fault> {
     let rel = dir.rel;
     let mut needs = Needs::default();
     let shown = |path: &str| join(&[rel, path]);
-    let top = fs::fstat(dirs.top).map_err(|e| format!("{rel}: {}", describe(e)))?;
+    let failed =
+        |path: &str, e: Errno| Fault::errno(e, format!("{}: {}", join(&[rel, path]), describe(e)));
+    let top = fs::fstat(dirs.top).map_err(|e| failed("", e))?;
     if top.mode != tree.dir_mode() {
         needs.modes.push(String::new());
     }
@@ -375,23 +384,21 @@ fn inspect(
                 }
                 continue;
             }
-            Err(e) => return Err(format!("{}: {}", shown(path), describe(e))),
+            Err(e) => return Err(failed(path, e)),
         };
         match want {
             Want::Dir if found.kind == FileType::Directory => {
-                let fd = fs::open_dir(parent, leaf)
-                    .map_err(|e| format!("{}: {}", shown(path), describe(e)))?;
-                let has = fs::read_marker(fd.as_fd())
-                    .map_err(|e| format!("{}: {}", shown(path), describe(e)))?;
+                let fd = fs::open_dir(parent, leaf).map_err(|e| failed(path, e))?;
+                let has = fs::read_marker(fd.as_fd()).map_err(|e| failed(path, e))?;
                 let was_recorded = recorded.get(path) == Some(&EntryRecord::Dir);
                 let ours = has.as_ref() == Some(&part)
                     || has.as_ref() == Some(&part.clone().retired())
                     || (was_recorded && found.ours());
                 if !ours {
-                    needs.conflicts.push(format!(
+                    needs.conflicts.push(Fault::permanent(format!(
                         "{}: a directory smrtshare did not create is in the way (left untouched)",
                         shown(path)
-                    ));
+                    )));
                     continue;
                 }
                 if has.as_ref() != Some(&part) {
@@ -422,11 +429,11 @@ fn inspect(
             Want::File(source) if is_ours(recorded, path, &found) => {
                 needs.replaces.push((path.clone(), source.clone()))
             }
-            _ => needs.conflicts.push(format!(
+            _ => needs.conflicts.push(Fault::permanent(format!(
                 "{}: a {} smrtshare did not stage is in the way (left untouched)",
                 shown(path),
                 kind_name(found.kind)
-            )),
+            ))),
         }
     }
     // Recorded entries no longer wanted, deepest first.
@@ -466,7 +473,7 @@ fn carry_out(
     uuid: Uuid,
     needs: Needs,
     entries: &mut Entries,
-) -> Result<(), String> {
+) -> Result<(), Fault> {
     let shown = |path: &str| join(&[rel, path]);
     for path in &needs.unlinks {
         let (parent_rel, leaf) = split(path);

@@ -12,6 +12,9 @@ pub enum Point {
     /// be renamed out of sight into the work area. The path is the directory's, relative to the
     /// root.
     RemovalScanned,
+    /// An apply resolved what the project should hold (every source checked) and is about to
+    /// change the tree. The path is the project directory's name.
+    Resolved,
 }
 
 type Hook = dyn Fn(Point, &str) + Send + Sync;

@@ -13,6 +13,7 @@
 //!   and the work area swept at start.
 //! - [`hooks`]: points where tests act at the dangerous instant.
 //! - [`locks`]: per-project serialisation.
+//! - [`fault`]: why an item failed and whether a retry can cure it (one classification).
 //! - [`service`], [`convert`], [`answer`], [`error`]: the gRPC service, and answers that fit.
 
 pub mod answer;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod convert;
 pub mod dataset;
 pub mod error;
+pub mod fault;
 pub mod fs;
 pub mod hooks;
 pub mod locks;

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use crate::fault::Fault;
+
 /// A SMRT Link project id that may be staged (greater than 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ProjectId(i64);
@@ -128,7 +130,7 @@ pub enum Outcome {
     /// Done.
     Done,
     /// Failed, with the reason.
-    Failed(String),
+    Failed(Fault),
     /// Not attempted because an earlier action it depends on failed.
     Skipped(String),
 }
@@ -160,7 +162,7 @@ pub enum DatasetState {
     /// Its directory existed and was brought up to date.
     Updated,
     /// It could not be staged; the reason names the XML or file.
-    Failed(String),
+    Failed(Fault),
     /// A child staged inside its parent's directory.
     InParent,
 }

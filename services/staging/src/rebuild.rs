@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::apply::Ctx;
 use crate::dataset::{Entries, file_record};
+use crate::fault::Fault;
 use crate::fs::{self, HIDDEN_PREFIX, describe};
 use crate::marker::Marker;
 use crate::model::{DatasetRecord, DatasetSpec, EntryRecord, Kind, ProjectId, ProjectRecord, join};
@@ -149,7 +150,7 @@ pub fn sources(
     uuid: Uuid,
     kind: Kind,
     xml: &str,
-) -> Result<HashMap<(u64, u64), Arc<Source>>, String> {
+) -> Result<HashMap<(u64, u64), Arc<Source>>, Fault> {
     let spec = DatasetSpec {
         uuid,
         name: String::new(),
@@ -184,7 +185,7 @@ fn rebuild_entries(
     let sources = sources(resolver, uuid, kind, xml).unwrap_or_else(|e| {
         tracing::warn!(
             path = shown,
-            error = e,
+            error = %e,
             "cannot resolve the dataset XML; its files are not recognised as staged and stay untouched until it resolves again"
         );
         HashMap::new()

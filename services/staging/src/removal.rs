@@ -21,6 +21,7 @@ use rustix::io::Errno;
 use uuid::Uuid;
 
 use crate::dataset::{Entries, split};
+use crate::fault::Fault;
 use crate::fs::{self, Tree, describe};
 use crate::hooks::Point;
 use crate::marker::Marker;
@@ -37,7 +38,7 @@ pub struct Removal {
     /// Paths (relative to the root) of entries others added, left in place.
     pub foreign: Vec<String>,
     /// The failure, if any.
-    pub error: Option<String>,
+    pub error: Option<Fault>,
 }
 
 /// One look at a dataset directory.
@@ -128,7 +129,7 @@ pub fn remove_dataset(
     let rel = join(&[project_rel, name]);
     let failed = |e: Errno| Removal {
         remaining: recorded.clone(),
-        error: Some(format!("{rel}: {}", describe(e))),
+        error: Some(Fault::errno(e, format!("{rel}: {}", describe(e)))),
         ..Removal::default()
     };
     let top = match fs::lstat_at(project, name) {
@@ -203,9 +204,9 @@ pub fn remove_dataset(
                     error = e,
                     "a dataset directory holding files smrtshare did not stage could not be put back; the sweep at the next start retries"
                 );
-                removal.error.get_or_insert(format!(
+                removal.error.get_or_insert(Fault::passing(format!(
                     "{rel}: it holds files smrtshare did not stage and could not be put back: {e}"
-                ));
+                )));
             }
         }
         if at != rel {
@@ -215,9 +216,9 @@ pub fn remove_dataset(
                 "its name was taken while it was being removed: what others put in it is kept in smrtshare-recovered"
             );
             if !removal.remaining.is_empty() {
-                removal
-                    .error
-                    .get_or_insert(format!("{rel}: moved to {at} with links not yet removed"));
+                removal.error.get_or_insert(Fault::passing(format!(
+                    "{rel}: moved to {at} with links not yet removed"
+                )));
                 removal.remaining.clear();
             }
         }
@@ -255,7 +256,7 @@ fn delete_ours(
     top: BorrowedFd<'_>,
     found: &Scan,
     remaining: &mut Entries,
-) -> Result<(), String> {
+) -> Result<(), Fault> {
     for path in &found.files {
         let (parent, (_, leaf)) = (found.parent(top, path), split(path));
         report.act(

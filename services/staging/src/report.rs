@@ -5,6 +5,7 @@
 use rustix::io::Errno;
 use uuid::Uuid;
 
+use crate::fault::Fault;
 use crate::fs::{Ops, describe};
 use crate::model::{Action, ActionKind, Outcome};
 
@@ -78,9 +79,10 @@ impl Act {
         }
     }
 
-    fn explain(&self, failure: Failure) -> String {
+    /// The failure in words an operator can act on, classified by its errno.
+    fn explain(&self, failure: Failure) -> Fault {
         let path = &self.path;
-        match (self.kind, failure.errno) {
+        let text = match (self.kind, failure.errno) {
             (ActionKind::LinkFile, Errno::XDEV) => format!(
                 "{path}: the source {} and the dataset directory are {}: hard links cannot cross \
                  filesystems or mounts and smrtshare never copies (EXDEV)",
@@ -115,7 +117,8 @@ impl Act {
             (_, Errno::NOSPC) => format!("{path}: no space left on the staging filesystem"),
             (_, Errno::ROFS) => format!("{path}: the staging filesystem is read-only"),
             (_, other) => format!("{path}: {}", describe(other)),
-        }
+        };
+        Fault::errno(failure.errno, text)
     }
 }
 
@@ -153,7 +156,7 @@ impl<'o, 't> Report<'o, 't> {
         &mut self,
         act: Act,
         f: impl FnOnce(&Ops<'t>) -> Result<T, E>,
-    ) -> Result<Option<T>, String> {
+    ) -> Result<Option<T>, Fault> {
         if self.dry {
             self.actions.push(act.into_action(Outcome::Planned));
             return Ok(None);
@@ -179,7 +182,7 @@ impl<'o, 't> Report<'o, 't> {
         act: Act,
         tolerated: Errno,
         f: impl FnOnce(&Ops<'t>) -> crate::fs::Result<T>,
-    ) -> Result<Result<Option<T>, Errno>, String> {
+    ) -> Result<Result<Option<T>, Errno>, Fault> {
         if self.dry {
             self.actions.push(act.into_action(Outcome::Planned));
             return Ok(Ok(None));
@@ -201,7 +204,7 @@ impl<'o, 't> Report<'o, 't> {
 
     /// Records an action whose failure was found without a system call (for example a source that
     /// changed while being linked).
-    pub fn fail(&mut self, act: Act, why: String) {
+    pub fn fail(&mut self, act: Act, why: Fault) {
         let outcome = if self.dry {
             Outcome::Planned
         } else {

@@ -16,6 +16,7 @@ use rustix::io::Errno;
 use uuid::Uuid;
 
 use crate::budget::ParseBudget;
+use crate::fault::{Fault, Faults};
 use crate::fs::{self, describe};
 use crate::model::{DatasetSpec, Kind, join};
 use crate::names::{self, Namer, Values};
@@ -98,7 +99,7 @@ pub struct Resolver<'a> {
     namer: &'a Namer,
     cache: &'a SourceCache,
     budget: &'a ParseBudget,
-    dirs: HashMap<PathBuf, Result<Arc<SourceDir>, String>>,
+    dirs: HashMap<PathBuf, Result<Arc<SourceDir>, Fault>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -123,11 +124,11 @@ impl<'a> Resolver<'a> {
 
     /// The layout of a plain dataset (or an orphaned child, named after its sample): the files of
     /// its resources and of its supplemental resources.
-    pub fn plain(&mut self, spec: &DatasetSpec, orphan: bool) -> Result<Layout, String> {
+    pub fn plain(&mut self, spec: &DatasetSpec, orphan: bool) -> Result<Layout, Fault> {
         let (dir, doc) = self.read_xml(&spec.xml_path)?;
         check_uuid(&spec.xml_path, &doc, spec.uuid)?;
         let mut entries = BTreeMap::new();
-        let mut problems = Problems::default();
+        let mut problems = Faults::default();
         self.add_files(
             &mut entries,
             "",
@@ -162,12 +163,12 @@ impl<'a> Resolver<'a> {
 
     /// The layout of a demultiplexed parent: one sub-directory per child (from the child's XML:
     /// its resources and supplemental resources), and the parent's supplemental run data.
-    pub fn parent(&mut self, spec: &DatasetSpec) -> Result<Layout, String> {
+    pub fn parent(&mut self, spec: &DatasetSpec) -> Result<Layout, Fault> {
         let (dir, doc) = self.read_xml(&spec.xml_path)?;
         check_uuid(&spec.xml_path, &doc, spec.uuid)?;
         let xml = &spec.xml_path;
         let mut entries = BTreeMap::new();
-        let mut problems = Problems::default();
+        let mut problems = Faults::default();
         let mut children = Vec::new();
         let mut child_names: Vec<(String, String)> = Vec::new();
         let mut child_files = Vec::new();
@@ -184,12 +185,12 @@ impl<'a> Resolver<'a> {
             let ((child_dir, child_doc), child_path) = match read {
                 Ok(read) => read,
                 Err(e) => {
-                    problems.push(format!(
-                        "{}: child dataset #{} (ResourceId {:?}): {e}",
+                    problems.push(e.context(format_args!(
+                        "{}: child dataset #{} (ResourceId {:?})",
                         xml.display(),
                         index + 1,
                         nested.resource_id
-                    ));
+                    )));
                     continue;
                 }
             };
@@ -225,7 +226,7 @@ impl<'a> Resolver<'a> {
         names::disambiguate(&mut child_names);
         for ((_, name), (uuid, child_dir, ids, child_path)) in child_names.iter().zip(child_files) {
             if let Err(e) = insert_dir(&mut entries, name) {
-                problems.push(format!("{}: {e}", xml.display()));
+                problems.push(e.context(xml.display()));
                 continue;
             }
             self.add_files(
@@ -260,7 +261,7 @@ impl<'a> Resolver<'a> {
                     xml,
                     &mut problems,
                 ),
-                Err(e) => problems.push(format!("{}: {e}", xml.display())),
+                Err(e) => problems.push(e.context(xml.display())),
             }
         }
         problems.result()?;
@@ -291,13 +292,13 @@ impl<'a> Resolver<'a> {
         base: &SourceDir,
         ids: &[String],
         xml: &Path,
-        problems: &mut Problems,
+        problems: &mut Faults,
     ) {
         for id in ids {
             let source = match self.file(&base.path, id) {
                 Ok(source) => source,
                 Err(e) => {
-                    problems.push(format!("{}: ResourceId {id:?}: {e}", xml.display()));
+                    problems.push(e.context(format_args!("{}: ResourceId {id:?}", xml.display())));
                     continue;
                 }
             };
@@ -307,43 +308,51 @@ impl<'a> Resolver<'a> {
                     entries.insert(rel, Want::File(source));
                 }
                 Some(Want::File(existing)) if existing.path == source.path => {}
-                Some(Want::File(existing)) => problems.push(format!(
+                Some(Want::File(existing)) => problems.push(Fault::permanent(format!(
                     "{}: two different files would be named {rel:?} in the dataset directory: {} and {}",
                     xml.display(),
                     existing.path,
                     source.path
-                )),
-                Some(Want::Dir) => problems.push(format!(
+                ))),
+                Some(Want::Dir) => problems.push(Fault::permanent(format!(
                     "{}: {rel:?} would be both a directory and the file {}",
                     xml.display(),
                     source.path
-                )),
+                ))),
             }
         }
     }
 
     /// Resolves a ResourceId (absolute, or relative to `base`) to a checked source file.
-    pub fn file(&mut self, base: &Path, id: &str) -> Result<Arc<Source>, String> {
+    pub fn file(&mut self, base: &Path, id: &str) -> Result<Arc<Source>, Fault> {
         let full = resolve_id(base, id)?;
         let (Some(parent), Some(name)) = (full.parent(), full.file_name().and_then(|n| n.to_str()))
         else {
-            return Err(format!("{} does not name a file", full.display()));
+            return Err(Fault::permanent(format!(
+                "{} does not name a file",
+                full.display()
+            )));
         };
         if matches!(
             full.components().next_back(),
             Some(Component::ParentDir | Component::CurDir)
         ) {
-            return Err(format!("{} does not name a file", full.display()));
+            return Err(Fault::permanent(format!(
+                "{} does not name a file",
+                full.display()
+            )));
         }
         let dir = self.dir(parent)?;
         let path = dir.path.join(name);
         let (kind, dev, ino, size) = match dir.lookup(self.cache, name) {
             Some(Some((dev, kind, ino))) => (kind, dev, ino, None),
-            Some(None) => return Err(format!("{}: file not found", path.display())),
+            Some(None) => return Err(not_found(&path)),
             None => {
                 let meta = fs::lstat_at(dir.fd.as_fd(), name).map_err(|e| match e {
-                    Errno::NOENT => format!("{}: file not found", path.display()),
-                    other => format!("{}: {}", path.display(), describe(other)),
+                    Errno::NOENT => not_found(&path),
+                    other => {
+                        Fault::errno(other, format!("{}: {}", path.display(), describe(other)))
+                    }
                 })?;
                 (meta.kind, meta.dev, meta.ino, Some(meta.size))
             }
@@ -351,7 +360,9 @@ impl<'a> Resolver<'a> {
         check_regular(&path, kind)?;
         let path = path
             .to_str()
-            .ok_or_else(|| format!("{}: path is not valid UTF-8", path.display()))?
+            .ok_or_else(|| {
+                Fault::permanent(format!("{}: path is not valid UTF-8", path.display()))
+            })?
             .to_owned();
         Ok(Arc::new(Source {
             path,
@@ -365,33 +376,35 @@ impl<'a> Resolver<'a> {
 
     /// Reads and parses a dataset XML under the source roots (or takes the document parsed from the
     /// unchanged file before); returns its opened directory too.
-    pub fn read_xml(&mut self, path: &Path) -> Result<(Arc<SourceDir>, Arc<DataSetDoc>), String> {
+    pub fn read_xml(&mut self, path: &Path) -> Result<(Arc<SourceDir>, Arc<DataSetDoc>), Fault> {
         let shown = path.display();
         if !path.is_absolute() {
-            return Err(format!("{shown}: the dataset XML path must be absolute"));
+            return Err(Fault::permanent(format!(
+                "{shown}: the dataset XML path must be absolute"
+            )));
         }
         let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
         else {
-            return Err(format!("{shown}: does not name a file"));
+            return Err(Fault::permanent(format!("{shown}: does not name a file")));
         };
         let dir = self
             .dir(parent)
-            .map_err(|e| format!("dataset XML {shown}: {e}"))?;
+            .map_err(|e| e.context(format_args!("dataset XML {shown}")))?;
         let fd = fs::open_file(dir.fd.as_fd(), name).map_err(|e| match e {
-            Errno::NOENT => format!("dataset XML {shown}: not found"),
-            Errno::LOOP => {
-                format!("dataset XML {shown}: is a symbolic link; only regular files are read")
-            }
-            other => format!("dataset XML {shown}: {}", describe(other)),
+            Errno::NOENT => Fault::permanent(format!("dataset XML {shown}: not found")),
+            Errno::LOOP => Fault::permanent(format!(
+                "dataset XML {shown}: is a symbolic link; only regular files are read"
+            )),
+            other => Fault::errno(other, format!("dataset XML {shown}: {}", describe(other))),
         })?;
-        let meta =
-            fs::fstat(fd.as_fd()).map_err(|e| format!("dataset XML {shown}: {}", describe(e)))?;
-        check_regular(path, meta.kind).map_err(|e| format!("dataset XML {e}"))?;
+        let meta = fs::fstat(fd.as_fd())
+            .map_err(|e| Fault::errno(e, format!("dataset XML {shown}: {}", describe(e))))?;
+        check_regular(path, meta.kind).map_err(|e| e.map_text(|t| format!("dataset XML {t}")))?;
         if meta.size > self.limits.max_bytes {
-            return Err(format!(
+            return Err(Fault::permanent(format!(
                 "dataset XML {shown}: {} bytes is more than the limit of {} bytes",
                 meta.size, self.limits.max_bytes
-            ));
+            )));
         }
         if let Some(doc) = self.cache.doc(&meta) {
             return Ok((dir, doc));
@@ -406,13 +419,13 @@ impl<'a> Resolver<'a> {
         );
         let doc = Arc::new(
             xml::parse_from(source, &self.limits)
-                .map_err(|e| format!("dataset XML {shown}: {e}"))?,
+                .map_err(|e| e.context(format_args!("dataset XML {shown}")))?,
         );
         self.cache.keep_doc(&meta, doc.clone(), read_at);
         Ok((dir, doc))
     }
 
-    fn dir(&mut self, dir: &Path) -> Result<Arc<SourceDir>, String> {
+    fn dir(&mut self, dir: &Path) -> Result<Arc<SourceDir>, Fault> {
         if let Some(found) = self.dirs.get(dir) {
             return found.clone();
         }
@@ -424,14 +437,17 @@ impl<'a> Resolver<'a> {
 
 /// Joins a ResourceId to the XML's directory (absolute ids stand alone). A `file://` URL is
 /// decoded as pbcore does (`file:///data/run%201/a.bam` is `/data/run 1/a.bam`).
-fn resolve_id(base: &Path, id: &str) -> Result<PathBuf, String> {
+fn resolve_id(base: &Path, id: &str) -> Result<PathBuf, Fault> {
     let path = if id.starts_with("file://") {
-        let url = url::Url::parse(id).map_err(|e| format!("not a valid file URL ({e})"))?;
+        let url = url::Url::parse(id)
+            .map_err(|e| Fault::permanent(format!("not a valid file URL ({e})")))?;
         let path = url
             .to_file_path()
-            .map_err(|()| "not a local file URL (it names another host)".to_owned())?;
+            .map_err(|()| Fault::permanent("not a local file URL (it names another host)"))?;
         if path.as_os_str().as_encoded_bytes().contains(&0) {
-            return Err("the file URL decodes to a path holding NUL".to_owned());
+            return Err(Fault::permanent(
+                "the file URL decodes to a path holding NUL",
+            ));
         }
         path
     } else {
@@ -445,79 +461,50 @@ fn resolve_id(base: &Path, id: &str) -> Result<PathBuf, String> {
 }
 
 /// Checks that the XML is the dataset the request names.
-fn check_uuid(xml: &Path, doc: &DataSetDoc, uuid: Uuid) -> Result<(), String> {
+fn check_uuid(xml: &Path, doc: &DataSetDoc, uuid: Uuid) -> Result<(), Fault> {
     let shown = xml.display();
+    let refused = |text: String| Err(Fault::permanent(text));
     match doc.uuid.as_deref().map(|u| (u, Uuid::parse_str(u.trim()))) {
         Some((_, Ok(found))) if found == uuid => Ok(()),
-        Some((_, Ok(found))) => Err(format!(
+        Some((_, Ok(found))) => refused(format!(
             "dataset XML {shown}: its UniqueId is {found}, not the requested dataset {uuid}; SMRT \
              Link and the file disagree (was the file replaced?)"
         )),
-        Some((text, Err(_))) => Err(format!(
+        Some((text, Err(_))) => refused(format!(
             "dataset XML {shown}: its UniqueId {text:?} is not a UUID, so it cannot be dataset {uuid}"
         )),
-        None => Err(format!(
+        None => refused(format!(
             "dataset XML {shown}: it has no UniqueId, so it cannot be told to be dataset {uuid}"
         )),
     }
 }
 
-/// Most problems of one dataset named in full.
-pub const MAX_LISTED_PROBLEMS: usize = 10;
-
-/// The problems of one dataset's resources: each named, the first few in full, the rest counted.
-#[derive(Debug, Default)]
-struct Problems {
-    listed: Vec<String>,
-    total: usize,
-}
-
-impl Problems {
-    fn push(&mut self, problem: String) {
-        self.total += 1;
-        if self.listed.len() < MAX_LISTED_PROBLEMS {
-            self.listed.push(problem);
-        }
-    }
-
-    fn result(mut self) -> Result<(), String> {
-        match self.total {
-            0 => Ok(()),
-            1 => Err(self.listed.remove(0)),
-            n => {
-                let more = n - self.listed.len();
-                let tail = if more > 0 {
-                    format!("; and {more} more")
-                } else {
-                    String::new()
-                };
-                Err(format!("{n} problems: {}{tail}", self.listed.join("; ")))
-            }
-        }
-    }
-}
-
-fn check_regular(path: &Path, kind: FileType) -> Result<(), String> {
+fn check_regular(path: &Path, kind: FileType) -> Result<(), Fault> {
+    let refused = |text: String| Err(Fault::permanent(text));
     match kind {
         FileType::RegularFile => Ok(()),
-        FileType::Symlink => Err(format!(
+        FileType::Symlink => refused(format!(
             "{}: is a symbolic link; only regular files are staged",
             path.display()
         )),
-        FileType::Directory => Err(format!(
+        FileType::Directory => refused(format!(
             "{}: is a directory, not a regular file",
             path.display()
         )),
-        _ => Err(format!("{}: is not a regular file", path.display())),
+        _ => refused(format!("{}: is not a regular file", path.display())),
     }
 }
 
-fn insert_dir(entries: &mut BTreeMap<String, Want>, name: &str) -> Result<(), String> {
+fn insert_dir(entries: &mut BTreeMap<String, Want>, name: &str) -> Result<(), Fault> {
     match entries.insert(name.to_owned(), Want::Dir) {
-        Some(Want::File(s)) => Err(format!(
+        Some(Want::File(s)) => Err(Fault::permanent(format!(
             "{name:?} would be both a directory and the file {}",
             s.path
-        )),
+        ))),
         _ => Ok(()),
     }
+}
+
+fn not_found(path: &Path) -> Fault {
+    Fault::permanent(format!("{}: file not found", path.display()))
 }

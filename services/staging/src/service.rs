@@ -22,7 +22,7 @@ use crate::convert;
 use crate::error::Error;
 use crate::fs::Tree;
 use crate::locks::Locks;
-use crate::model::{ApplyReport, ApplyRequest, ProjectId, RemoveReport};
+use crate::model::{ApplyReport, ApplyRequest, DatasetState, ProjectId, RemoveReport};
 use crate::names::Namer;
 use crate::records::Records;
 use crate::remove;
@@ -345,6 +345,7 @@ impl StagingService {
         let started = Instant::now();
         let dry_run = request.dry_run;
         let report = inner.apply(request).await?;
+        log_failures(&report, change);
         let (actions, mutating_calls) = (report.actions.len(), report.mutating_calls);
         let mut response = convert::apply_response(report);
         answer::fit_apply(&mut response, self.answer_limit);
@@ -407,5 +408,23 @@ impl StagingService {
             .map(|p| Ok(convert::list_item(p)))
             .collect();
         Ok(Response::new(tokio_stream::iter(items)))
+    }
+}
+
+/// One warning per dataset that failed, with the reason and whether a retry can cure it.
+fn log_failures(report: &ApplyReport, change: Option<i64>) {
+    for d in &report.datasets {
+        if let DatasetState::Failed(fault) = &d.state {
+            tracing::warn!(
+                project = report.project.get(),
+                change_id = change,
+                dataset = %d.uuid,
+                path = d.path,
+                permanent = fault.permanent,
+                dry_run = report.dry_run,
+                reason = fault.text,
+                "dataset not staged"
+            );
+        }
     }
 }

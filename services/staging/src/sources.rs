@@ -16,6 +16,7 @@ use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::FileType;
 use rustix::io::Errno;
 
+use crate::fault::Fault;
 use crate::fs::{self, describe};
 use crate::sourcecache::{Listing, SourceCache};
 
@@ -62,17 +63,17 @@ impl SourceRoots {
     }
 
     /// The one wording for a path that is not under any source root, whether it exists or not.
-    fn outside(&self, path: &Path) -> String {
+    fn outside(&self, path: &Path) -> Fault {
         let roots: Vec<String> = self.paths().map(|p| p.display().to_string()).collect();
-        format!(
+        Fault::permanent(format!(
             "{} is outside the source roots ({})",
             path.display(),
             roots.join(", ")
-        )
+        ))
     }
 
     /// Opens a source directory under a root, or says why not.
-    pub fn open_dir(&self, dir: &Path) -> Result<SourceDir, String> {
+    pub fn open_dir(&self, dir: &Path) -> Result<SourceDir, Fault> {
         for (root, fd) in &self.roots {
             if let Ok(rest) = dir.strip_prefix(root) {
                 match walk(root, fd, rest)? {
@@ -86,7 +87,7 @@ impl SourceRoots {
         let canonical = match std::fs::canonicalize(dir) {
             Ok(canonical) => canonical,
             Err(e) if self.paths().any(|r| lexical.starts_with(r)) => {
-                return Err(format!("{}: {e}", dir.display()));
+                return Err(Fault::io(&e, format!("{}: {e}", dir.display())));
             }
             Err(_) => return Err(self.outside(&lexical)),
         };
@@ -101,10 +102,10 @@ impl SourceRoots {
             .strip_prefix(root)
             .map_err(|_| self.outside(&canonical))?;
         walk(root, fd, rest)?.ok_or_else(|| {
-            format!(
+            Fault::passing(format!(
                 "{}: changed while being resolved (a symbolic link appeared)",
                 canonical.display()
-            )
+            ))
         })
     }
 }
@@ -188,7 +189,7 @@ fn normalized(path: &Path) -> PathBuf {
 
 /// Opens `rest` under the source root without following symlinks. `Ok(None)` when the lexical
 /// path cannot be walked that way (a symlink, or `..` above the root): the caller canonicalises.
-fn walk(root: &Path, root_fd: &OwnedFd, rest: &Path) -> Result<Option<SourceDir>, String> {
+fn walk(root: &Path, root_fd: &OwnedFd, rest: &Path) -> Result<Option<SourceDir>, Fault> {
     if let Some(found) = walk_at_once(root, root_fd, rest) {
         return Ok(Some(found));
     }
@@ -197,7 +198,10 @@ fn walk(root: &Path, root_fd: &OwnedFd, rest: &Path) -> Result<Option<SourceDir>
         match component {
             Component::Normal(name) => {
                 let Some(name) = name.to_str() else {
-                    return Err(format!("{}: path is not valid UTF-8", rest.display()));
+                    return Err(Fault::permanent(format!(
+                        "{}: path is not valid UTF-8",
+                        rest.display()
+                    )));
                 };
                 let parent = stack
                     .last()
@@ -211,8 +215,13 @@ fn walk(root: &Path, root_fd: &OwnedFd, rest: &Path) -> Result<Option<SourceDir>
                         path.extend(stack.iter().map(|(_, n)| n.as_str()));
                         path.push(name);
                         return Err(match e {
-                            Errno::NOENT => format!("directory {} not found", path.display()),
-                            other => format!("{}: {}", path.display(), describe(other)),
+                            Errno::NOENT => {
+                                Fault::permanent(format!("directory {} not found", path.display()))
+                            }
+                            other => Fault::errno(
+                                other,
+                                format!("{}: {}", path.display(), describe(other)),
+                            ),
                         });
                     }
                 }
@@ -236,7 +245,7 @@ fn walk(root: &Path, root_fd: &OwnedFd, rest: &Path) -> Result<Option<SourceDir>
             rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
         )
-        .map_err(|e| format!("{}: {}", root.display(), describe(e)))?,
+        .map_err(|e| Fault::errno(e, format!("{}: {}", root.display(), describe(e))))?,
     };
     Ok(Some(SourceDir::new(path, fd)))
 }

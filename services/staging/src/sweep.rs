@@ -131,7 +131,7 @@ impl Sweep<'_> {
             match rebuild::sources(&mut self.resolver, uuid, kind, &xml) {
                 Ok(sources) => proof.sources = sources.into_keys().collect(),
                 Err(e) => {
-                    tracing::warn!(dataset = %uuid, error = e, "cannot resolve the dataset XML while sweeping; only its recorded links count as staged")
+                    tracing::warn!(dataset = %uuid, error = %e, "cannot resolve the dataset XML while sweeping; only its recorded links count as staged")
                 }
             }
         }

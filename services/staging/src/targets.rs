@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::apply::Ctx;
 use crate::dataset::Entries;
+use crate::fault::Fault;
 use crate::fs;
 use crate::marker::Marker;
 use crate::model::{
@@ -91,7 +92,7 @@ pub fn resolve(
         })
         .collect();
     let mut targets = Vec::new();
-    let mut failed: HashMap<Uuid, String> = HashMap::new();
+    let mut failed: HashMap<Uuid, Fault> = HashMap::new();
     let parent_in_request = |i: usize| {
         request.datasets[i]
             .parent
@@ -126,10 +127,9 @@ pub fn resolve(
         match found {
             Some(Some(child)) => children.push((index, parent, child.dir.clone(), child.files)),
             _ if failed.contains_key(&parent) => {
-                let why = format!(
-                    "its parent dataset {parent} could not be staged: {}",
-                    failed[&parent]
-                );
+                let why = failed[&parent].clone().context(format_args!(
+                    "its parent dataset {parent} could not be staged"
+                ));
                 results[index].state = DatasetState::Failed(why);
             }
             // Not among the parent's children (or the parent is itself a child): stage it on its own.
@@ -160,10 +160,10 @@ pub fn resolve(
 fn add_target(
     request: &ApplyRequest,
     index: usize,
-    layout: Result<Layout, String>,
+    layout: Result<Layout, Fault>,
     results: &mut [DatasetResult],
     targets: &mut Vec<Target>,
-    failed: &mut HashMap<Uuid, String>,
+    failed: &mut HashMap<Uuid, Fault>,
 ) {
     let spec = &request.datasets[index];
     match layout {
@@ -234,10 +234,10 @@ pub fn locate(
         }),
         Probe::Missing => Ok(Existing::None),
         Probe::Foreign(why) => {
-            results[t.index].state = DatasetState::Failed(format!(
+            results[t.index].state = DatasetState::Failed(Fault::permanent(format!(
                 "{}: the directory name is taken: it {why} (left untouched)",
                 join(&[project_name, &t.name])
-            ));
+            )));
             Ok(Existing::None)
         }
     }
@@ -315,7 +315,7 @@ fn rename(
         let t = &targets[i];
         if taken(&t.name) {
             results[t.index].state =
-                DatasetState::Failed(format!("{}: the directory name is taken by something smrtshare did not stage (left untouched)", join(&[project_name, &t.name])));
+                DatasetState::Failed(Fault::permanent(format!("{}: the directory name is taken by something smrtshare did not stage (left untouched)", join(&[project_name, &t.name]))));
         }
         !taken(&t.name)
     });
@@ -400,9 +400,9 @@ fn take(
         let here = join(&[project_name, &t.name]);
         let from_rel = join(&[&project_dir, &name]);
         if pfd.is_some_and(|pfd| fs::lstat_at(pfd, &t.name).is_ok()) {
-            results[t.index].state = DatasetState::Failed(format!(
+            results[t.index].state = DatasetState::Failed(Fault::permanent(format!(
                 "{here}: the directory name is taken by something smrtshare did not stage (left untouched; the dataset stays in {from_rel})"
-            ));
+            )));
             continue;
         }
         report.note(
@@ -427,9 +427,9 @@ fn take(
                     .entry(from)
                     .or_default()
                     .push((t.uuid, Some(removal.remaining)));
-                results[t.index].state = DatasetState::Failed(format!(
-                    "{here}: it could not be taken out of project {from}'s directory: {e}"
-                ));
+                results[t.index].state = DatasetState::Failed(e.context(format_args!(
+                    "{here}: it could not be taken out of project {from}'s directory"
+                )));
             }
         }
     }

@@ -10,6 +10,9 @@ use std::io::BufRead;
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
+use rustix::io::Errno;
+
+use crate::fault::Fault;
 
 /// MetaType prefix of resources that are dataset XML files themselves (read, never staged).
 pub const DATASET_META_PREFIX: &str = "PacBio.DataSet.";
@@ -136,17 +139,30 @@ impl DataSetDoc {
 
 /// Parses a dataset XML document held in memory.
 pub fn parse(text: &str, limits: &Limits) -> Result<DataSetDoc, String> {
-    parse_from(text.as_bytes(), limits)
+    parse_from(text.as_bytes(), limits).map_err(|fault| fault.text)
 }
 
 /// Parses a dataset XML document as it is read (a streaming parse: memory grows with what is
-/// kept, never with the file's size, and no large buffer is ever allocated).
-pub fn parse_from(source: impl BufRead, limits: &Limits) -> Result<DataSetDoc, String> {
+/// kept, never with the file's size, and no large buffer is ever allocated). A document that is
+/// not a dataset XML is a permanent failure; a read the filesystem failed is classified by its
+/// errno.
+pub fn parse_from(source: impl BufRead, limits: &Limits) -> Result<DataSetDoc, Fault> {
     let mut reader = Reader::from_reader(Lines {
         inner: source,
         newlines: 0,
         read: 0,
+        failed: None,
     });
+    read_doc(&mut reader, limits).map_err(|text| match reader.get_ref().failed {
+        Some(errno) => Fault::errno(errno, text),
+        None => Fault::permanent(text),
+    })
+}
+
+fn read_doc<R: BufRead>(
+    reader: &mut Reader<Lines<R>>,
+    limits: &Limits,
+) -> Result<DataSetDoc, String> {
     let config = reader.config_mut();
     config.check_end_names = true;
     config.expand_empty_elements = false;
@@ -213,11 +229,25 @@ struct Lines<R> {
     inner: R,
     newlines: u64,
     read: u64,
+    /// The errno of a read that failed.
+    failed: Option<Errno>,
+}
+
+impl<R> Lines<R> {
+    fn note<T>(&mut self, result: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &result
+            && let Some(code) = e.raw_os_error()
+        {
+            self.failed = Some(Errno::from_raw_os_error(code));
+        }
+        result
+    }
 }
 
 impl<R: BufRead> std::io::Read for Lines<R> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(out)?;
+        let read = self.inner.read(out);
+        let n = self.note(read)?;
         self.newlines += out[..n].iter().filter(|b| **b == b'\n').count() as u64;
         self.read += n as u64;
         Ok(n)
@@ -226,7 +256,13 @@ impl<R: BufRead> std::io::Read for Lines<R> {
 
 impl<R: BufRead> BufRead for Lines<R> {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        self.inner.fill_buf()
+        match self.inner.fill_buf() {
+            Ok(buf) => Ok(buf),
+            Err(e) => {
+                self.failed = e.raw_os_error().map(Errno::from_raw_os_error);
+                Err(e)
+            }
+        }
     }
 
     fn consume(&mut self, amount: usize) {

@@ -491,6 +491,10 @@ async fn drift_is_reported_and_repaired() {
         "{}",
         repaired.datasets[0].error
     );
+    assert!(
+        repaired.datasets[0].permanent,
+        "a name taken by a file staging did not make stays taken"
+    );
     assert_eq!(
         std::fs::read_to_string(dir.join(name(1))).unwrap(),
         "a copy, not a link"

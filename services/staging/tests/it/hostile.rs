@@ -247,9 +247,15 @@ async fn hostile_dataset_xml_fails_alone_with_a_precise_reason() {
                 result.error
             );
         }
+        assert!(
+            result.permanent,
+            "a broken or refused XML stays so: {}",
+            result.error
+        );
     }
     let outside_result = &answer.datasets[cases.len()];
     assert_eq!(state(outside_result), pb::DatasetState::Failed);
+    assert!(outside_result.permanent);
     assert!(
         outside_result.error.contains("outside the source roots"),
         "{}",

@@ -6,6 +6,7 @@
 mod answers;
 mod concurrency;
 mod e2e;
+mod faults;
 mod fixtures;
 mod foreign;
 mod grpc;

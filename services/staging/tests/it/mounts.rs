@@ -249,6 +249,13 @@ async fn one_mount_holding_both_trees_serves_and_a_mount_inside_names_both() {
         assert_linked(&staged.join(file.file_name().unwrap()), file);
     }
     assert_eq!(state(&answer.datasets[1]), pb::DatasetState::Failed);
+    assert!(answer.datasets[1].permanent, "no retry links across mounts");
+    let link = answer
+        .actions
+        .iter()
+        .find(|a| a.outcome == pb::ActionOutcome::Failed as i32)
+        .unwrap();
+    assert!(link.permanent && link.error.contains("EXDEV"), "{link:?}");
     let error = &answer.datasets[1].error;
     for part in [
         "EXDEV",

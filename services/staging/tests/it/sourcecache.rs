@@ -140,7 +140,10 @@ fn an_unchanged_xml_is_parsed_once_and_a_rewritten_one_again() {
     std::fs::remove_file(data.join("c.bam")).unwrap();
     let mut resolver = Resolver::new(&roots, Limits::default(), &namer, &cache, &budget);
     let err = resolver.plain(&spec, false).unwrap_err();
-    assert!(err.contains("c.bam: file not found"), "{err}");
+    assert!(
+        err.text.contains("c.bam: file not found") && err.permanent,
+        "{err}"
+    );
     assert_eq!(
         cache.doc_counts(),
         (docs.0 + 4, docs.1),
