@@ -315,6 +315,7 @@ fn systemd_units_and_environment_examples_match_the_binaries() {
                 "SMRTSHARE_GLOBUS_CLIENT_SECRET",
                 "SMRTSHARE_SMRTLINK_PASSWORD",
                 "SMRTSHARE_INTAKE_SECRET",
+                "SMRTSHARE_STATUS_TOKEN",
             ] {
                 assert_ne!(
                     name, secret,

@@ -512,6 +512,7 @@ impl Stack {
                 grpc,
                 intake: intake_listener,
                 metrics: None,
+                status: None,
             },
             ServerOptions::new(ServerAuth::Token(Secret::new(COORDINATOR_TOKEN))),
             settings,

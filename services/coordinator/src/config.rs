@@ -36,6 +36,8 @@ pub struct Config {
     pub smrtlink: smrtshare_smrtlink::SmrtLinkArgs,
     #[command(flatten)]
     pub metrics: smrtshare_common::metrics::MetricsArgs,
+    #[command(flatten)]
+    pub status: crate::status::StatusArgs,
 
     /// Directory for the default SQLite database (`coordinator.db`) when --database-url is not set.
     #[arg(

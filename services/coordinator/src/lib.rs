@@ -5,7 +5,7 @@
 //! - [`store`]: the tables of DESIGN.md section 5 on SQLite or PostgreSQL.
 //! - [`reader`]: reads SMRT Link for settled changes; [`engine`]: runs tasks; [`resync`]:
 //!   startup renewal and periodic resync; [`intake`]: the mirror's HTTP endpoint;
-//!   [`service`]: the gRPC API.
+//!   [`service`]: the gRPC API; [`status`]: the status page.
 
 pub mod clock;
 pub mod config;
@@ -25,6 +25,7 @@ pub mod rules;
 pub mod service;
 pub mod smrtlink;
 pub mod source;
+pub mod status;
 pub mod store;
 
 use std::future::Future;
@@ -103,6 +104,8 @@ pub struct Listeners {
     pub intake: TcpListener,
     /// `/metrics` (HTTP), when served.
     pub metrics: Option<TcpListener>,
+    /// The status page (HTTP) and its settings, when served.
+    pub status: Option<status::StatusListener>,
 }
 
 impl std::fmt::Debug for Deps {
@@ -131,6 +134,7 @@ pub async fn run(
         grpc,
         intake,
         metrics: metrics_listener,
+        status: status_listener,
     } = listeners;
     let metrics = deps.metrics.clone();
     let wake_tasks = engine::TaskWake::new();
@@ -239,6 +243,20 @@ pub async fn run(
         }
     }));
     tracing::info!(address = %intake_addr, "mirror intake listening");
+
+    if let Some(page) = status_listener {
+        let operator_token = match &options.auth {
+            smrtshare_common::auth::ServerAuth::Token(token) => Some(token.clone()),
+            smrtshare_common::auth::ServerAuth::Disabled => None,
+        };
+        background.extend(status::serve(
+            page,
+            operator_token,
+            deps.store.clone(),
+            resync.clone(),
+            cancel.clone(),
+        )?);
+    }
 
     let (max, drain) = (options.max_message_bytes, options.drain_timeout);
     let mut server = GrpcServer::new(options)?;

@@ -10,6 +10,7 @@ use smrtshare_coordinator::config::{Config, DEFAULT_LISTEN};
 use smrtshare_coordinator::metrics::Metrics;
 use smrtshare_coordinator::peers::Peers;
 use smrtshare_coordinator::smrtlink::SmrtLinkSource;
+use smrtshare_coordinator::status::StatusListener;
 use smrtshare_coordinator::store::Store;
 use smrtshare_coordinator::{Deps, Listeners, run};
 use tokio::net::TcpListener;
@@ -57,6 +58,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         intake: bind(config.intake_listen, "the intake").await?,
         metrics: match config.metrics.metrics_listen {
             Some(address) => Some(bind(address, "metrics").await?),
+            None => None,
+        },
+        status: match config.status.status_listen {
+            Some(address) => Some(StatusListener {
+                listener: bind(address, "the status page").await?,
+                config: config.status.config()?,
+            }),
             None => None,
         },
     };

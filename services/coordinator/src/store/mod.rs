@@ -25,7 +25,7 @@ mod tx;
 pub use changes::{Found, NewChange, ReadRecorded, effect};
 pub use jobs::{JobFound, JobsRecorded};
 pub use projects::ProjectRow;
-pub use queries::TargetStatusRow;
+pub use queries::{ProjectSummary, TargetStatusRow};
 pub use rows::{
     ChangeFilter, ChangeRow, JobClaim, JobRow, KnownProject, LatestTask, ReadClaim, ReplicaRow,
     RunningTask, TaskClaim, TaskRow,

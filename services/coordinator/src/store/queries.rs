@@ -23,6 +23,25 @@ pub struct TargetStatusRow {
     pub finished_at: i64,
 }
 
+/// A project's row with the size of its SMRT Link lists (the status page's overview).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectSummary {
+    /// Id.
+    pub project_id: i64,
+    /// Name (kept once deleted, so the operator can tell which project it was).
+    pub name: String,
+    /// Directory name.
+    pub directory: String,
+    /// Gone from SMRT Link.
+    pub deleted: bool,
+    /// When the stored truth was read (epoch ms).
+    pub read_at: i64,
+    /// Datasets SMRT Link lists in it.
+    pub datasets: i64,
+    /// Members SMRT Link lists (the owner included).
+    pub members: i64,
+}
+
 impl From<LatestTask> for TargetStatusRow {
     fn from(t: LatestTask) -> Self {
         Self {
@@ -117,6 +136,30 @@ impl Store {
         let due = tx.next_due(target).await?;
         tx.commit().await?;
         Ok(due)
+    }
+
+    /// Every project, deleted ones included, with the size of its lists, by id.
+    pub async fn project_summaries(&self) -> Result<Vec<ProjectSummary>> {
+        let mut tx = self.begin_read().await?;
+        let projects = tx.project_summaries().await?;
+        tx.commit().await?;
+        Ok(projects)
+    }
+
+    /// The newest task per project and target, superseded tasks skipped, with its report.
+    pub async fn newest_tasks(&self) -> Result<Vec<TaskRow>> {
+        let mut tx = self.begin_read().await?;
+        let tasks = tx.newest_tasks().await?;
+        tx.commit().await?;
+        Ok(tasks)
+    }
+
+    /// The newest change of every project.
+    pub async fn newest_changes(&self) -> Result<Vec<ChangeRow>> {
+        let mut tx = self.begin_read().await?;
+        let changes = tx.newest_changes().await?;
+        tx.commit().await?;
+        Ok(changes)
     }
 
     /// Attempts made on every task of a project and target (tests and metrics).

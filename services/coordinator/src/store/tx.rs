@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 
 use super::Result;
+use super::queries::ProjectSummary;
 use super::rows::{
     ChangeFilter, ChangeRow, DatasetHolder, JobClaim, JobRow, KnownProject, LatestTask, LeaseRow,
     NewChangeRow, ProjectHead, ReadClaim, ReplicaRow, RunningTask, StatusInput, TaskClaim, TaskRow,
@@ -183,6 +184,14 @@ pub trait ProjectTx: Send {
     async fn next_due(&mut self, target: Target) -> Result<Option<i64>>;
     /// The number of attempts made on tasks of a project and target (tests and metrics).
     async fn attempts_of(&mut self, project_id: i64, target: Target) -> Result<i64>;
+    /// Every project's row with how many datasets and members SMRT Link lists for it, by id.
+    async fn project_summaries(&mut self) -> Result<Vec<ProjectSummary>>;
+    /// The newest task per project and target (superseded tasks skipped), whole, with its
+    /// report.
+    async fn newest_tasks(&mut self) -> Result<Vec<TaskRow>>;
+    /// The newest change of every project (discovery and analysis changes, of project 0, left
+    /// out).
+    async fn newest_changes(&mut self) -> Result<Vec<ChangeRow>>;
 }
 
 /// Analysis jobs.

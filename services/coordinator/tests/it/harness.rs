@@ -688,6 +688,8 @@ pub struct Running {
     pub metrics: smrtshare_coordinator::metrics::Metrics,
     pub grpc: SocketAddr,
     pub intake: SocketAddr,
+    /// The status page, when served.
+    pub status: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -699,6 +701,25 @@ impl Running {
         peers: Peers,
         settings: Settings,
     ) -> Self {
+        Self::start_with_status(store, source, peers, settings, None).await
+    }
+
+    /// As [`Running::start`], serving the status page with `status` when given.
+    pub async fn start_with_status(
+        store: Store,
+        source: Arc<dyn ProjectSource>,
+        peers: Peers,
+        settings: Settings,
+        status: Option<smrtshare_coordinator::status::StatusConfig>,
+    ) -> Self {
+        let status = match status {
+            Some(config) => Some(smrtshare_coordinator::status::StatusListener {
+                listener: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+                config,
+            }),
+            None => None,
+        };
+        let status_addr = status.as_ref().map(|s| s.listener.local_addr().unwrap());
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let intake = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc_addr, intake_addr) = (grpc.local_addr().unwrap(), intake.local_addr().unwrap());
@@ -718,6 +739,7 @@ impl Running {
             grpc,
             intake,
             metrics: None,
+            status,
         };
         let handle = tokio::spawn(smrtshare_coordinator::run(
             listeners,
@@ -732,6 +754,7 @@ impl Running {
             metrics,
             grpc: grpc_addr,
             intake: intake_addr,
+            status: status_addr,
             stop: Some(stop),
             handle: Some(handle),
         }

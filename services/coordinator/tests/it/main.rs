@@ -10,6 +10,7 @@ mod races;
 mod resync;
 mod smrtlink;
 mod stack;
+mod status;
 mod store;
 
 /// Generates one test per backend from an async fn taking a `Backend`.

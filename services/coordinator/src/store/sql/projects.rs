@@ -10,6 +10,7 @@ use crate::model::{
     Target, TaskState,
 };
 use crate::store::Result;
+use crate::store::queries::ProjectSummary;
 use crate::store::rows::{
     ChangeFilter, ChangeRow, DatasetHolder, KnownProject, LatestTask, ProjectHead, TaskRow,
 };
@@ -414,25 +415,7 @@ where
                 query = query.bind(*id);
             }
             for r in query.fetch_all(self.conn()).await? {
-                let operation: String = r.try_get("operation")?;
-                out.push((
-                    r.try_get("linked_to")?,
-                    TaskRow {
-                        task_id: r.try_get("task_id")?,
-                        project_id: r.try_get("project_id")?,
-                        target: parse_col(&r, "target", Target::parse)?,
-                        operation: Operation::parse(&operation),
-                        state: parse_col(&r, "state", TaskState::parse)?,
-                        attempts: r.try_get("attempts")?,
-                        next_run_at: r.try_get("next_run_at")?,
-                        lease_expires_at: r.try_get("lease_expires_at")?,
-                        last_message: r.try_get("last_message")?,
-                        report: r.try_get("report")?,
-                        created_at: r.try_get("created_at")?,
-                        finished_at: r.try_get("finished_at")?,
-                        superseded_by: r.try_get("superseded_by")?,
-                    },
-                ));
+                out.push((r.try_get("linked_to")?, task_row(&r)?));
             }
         }
         Ok(out)
@@ -493,6 +476,54 @@ where
         Ok(row.try_get::<Option<i64>, _>("due")?)
     }
 
+    async fn project_summaries(&mut self) -> Result<Vec<ProjectSummary>> {
+        let rows = sqlx::query(
+            "SELECT p.project_id, p.name, p.directory, p.deleted, p.read_at,
+                    (SELECT COUNT(*) FROM project_datasets d WHERE d.project_id = p.project_id) AS datasets,
+                    (SELECT COUNT(*) FROM project_members m WHERE m.project_id = p.project_id) AS members
+             FROM projects p ORDER BY p.project_id",
+        )
+        .fetch_all(self.conn())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ProjectSummary {
+                    project_id: r.try_get("project_id")?,
+                    name: r.try_get("name")?,
+                    directory: r.try_get("directory")?,
+                    deleted: r.try_get::<i64, _>("deleted")? == 1,
+                    read_at: r.try_get("read_at")?,
+                    datasets: r.try_get("datasets")?,
+                    members: r.try_get("members")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn newest_tasks(&mut self) -> Result<Vec<TaskRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks t
+             WHERE t.task_id IN (SELECT MAX(task_id) FROM tasks WHERE state <> 'SUPERSEDED'
+                                 GROUP BY project_id, target)
+             ORDER BY t.project_id, t.target"
+        ))
+        .fetch_all(self.conn())
+        .await?;
+        rows.iter().map(task_row).collect()
+    }
+
+    async fn newest_changes(&mut self) -> Result<Vec<ChangeRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CHANGE_COLUMNS} FROM changes c
+             WHERE c.change_id IN (SELECT MAX(change_id) FROM changes WHERE project_id > 0
+                                   GROUP BY project_id)
+             ORDER BY c.project_id"
+        ))
+        .fetch_all(self.conn())
+        .await?;
+        rows.iter().map(change_row).collect()
+    }
+
     async fn attempts_of(&mut self, project_id: i64, target: Target) -> Result<i64> {
         let row = sqlx::query(
             "SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) AS n FROM tasks WHERE project_id = $1 AND target = $2",
@@ -503,6 +534,32 @@ where
         .await?;
         Ok(row.try_get("n")?)
     }
+}
+
+fn task_row<R>(r: &R) -> Result<TaskRow>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'q> i64: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+    for<'q> String: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+    for<'q> Vec<u8>: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+{
+    let operation: String = r.try_get("operation")?;
+    Ok(TaskRow {
+        task_id: r.try_get("task_id")?,
+        project_id: r.try_get("project_id")?,
+        target: parse_col(r, "target", Target::parse)?,
+        operation: Operation::parse(&operation),
+        state: parse_col(r, "state", TaskState::parse)?,
+        attempts: r.try_get("attempts")?,
+        next_run_at: r.try_get("next_run_at")?,
+        lease_expires_at: r.try_get("lease_expires_at")?,
+        last_message: r.try_get("last_message")?,
+        report: r.try_get("report")?,
+        created_at: r.try_get("created_at")?,
+        finished_at: r.try_get("finished_at")?,
+        superseded_by: r.try_get("superseded_by")?,
+    })
 }
 
 /// `($1, $2, $3), ($1, $4, $5), ...`: `rows` rows of the value bound first (`$1`) and `width` more.
