@@ -16,6 +16,7 @@
 //!   the shipped files set them or the binaries default them, with a margin.
 //!
 //! - The monitoring files (`deploy/prometheus`, `deploy/grafana`): see [`monitoring`].
+//! - The documentation names only real settings and its links resolve: see [`documentation`].
 //!
 //! Needs the binaries built (`cargo build --workspace --bins`, which the test command does).
 
@@ -27,6 +28,7 @@ use std::process::Command;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
+mod documentation;
 mod monitoring;
 
 fn workspace() -> PathBuf {
