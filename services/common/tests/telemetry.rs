@@ -1,6 +1,9 @@
 //! Log lines as the services write them: every field once per line (the change id of an outer
 //! span included, however deep the event), no empty span fields, colours only when asked.
 
+// Test code: a failed step is a failed test, helpers included.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 

@@ -1,6 +1,9 @@
 //! TLS between services: server certificates, the optional client-certificate requirement, and
 //! the bearer token still checked on every RPC but health and reflection.
 
+// Test code: a failed step is a failed test, helpers included.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use smrtshare_api::staging::v1 as pb;

@@ -2,6 +2,9 @@
 //! the PostgreSQL at 127.0.0.1:5432), fake staging/access peers implementing the generated
 //! traits, and SMRT Link either in memory or as the real stand-in.
 
+// Test code: a failed step is a failed test, helpers included.
+#![allow(clippy::unwrap_used)]
+
 mod analysis;
 mod engine;
 mod harness;

@@ -105,7 +105,7 @@ where
     async fn jobs(&mut self, project_ids: Option<&[i64]>) -> Result<Vec<JobRow>> {
         let ids: &[i64] = project_ids.unwrap_or_default();
         let filter = match project_ids {
-            Some(ids) if ids.is_empty() => return Ok(Vec::new()),
+            Some([]) => return Ok(Vec::new()),
             Some(ids) => format!("WHERE j.project_id IN ({})", placeholders(1, ids.len())),
             None => String::new(),
         };
@@ -124,7 +124,7 @@ where
     ) -> Result<Vec<(i64, AnalysisOutputs)>> {
         let ids: &[i64] = project_ids.unwrap_or_default();
         let filter = match project_ids {
-            Some(ids) if ids.is_empty() => return Ok(Vec::new()),
+            Some([]) => return Ok(Vec::new()),
             Some(ids) => format!("AND j.project_id IN ({})", placeholders(1, ids.len())),
             None => String::new(),
         };

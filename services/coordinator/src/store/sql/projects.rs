@@ -328,7 +328,7 @@ where
     async fn latest_tasks(&mut self, project_ids: Option<&[i64]>) -> Result<Vec<LatestTask>> {
         let ids: &[i64] = project_ids.unwrap_or_default();
         let filter = match project_ids {
-            Some(ids) if ids.is_empty() => return Ok(Vec::new()),
+            Some([]) => return Ok(Vec::new()),
             Some(ids) => format!("AND project_id IN ({})", placeholders(1, ids.len())),
             None => String::new(),
         };
