@@ -36,13 +36,14 @@ pub fn counts(actions: &[pb::Action]) -> Vec<pb::ActionCount> {
         .collect()
 }
 
-/// Refuses a request with more datasets than one answer of `limit` bytes can report.
-pub fn check_room(datasets: usize, limit: usize) -> Result<(), String> {
+/// Refuses a request with more datasets and analysis jobs than one answer of `limit` bytes can
+/// report.
+pub fn check_room(items: usize, limit: usize) -> Result<(), String> {
     let most = limit.saturating_sub(HEADROOM) / MIN_BYTES_PER_DATASET;
-    if datasets > most {
+    if items > most {
         return Err(format!(
-            "{datasets} datasets are more than one answer can report within the {limit}-byte \
-             message limit (at most {most})"
+            "{items} datasets and analysis jobs are more than one answer can report within the \
+             {limit}-byte message limit (at most {most})"
         ));
     }
     Ok(())
@@ -94,13 +95,21 @@ pub fn fit_apply(answer: &mut pb::ApplyProjectResponse, limit: usize) {
             fit_actions(&mut answer.actions, limit.saturating_sub(rest));
             break;
         }
-        // The per-dataset results alone are too large: errors shorter, then paths left out.
-        for d in &mut answer.datasets {
+        // The per-item results alone are too large: errors shorter, then paths left out.
+        let items = answer
+            .datasets
+            .iter_mut()
+            .map(|d| (&mut d.error, &mut d.path));
+        let jobs = answer
+            .analysis
+            .iter_mut()
+            .map(|j| (&mut j.error, &mut j.path));
+        for (error, path) in items.chain(jobs) {
             match step {
-                0 => cut(&mut d.error, 2048),
-                1 => cut(&mut d.error, 256),
-                2 => cut(&mut d.error, 64),
-                _ => d.path.clear(),
+                0 => cut(error, 2048),
+                1 => cut(error, 256),
+                2 => cut(error, 64),
+                _ => path.clear(),
             }
         }
     }

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use uuid::Uuid;
 
+use crate::analysis::JobRules;
 use crate::budget::ParseBudget;
 use crate::dataset::{self, Entries};
 use crate::fault::Fault;
@@ -22,8 +22,8 @@ use crate::fs::{self, Ops, Tree};
 use crate::hooks::Point;
 use crate::marker::Marker;
 use crate::model::{
-    ActionKind, ApplyReport, ApplyRequest, DatasetRecord, DatasetResult, DatasetState, EntryRecord,
-    ProjectId, ProjectRecord, join,
+    ActionKind, ApplyReport, ApplyRequest, DatasetState, EntryRecord, ItemId, ItemRecord,
+    ItemResult, ProjectId, ProjectRecord, join,
 };
 use crate::names::Namer;
 use crate::probe::{Probe, probe_project};
@@ -42,6 +42,8 @@ pub struct Ctx<'a> {
     pub roots: &'a SourceRoots,
     /// Naming.
     pub namer: &'a Namer,
+    /// Which outputs of analysis jobs are staged.
+    pub job_rules: JobRules,
     /// XML limits.
     pub limits: Limits,
     /// What was read from the source tree, kept between requests.
@@ -57,7 +59,7 @@ pub struct Input {
     pub request: ApplyRequest,
     /// The project's records, if staged.
     pub project: Option<Arc<ProjectRecord>>,
-    /// Records of other projects holding requested datasets (they move here).
+    /// Records of other projects holding requested datasets or jobs (they move here).
     pub others: Vec<Arc<ProjectRecord>>,
     /// Time of the apply (ms since the epoch).
     pub now: i64,
@@ -111,7 +113,7 @@ pub fn apply(ctx: &Ctx<'_>, input: Input) -> Result<Output, Refusal> {
         };
     let pfd = project_fd.as_ref().map(|fd| fd.as_fd());
 
-    let mut datasets = remove_unwanted(
+    let mut items = remove_unwanted(
         ctx,
         &mut report,
         pfd,
@@ -144,13 +146,13 @@ pub fn apply(ctx: &Ctx<'_>, input: Input) -> Result<Output, Refusal> {
         &mut report,
         pfd,
         &project_name,
-        &request,
         &targets,
         existing,
         &mut results,
-        &mut datasets,
+        &mut items,
     );
     place_children(children, &outcomes, &mut results);
+    results.iter_mut().for_each(ItemResult::settle);
 
     let mut changes = Vec::new();
     if !request.dry_run {
@@ -160,7 +162,7 @@ pub fn apply(ctx: &Ctx<'_>, input: Input) -> Result<Output, Refusal> {
             id: p,
             directory: project_name.clone(),
             updated_at,
-            datasets,
+            items,
         };
         if recorded.as_deref() != Some(&new) {
             new.updated_at = now;
@@ -169,11 +171,11 @@ pub fn apply(ctx: &Ctx<'_>, input: Input) -> Result<Output, Refusal> {
         for other in &others {
             if let Some(gone) = taken_out.get(&other.id) {
                 let mut changed = (**other).clone();
-                for (uuid, remaining) in gone {
-                    match (remaining, changed.datasets.get_mut(uuid)) {
+                for (item, remaining) in gone {
+                    match (remaining, changed.items.get_mut(item)) {
                         (Some(entries), Some(d)) => d.entries = Arc::new(entries.clone()),
                         _ => {
-                            changed.datasets.remove(uuid);
+                            changed.items.remove(item);
                         }
                     }
                 }
@@ -187,7 +189,7 @@ pub fn apply(ctx: &Ctx<'_>, input: Input) -> Result<Output, Refusal> {
         directory: project_name,
         dry_run: request.dry_run,
         actions: report.finish(),
-        datasets: results,
+        results,
         mutating_calls: ops.count(),
     };
     Ok(Output { report, changes })
@@ -313,39 +315,39 @@ fn remove_unwanted(
     project_name: &str,
     recorded: Option<&ProjectRecord>,
     targets: &[Target],
-    results: &[DatasetResult],
-) -> BTreeMap<Uuid, DatasetRecord> {
+    results: &[ItemResult],
+) -> BTreeMap<ItemId, ItemRecord> {
     let mut kept = BTreeMap::new();
     let Some(rec) = recorded else { return kept };
-    let wanted: HashSet<Uuid> = targets.iter().map(|t| t.uuid).collect();
-    let failed: HashSet<Uuid> = results
+    let wanted: HashSet<ItemId> = targets.iter().map(|t| t.item).collect();
+    let failed: HashSet<ItemId> = results
         .iter()
         .filter(|r| matches!(r.state, DatasetState::Failed(_)))
-        .map(|r| r.uuid)
+        .map(|r| r.item)
         .collect();
-    for (uuid, d) in &rec.datasets {
-        if wanted.contains(uuid) {
+    for (item, d) in &rec.items {
+        if wanted.contains(item) {
             continue;
         }
-        if failed.contains(uuid) {
-            kept.insert(*uuid, d.clone());
+        if failed.contains(item) {
+            kept.insert(*item, d.clone());
             continue;
         }
         let Some(pfd) = pfd else { continue };
-        let removal = crate::removal::remove_dataset(
+        let removal = crate::removal::remove_item(
             report,
             ctx.tree,
             rec.id,
             pfd,
             project_name,
             &d.directory,
-            *uuid,
+            *item,
             &d.entries,
         );
         if removal.error.is_some() {
             kept.insert(
-                *uuid,
-                DatasetRecord {
+                *item,
+                ItemRecord {
                     entries: Arc::new(removal.remaining),
                     ..d.clone()
                 },
@@ -363,29 +365,24 @@ fn contents(
     report: &mut Report<'_, '_>,
     pfd: Option<BorrowedFd<'_>>,
     project_name: &str,
-    request: &ApplyRequest,
     targets: &[Target],
     existing: Vec<Existing>,
-    results: &mut [DatasetResult],
-    datasets: &mut BTreeMap<Uuid, DatasetRecord>,
-) -> HashMap<Uuid, Result<String, Fault>> {
+    results: &mut [ItemResult],
+    items: &mut BTreeMap<ItemId, ItemRecord>,
+) -> HashMap<ItemId, Result<String, Fault>> {
     let mut outcomes = HashMap::new();
     for (t, place) in targets.iter().zip(existing) {
-        let record = |name: &str, entries: Arc<Entries>| DatasetRecord {
-            uuid: t.uuid,
+        let record = |name: &str, entries: Arc<Entries>| ItemRecord {
+            item: t.item,
             directory: name.to_owned(),
-            xml_path: request.datasets[t.index]
-                .xml_path
-                .to_string_lossy()
-                .into_owned(),
-            kind: t.layout.kind,
+            source: t.source.clone(),
             entries,
         };
         let result = &mut results[t.index];
         if let DatasetState::Failed(e) = &result.state {
-            outcomes.insert(t.uuid, Err(e.clone()));
+            outcomes.insert(t.item, Err(e.clone()));
             if let Existing::Here { name, entries, .. } = place {
-                datasets.insert(t.uuid, record(&name, entries));
+                items.insert(t.item, record(&name, entries));
             }
             continue;
         }
@@ -397,7 +394,7 @@ fn contents(
                 pfd,
                 project_name,
                 &t.name,
-                t.uuid,
+                t.item,
                 &t.marker,
                 &t.layout,
             ) {
@@ -420,10 +417,18 @@ fn contents(
                     rel: &rel,
                     found: marker.as_ref(),
                 };
-                let (entries, done) = dataset::reconcile(
-                    report, ctx.tree, dir, t.uuid, &t.marker, &t.layout, &entries,
+                let (entries, done, in_the_way) = dataset::reconcile(
+                    report,
+                    ctx.tree,
+                    dir,
+                    t.item,
+                    &t.marker,
+                    &t.layout,
+                    &entries,
+                    t.in_the_way,
                 );
-                let state = if report.touched(t.uuid) {
+                result.file_faults.extend(in_the_way);
+                let state = if report.touched(t.item) {
                     DatasetState::Updated
                 } else {
                     DatasetState::Unchanged
@@ -438,15 +443,15 @@ fn contents(
                 .filter(|e| matches!(e, EntryRecord::File(_)))
                 .count();
             result.file_count = u32::try_from(files).unwrap_or(u32::MAX);
-            datasets.insert(t.uuid, record(&name, entries));
+            items.insert(t.item, record(&name, entries));
         }
         match done {
             Ok(state) => {
                 result.state = state;
-                outcomes.insert(t.uuid, Ok(result.path.clone()));
+                outcomes.insert(t.item, Ok(result.path.clone()));
             }
             Err(e) => {
-                outcomes.insert(t.uuid, Err(e.clone()));
+                outcomes.insert(t.item, Err(e.clone()));
                 result.state = DatasetState::Failed(e);
             }
         }
@@ -457,12 +462,12 @@ fn contents(
 /// Children inside their parent's directory: placed there, or failed with their parent.
 fn place_children(
     children: Children,
-    outcomes: &HashMap<Uuid, Result<String, Fault>>,
-    results: &mut [DatasetResult],
+    outcomes: &HashMap<ItemId, Result<String, Fault>>,
+    results: &mut [ItemResult],
 ) {
     for (index, parent, dir, files) in children {
         let result = &mut results[index];
-        match outcomes.get(&parent) {
+        match outcomes.get(&ItemId::Dataset(parent)) {
             Some(Ok(parent_path)) => {
                 result.path = join(&[parent_path, &dir]);
                 result.file_count = files;
@@ -486,7 +491,7 @@ fn place_children(
 fn project_failed(
     request: &ApplyRequest,
     report: Report<'_, '_>,
-    mut results: Vec<DatasetResult>,
+    mut results: Vec<ItemResult>,
     directory: &str,
     why: &Fault,
 ) -> Output {
@@ -497,6 +502,7 @@ fn project_failed(
                     .context("the project directory could not be made ready"),
             );
         }
+        result.settle();
     }
     let mutating_calls = report.ops().count();
     let report = ApplyReport {
@@ -504,7 +510,7 @@ fn project_failed(
         directory: directory.to_owned(),
         dry_run: request.dry_run,
         actions: report.finish(),
-        datasets: results,
+        results,
         mutating_calls,
     };
     Output {

@@ -78,6 +78,26 @@ pub struct Args {
     )]
     pub supplemental_name: String,
 
+    /// Name of an analysis job's directory in the project directory; placeholders {id} (SMRT
+    /// Link's job id) and {name} (the job's name).
+    #[arg(
+        long,
+        env = "SMRTSHARE_STAGING_ANALYSIS_TEMPLATE",
+        default_value = "Analysis {id}: {name}"
+    )]
+    pub analysis_template: String,
+
+    /// Stage the dataset XMLs among an analysis job's outputs (file types `PacBio.DataSet.*`),
+    /// which are left out by default: they name paths on the core's filesystem.
+    #[arg(long, env = "SMRTSHARE_STAGING_ANALYSIS_INCLUDE_DATASET_XML")]
+    pub analysis_include_dataset_xml: bool,
+
+    /// Stage an analysis job's internal files too (logs, its datastore, JSON job metadata and
+    /// chunk lists: file types `PacBio.FileTypes.log`, `.Datastore`, `.json`, `.CHUNK`, `.GCHUNK`,
+    /// `.SCHUNK`), which are left out by default.
+    #[arg(long, env = "SMRTSHARE_STAGING_ANALYSIS_INCLUDE_INTERNAL")]
+    pub analysis_include_internal: bool,
+
     /// Replace the characters Windows cannot store (<>:"\|?*) in names staging makes, and drop
     /// trailing dots and spaces (Globus users download to Windows too).
     #[arg(long, env = "SMRTSHARE_STAGING_WINDOWS_SAFE_NAMES")]
@@ -143,6 +163,8 @@ pub struct Config {
     pub database: PathBuf,
     /// Naming templates.
     pub templates: Templates,
+    /// Which outputs of an analysis job are staged.
+    pub job_rules: crate::analysis::JobRules,
     /// Time limit on one request's filesystem work.
     pub fs_timeout: Duration,
     /// XML limits.
@@ -166,6 +188,7 @@ impl Config {
             source_roots,
             dir_mode: 0o1775,
             templates: Templates::default(),
+            job_rules: crate::analysis::JobRules::default(),
             fs_timeout: Duration::from_secs(300),
             limits: Limits::default(),
             parse_memory: crate::budget::DEFAULT_BYTES,
@@ -191,7 +214,12 @@ impl Config {
             parent: args.parent_template.clone(),
             child: args.child_template.clone(),
             supplemental: args.supplemental_name.clone(),
+            job: args.analysis_template.clone(),
             windows_safe: args.windows_safe_names,
+        };
+        config.job_rules = crate::analysis::JobRules {
+            dataset_xml: args.analysis_include_dataset_xml,
+            internal: args.analysis_include_internal,
         };
         config.fs_timeout = args.fs_timeout;
         config.limits.max_bytes = args.max_xml_bytes;

@@ -11,7 +11,8 @@ use crate::answer;
 use crate::error::Error;
 use crate::model::{
     Action, ActionKind, ApplyReport, ApplyRequest, DatasetSpec, DatasetState, Drift, DriftKind,
-    EntryRecord, Outcome, ProjectId, ProjectRecord, RemoveReport, join,
+    EntryRecord, ItemId, ItemSource, JobFile, JobId, JobSpec, Outcome, ProjectId, ProjectRecord,
+    RemoveReport, join,
 };
 use crate::names;
 
@@ -38,7 +39,8 @@ pub fn uuid(text: &str) -> Result<Uuid, String> {
     Ok(uuid)
 }
 
-fn xml_path(text: &str) -> Result<PathBuf, String> {
+/// An absolute path naming a file.
+fn file_path(text: &str) -> Result<PathBuf, String> {
     if text.is_empty() {
         return Err("must not be empty".into());
     }
@@ -72,7 +74,7 @@ impl TryFrom<pb::ApplyProjectRequest> for ApplyRequest {
                     format!("{id} is also datasets[{first}]; a dataset is listed once"),
                 ));
             }
-            let xml_path = xml_path(&d.xml_path).map_err(|e| invalid(&field("xml_path"), e))?;
+            let xml_path = file_path(&d.xml_path).map_err(|e| invalid(&field("xml_path"), e))?;
             let parent = if d.parent_uuid.is_empty() {
                 None
             } else {
@@ -92,13 +94,46 @@ impl TryFrom<pb::ApplyProjectRequest> for ApplyRequest {
                 num_children: d.num_children,
             });
         }
+        let jobs = jobs(request.analysis_jobs)?;
         Ok(Self {
             project,
             directory: request.directory,
             datasets,
+            jobs,
             dry_run: request.dry_run,
         })
     }
+}
+
+fn jobs(wire: Vec<pb::AnalysisJob>) -> Result<Vec<JobSpec>, Error> {
+    let mut seen: HashMap<JobId, usize> = HashMap::new();
+    let mut jobs = Vec::with_capacity(wire.len());
+    for (i, job) in wire.into_iter().enumerate() {
+        let field = |name: &str| format!("analysis_jobs[{i}].{name}");
+        let id = JobId::new(job.job_id).map_err(|e| invalid(&field("job_id"), e))?;
+        if let Some(first) = seen.insert(id, i) {
+            return Err(invalid(
+                &field("job_id"),
+                format!("{id} is also analysis_jobs[{first}]; a job is listed once"),
+            ));
+        }
+        let mut files = Vec::with_capacity(job.files.len());
+        for (f, file) in job.files.into_iter().enumerate() {
+            let path = file_path(&file.path)
+                .map_err(|e| invalid(&field(&format!("files[{f}].path")), e))?;
+            files.push(JobFile {
+                path,
+                file_type: file.file_type_id,
+                source_id: file.source_id,
+            });
+        }
+        jobs.push(JobSpec {
+            id,
+            name: job.name,
+            files,
+        });
+    }
+    Ok(jobs)
 }
 
 fn kind(kind: ActionKind) -> pb::ActionKind {
@@ -129,12 +164,15 @@ fn action(a: Action) -> pb::Action {
         path: a.path,
         from_path: a.from_path,
         source: a.source,
-        dataset_uuid: a.dataset.map(|u| u.to_string()).unwrap_or_default(),
+        dataset_uuid: a
+            .item
+            .and_then(ItemId::uuid)
+            .map(|u| u.to_string())
+            .unwrap_or_default(),
         outcome: outcome as i32,
         error,
         permanent,
-        // Analysis outputs are not staged yet (issue 18).
-        analysis_job_id: 0,
+        analysis_job_id: a.item.and_then(ItemId::job).map_or(0, JobId::get),
     }
 }
 
@@ -153,6 +191,29 @@ fn state(state: DatasetState) -> (pb::DatasetState, String, bool) {
 pub fn apply_response(report: ApplyReport) -> pb::ApplyProjectResponse {
     let complete = report.complete();
     let actions: Vec<pb::Action> = report.actions.into_iter().map(action).collect();
+    let (mut datasets, mut analysis) = (Vec::new(), Vec::new());
+    for r in report.results {
+        let (state, error, permanent) = state(r.state);
+        match r.item {
+            ItemId::Dataset(uuid) => datasets.push(pb::DatasetResult {
+                uuid: uuid.to_string(),
+                path: r.path,
+                state: state as i32,
+                file_count: r.file_count,
+                error,
+                permanent,
+            }),
+            ItemId::Job(id) => analysis.push(pb::AnalysisResult {
+                job_id: id.get(),
+                path: r.path,
+                state: state as i32,
+                file_count: r.file_count,
+                skipped: r.skipped,
+                error,
+                permanent,
+            }),
+        }
+    }
     pb::ApplyProjectResponse {
         project_id: report.project.get(),
         directory: report.directory,
@@ -160,24 +221,9 @@ pub fn apply_response(report: ApplyReport) -> pb::ApplyProjectResponse {
         actions_total: actions.len() as u64,
         action_counts: answer::counts(&actions),
         actions,
-        datasets: report
-            .datasets
-            .into_iter()
-            .map(|d| {
-                let (state, error, permanent) = state(d.state);
-                pb::DatasetResult {
-                    uuid: d.uuid.to_string(),
-                    path: d.path,
-                    state: state as i32,
-                    file_count: d.file_count,
-                    error,
-                    permanent,
-                }
-            })
-            .collect(),
+        datasets,
         complete,
-        // Analysis outputs are not staged yet (issue 18).
-        analysis: Vec::new(),
+        analysis,
     }
 }
 
@@ -210,37 +256,47 @@ pub fn get_response(
     verified: bool,
     drift: Vec<Drift>,
 ) -> pb::GetProjectResponse {
-    let mut datasets: Vec<pb::StagedDataset> = record
-        .datasets
-        .values()
-        .map(|d| {
-            let dir = join(&[&record.directory, &d.directory]);
-            pb::StagedDataset {
-                uuid: d.uuid.to_string(),
-                xml_path: d.xml_path.clone(),
-                files: d
-                    .entries
-                    .iter()
-                    .filter_map(|(path, e)| match e {
-                        EntryRecord::File(f) => Some(pb::StagedFile {
-                            path: join(&[&dir, path]),
-                            source: f.source.clone(),
-                            size: f.size,
-                        }),
-                        EntryRecord::Dir => None,
-                    })
-                    .collect(),
-                path: dir,
-            }
-        })
-        .collect();
+    let (mut datasets, mut analysis_jobs) = (Vec::new(), Vec::new());
+    for d in record.items.values() {
+        let path = join(&[&record.directory, &d.directory]);
+        let files = d
+            .entries
+            .iter()
+            .filter_map(|(rel, e)| match e {
+                EntryRecord::File(f) => Some(pb::StagedFile {
+                    path: join(&[&path, rel]),
+                    source: f.source.clone(),
+                    size: f.size,
+                }),
+                EntryRecord::Dir => None,
+            })
+            .collect();
+        match (d.item, &d.source) {
+            (ItemId::Dataset(uuid), source) => datasets.push(pb::StagedDataset {
+                uuid: uuid.to_string(),
+                xml_path: match source {
+                    ItemSource::Dataset { xml_path, .. } => xml_path.clone(),
+                    ItemSource::Job => String::new(),
+                },
+                files,
+                path,
+            }),
+            (ItemId::Job(id), _) => analysis_jobs.push(pb::StagedAnalysisJob {
+                job_id: id.get(),
+                path,
+                files,
+            }),
+        }
+    }
     datasets.sort_by(|a, b| a.path.cmp(&b.path));
+    analysis_jobs.sort_by(|a, b| a.path.cmp(&b.path));
     pb::GetProjectResponse {
         project_id: record.id.get(),
         directory: record.directory.clone(),
         datasets,
         updated_at: Some(timestamp(record.updated_at)),
         verified,
+        analysis_jobs,
         drift: drift
             .into_iter()
             .map(|d| pb::Drift {
@@ -263,11 +319,10 @@ pub fn list_item(record: &ProjectRecord) -> pb::ListProjectsResponse {
     pb::ListProjectsResponse {
         project_id: record.id.get(),
         directory: record.directory.clone(),
-        dataset_uuids: record.datasets.keys().map(Uuid::to_string).collect(),
+        dataset_uuids: record.dataset_uuids().map(|u| u.to_string()).collect(),
         file_count: record.file_count() as u64,
         updated_at: Some(timestamp(record.updated_at)),
-        // Analysis outputs are not staged yet (issue 18).
-        analysis_job_ids: Vec::new(),
+        analysis_job_ids: record.job_ids().map(JobId::get).collect(),
     }
 }
 

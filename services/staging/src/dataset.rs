@@ -17,12 +17,11 @@ use std::sync::Arc;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::FileType;
 use rustix::io::Errno;
-use uuid::Uuid;
 
 use crate::fault::{Fault, Faults};
 use crate::fs::{self, Meta, Ops, Tree, describe};
 use crate::marker::Marker;
-use crate::model::{ActionKind, EntryRecord, FileRecord, join};
+use crate::model::{ActionKind, EntryRecord, FileRecord, ItemId, join};
 use crate::mounts;
 use crate::report::{Act, Failure, Report};
 use crate::resolve::{Layout, Source, Want};
@@ -95,15 +94,21 @@ pub fn link_checked(
     }
 }
 
-fn link_act(path: String, source: &Source, uuid: Uuid) -> Act {
+fn link_act(path: String, source: &Source, item: ItemId) -> Act {
     Act::new(ActionKind::LinkFile, path)
         .source(source.path.clone())
-        .dataset(uuid)
+        .item(item)
 }
 
 /// The size recorded for a new link: what the link is, or (dry run) what the source was.
 fn linked_size(meta: Option<Meta>, source: &Source) -> u64 {
     meta.map(|m| m.size).or(source.size).unwrap_or(0)
+}
+
+/// The marker of a sub-directory of `item`'s directory; `EINVAL` for an analysis job, whose
+/// outputs lie flat in its directory.
+fn part(item: ItemId) -> Result<Marker, Errno> {
+    Marker::part_of(item).ok_or(Errno::INVAL)
 }
 
 /// Removes a directory tree this operation made in the work area.
@@ -137,13 +142,13 @@ pub fn build(
     project: Option<BorrowedFd<'_>>,
     project_rel: &str,
     name: &str,
-    uuid: Uuid,
+    item: ItemId,
     marker: &Marker,
     layout: &Layout,
 ) -> Result<Entries, Fault> {
     let rel = join(&[project_rel, name]);
-    let work_name = tree.work_name(&uuid.to_string());
-    let act = Act::new(ActionKind::CreateDirectory, rel.clone()).dataset(uuid);
+    let work_name = tree.work_name(&item.work_tag());
+    let act = Act::new(ActionKind::CreateDirectory, rel.clone()).item(item);
     let root = report.act(act, |ops| ops.mkdir(tree.work(), &work_name, marker))?;
     let mut dirs: HashMap<String, OwnedFd> = HashMap::new();
     let mut entries = Entries::new();
@@ -158,16 +163,16 @@ pub fn build(
             let target = join(&[&rel, path]);
             match want {
                 Want::Dir => {
-                    let act = Act::new(ActionKind::CreateDirectory, target).dataset(uuid);
+                    let act = Act::new(ActionKind::CreateDirectory, target).item(item);
                     if let Some(fd) = report.act(act, |ops| {
-                        ops.mkdir(parent.ok_or(Errno::BADF)?, leaf, &Marker::Part(uuid))
+                        ops.mkdir(parent.ok_or(Errno::BADF)?, leaf, &part(item)?)
                     })? {
                         dirs.insert(path.clone(), fd);
                     }
                     entries.insert(path.clone(), EntryRecord::Dir);
                 }
                 Want::File(source) => {
-                    let meta = report.act(link_act(target, source, uuid), |ops| {
+                    let meta = report.act(link_act(target, source, item), |ops| {
                         link_checked(ops, source, parent.ok_or(Errno::BADF)?, leaf)
                     })?;
                     entries.insert(path.clone(), file_record(source, linked_size(meta, source)));
@@ -176,7 +181,7 @@ pub fn build(
         }
         let act = Act::new(ActionKind::PublishDirectory, rel.clone())
             .from(Tree::work_rel(&work_name))
-            .dataset(uuid);
+            .item(item);
         report.act(act, |ops| {
             ops.rename_noreplace(tree.work(), &work_name, project.ok_or(Errno::BADF)?, name)
         })?;
@@ -196,7 +201,8 @@ pub fn build(
 /// What an existing dataset directory needs.
 #[derive(Debug, Default)]
 struct Needs {
-    conflicts: Vec<Fault>,
+    /// Wanted paths held by something smrtshare did not make, and why.
+    conflicts: Vec<(String, Fault)>,
     unlinks: Vec<String>,
     rmdirs: Vec<String>,
     mkdirs: Vec<String>,
@@ -285,49 +291,70 @@ pub struct Existing<'a> {
     pub found: Option<&'a Marker>,
 }
 
-/// Brings an existing dataset directory to `layout`. Returns the entries it now holds (the very
-/// recorded map when nothing changed), and the failure if any (then the entries say how far it
-/// got).
+/// What is in the way of single files of a directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InTheWay {
+    /// Fails the whole item, and nothing in its directory is touched (a dataset: its files are
+    /// staged together or not at all).
+    FailsItem,
+    /// Fails that file only; the rest is brought up to date (an analysis job's outputs).
+    FailsFile,
+}
+
+/// Brings an existing dataset (or job) directory to `layout`. Returns the entries it now holds
+/// (the very recorded map when nothing changed), the failure if any (then the entries say how far
+/// it got), and with [`InTheWay::FailsFile`] the files left out because something smrtshare did
+/// not make holds their names.
 #[allow(clippy::too_many_arguments)]
 pub fn reconcile(
     report: &mut Report<'_, '_>,
     tree: &Tree,
     dir: Existing<'_>,
-    uuid: Uuid,
+    item: ItemId,
     marker: &Marker,
     layout: &Layout,
     recorded: &Arc<Entries>,
-) -> (Arc<Entries>, Result<(), Fault>) {
+    in_the_way: InTheWay,
+) -> (Arc<Entries>, Result<(), Fault>, Vec<Fault>) {
     let mut dirs = Dirs {
         top: dir.top,
         subs: HashMap::new(),
         listings: HashMap::new(),
     };
-    let needs = match inspect(tree, &mut dirs, dir, uuid, marker, layout, recorded) {
-        Ok(needs) if needs.conflicts.is_empty() => needs,
-        Ok(needs) => {
-            let mut conflicts = Faults::default();
-            for conflict in needs.conflicts {
-                conflicts.push(conflict);
-            }
-            return (recorded.clone(), conflicts.result());
-        }
-        Err(e) => return (recorded.clone(), Err(e)),
+    let mut needs = match inspect(tree, &mut dirs, dir, item, marker, layout, recorded) {
+        Ok(needs) => needs,
+        Err(e) => return (recorded.clone(), Err(e), Vec::new()),
     };
-    if needs.nothing() {
-        return (recorded.clone(), Ok(()));
+    let conflicts = std::mem::take(&mut needs.conflicts);
+    if in_the_way == InTheWay::FailsItem && !conflicts.is_empty() {
+        let mut all = Faults::default();
+        for (_, conflict) in conflicts {
+            all.push(conflict);
+        }
+        return (recorded.clone(), all.result(), Vec::new());
+    }
+    // A file left out is not staged here, whatever the records said.
+    let stale = conflicts
+        .iter()
+        .any(|(path, _)| recorded.contains_key(path));
+    let faults = conflicts.iter().map(|(_, f)| f.clone()).collect();
+    if needs.nothing() && !stale {
+        return (recorded.clone(), Ok(()), faults);
     }
     let mut entries: Entries = (**recorded).clone();
+    for (path, _) in &conflicts {
+        entries.remove(path);
+    }
     entries.extend(needs.adopt.iter().cloned());
-    let result = carry_out(report, tree, &mut dirs, dir.rel, uuid, needs, &mut entries);
-    (Arc::new(entries), result)
+    let result = carry_out(report, tree, &mut dirs, dir.rel, item, needs, &mut entries);
+    (Arc::new(entries), result, faults)
 }
 
 fn inspect(
     tree: &Tree,
     dirs: &mut Dirs<'_>,
     dir: Existing<'_>,
-    uuid: Uuid,
+    item: ItemId,
     marker: &Marker,
     layout: &Layout,
     recorded: &Entries,
@@ -344,7 +371,7 @@ fn inspect(
     if dir.found != Some(marker) {
         needs.marks.push((String::new(), marker.clone()));
     }
-    let part = Marker::Part(uuid);
+    let part = Marker::part_of(item);
     for (path, want) in &layout.entries {
         let (parent_rel, leaf) = split(path);
         if dirs.get(parent_rel).is_none() {
@@ -391,17 +418,23 @@ fn inspect(
                 let fd = fs::open_dir(parent, leaf).map_err(|e| failed(path, e))?;
                 let has = fs::read_marker(fd.as_fd()).map_err(|e| failed(path, e))?;
                 let was_recorded = recorded.get(path) == Some(&EntryRecord::Dir);
-                let ours = has.as_ref() == Some(&part)
+                let Some(part) = &part else {
+                    return Err(failed(path, Errno::INVAL));
+                };
+                let ours = has.as_ref() == Some(part)
                     || has.as_ref() == Some(&part.clone().retired())
                     || (was_recorded && found.ours());
                 if !ours {
-                    needs.conflicts.push(Fault::permanent(format!(
-                        "{}: a directory smrtshare did not create is in the way (left untouched)",
-                        shown(path)
-                    )));
+                    needs.conflicts.push((
+                        path.clone(),
+                        Fault::permanent(format!(
+                            "{}: a directory smrtshare did not create is in the way (left untouched)",
+                            shown(path)
+                        )),
+                    ));
                     continue;
                 }
-                if has.as_ref() != Some(&part) {
+                if has.as_ref() != Some(part) {
                     needs.marks.push((path.clone(), part.clone()));
                 }
                 if fs::fstat(fd.as_fd()).map(|m| m.mode).unwrap_or(0) != tree.dir_mode() {
@@ -429,11 +462,14 @@ fn inspect(
             Want::File(source) if is_ours(recorded, path, &found) => {
                 needs.replaces.push((path.clone(), source.clone()))
             }
-            _ => needs.conflicts.push(Fault::permanent(format!(
-                "{}: a {} smrtshare did not stage is in the way (left untouched)",
-                shown(path),
-                kind_name(found.kind)
-            ))),
+            _ => needs.conflicts.push((
+                path.clone(),
+                Fault::permanent(format!(
+                    "{}: a {} smrtshare did not stage is in the way (left untouched)",
+                    shown(path),
+                    kind_name(found.kind)
+                )),
+            )),
         }
     }
     // Recorded entries no longer wanted, deepest first.
@@ -470,7 +506,7 @@ fn carry_out(
     tree: &Tree,
     dirs: &mut Dirs<'_>,
     rel: &str,
-    uuid: Uuid,
+    item: ItemId,
     needs: Needs,
     entries: &mut Entries,
 ) -> Result<(), Fault> {
@@ -479,7 +515,7 @@ fn carry_out(
         let (parent_rel, leaf) = split(path);
         let parent = dirs.open(parent_rel);
         report.act(
-            Act::new(ActionKind::UnlinkFile, shown(path)).dataset(uuid),
+            Act::new(ActionKind::UnlinkFile, shown(path)).item(item),
             |ops| ops.unlink(parent.ok_or(Errno::BADF)?, leaf),
         )?;
         entries.remove(path);
@@ -493,13 +529,13 @@ fn carry_out(
         if holds_others && !report.dry() {
             let fd = dirs.get(path);
             report.act(
-                Act::new(ActionKind::KeepForeign, shown(path)).dataset(uuid),
-                |ops| ops.set_marker(fd.ok_or(Errno::BADF)?, &Marker::Part(uuid).retired()),
+                Act::new(ActionKind::KeepForeign, shown(path)).item(item),
+                |ops| ops.set_marker(fd.ok_or(Errno::BADF)?, &part(item)?.retired()),
             )?;
         } else {
             let parent = dirs.get(parent_rel);
             report.act(
-                Act::new(ActionKind::RemoveDirectory, shown(path)).dataset(uuid),
+                Act::new(ActionKind::RemoveDirectory, shown(path)).item(item),
                 |ops| ops.rmdir(parent.ok_or(Errno::BADF)?, leaf),
             )?;
         }
@@ -508,11 +544,11 @@ fn carry_out(
     for path in &needs.mkdirs {
         let (parent_rel, leaf) = split(path);
         let parent = dirs.get(parent_rel);
-        let work_name = tree.work_name(&uuid.to_string());
-        let act = Act::new(ActionKind::CreateDirectory, shown(path)).dataset(uuid);
+        let work_name = tree.work_name(&item.work_tag());
+        let act = Act::new(ActionKind::CreateDirectory, shown(path)).item(item);
         let made = report.act(act, |ops| {
             let parent = parent.ok_or(Errno::BADF)?;
-            let fd = ops.mkdir(tree.work(), &work_name, &Marker::Part(uuid))?;
+            let fd = ops.mkdir(tree.work(), &work_name, &part(item)?)?;
             if let Err(e) = ops.rename_noreplace(tree.work(), &work_name, parent, leaf) {
                 let _ = ops.rmdir(tree.work(), &work_name);
                 return Err(e);
@@ -527,7 +563,7 @@ fn carry_out(
     for (path, source) in &needs.links {
         let (parent_rel, leaf) = split(path);
         let parent = dirs.get(parent_rel);
-        let meta = report.act(link_act(shown(path), source, uuid), |ops| {
+        let meta = report.act(link_act(shown(path), source, item), |ops| {
             link_checked(ops, source, parent.ok_or(Errno::BADF)?, leaf)
         })?;
         entries.insert(path.clone(), file_record(source, linked_size(meta, source)));
@@ -536,7 +572,7 @@ fn carry_out(
         let (parent_rel, leaf) = split(path);
         let parent = dirs.get(parent_rel);
         let work_name = tree.work_name("relink");
-        let meta = report.act(link_act(shown(path), source, uuid), |ops| {
+        let meta = report.act(link_act(shown(path), source, item), |ops| {
             let meta = link_checked(ops, source, tree.work(), &work_name)?;
             ops.rename_over(tree.work(), &work_name, parent.ok_or(Errno::BADF)?, leaf)
                 .inspect_err(|_| {
@@ -549,14 +585,14 @@ fn carry_out(
     for path in &needs.modes {
         let fd = dirs.get(path);
         report.act(
-            Act::new(ActionKind::SetMode, shown(path)).dataset(uuid),
+            Act::new(ActionKind::SetMode, shown(path)).item(item),
             |ops| ops.chmod(fd.ok_or(Errno::BADF)?, tree.dir_mode()),
         )?;
     }
     for (path, marker) in &needs.marks {
         let fd = dirs.get(path);
         report.act(
-            Act::new(ActionKind::MarkDirectory, shown(path)).dataset(uuid),
+            Act::new(ActionKind::MarkDirectory, shown(path)).item(item),
             |ops| ops.set_marker(fd.ok_or(Errno::BADF)?, marker),
         )?;
     }

@@ -4,6 +4,7 @@
 //!
 //! - [`config`], [`mounts`]: flags, the checked configuration, and the layout staging serves.
 //! - [`xml`], [`names`], [`resolve`]: dataset XML to the files and names of a dataset directory;
+//!   [`analysis`]: an analysis job's outputs to the files of its directory;
 //!   [`sources`]: source directories, opened safely; [`sourcecache`], [`budget`]: what reading
 //!   the sources costs, kept down and bounded.
 //! - [`fs`], [`marker`]: every system call on the tree, and the markers that make it self-describing.
@@ -16,6 +17,7 @@
 //! - [`fault`]: why an item failed and whether a retry can cure it (one classification).
 //! - [`service`], [`convert`], [`answer`], [`error`]: the gRPC service, and answers that fit.
 
+pub mod analysis;
 pub mod answer;
 pub mod apply;
 pub mod budget;
@@ -133,6 +135,7 @@ async fn start(config: Config, namer: Namer, handle: Handle) -> anyhow::Result<(
         tree,
         roots,
         namer,
+        job_rules: config.job_rules,
         limits: config.limits,
         cache: sourcecache::SourceCache::new(config.source_cache_entries),
         budget: budget::ParseBudget::new(config.parse_memory),

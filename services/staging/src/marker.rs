@@ -4,7 +4,8 @@
 //! shares its inode, and so its attributes, with the source.
 //!
 //! Values are short text: `project 12`, `dataset <uuid> plain|parent <xml path>`, `part <uuid>`
-//! (a child's or the supplemental directory inside a parent's), `work` (the work area), and
+//! (a child's or the supplemental directory inside a parent's), `analysis <job id>` (an analysis
+//! job's outputs), `work` (the work area), and
 //! `retired <marker>` for a directory smrtshare no longer tracks but kept because it holds files
 //! others added.
 
@@ -12,7 +13,7 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use crate::model::{Kind, ProjectId};
+use crate::model::{ItemId, JobId, Kind, ProjectId};
 
 /// The extended attribute name.
 pub const XATTR: &str = "user.smrtshare";
@@ -33,6 +34,8 @@ pub enum Marker {
     },
     /// A sub-directory of a parent's dataset directory.
     Part(Uuid),
+    /// An analysis job's directory.
+    Job(JobId),
     /// The hidden work area.
     Work,
     /// A directory no longer tracked, kept for the files others added to it.
@@ -63,6 +66,7 @@ impl Marker {
                 (!xml.is_empty()).then_some(Self::Dataset { uuid, kind, xml })
             }
             "part" => Uuid::parse_str(rest).ok().map(Self::Part),
+            "analysis" => JobId::new(rest.parse().ok()?).ok().map(Self::Job),
             "work" if rest.is_empty() => Some(Self::Work),
             "retired" => match Self::parse(rest)? {
                 Self::Retired(_) | Self::Work => None,
@@ -70,6 +74,21 @@ impl Marker {
             },
             _ => None,
         }
+    }
+
+    /// The dataset or job whose own directory this marks (retired or not).
+    pub fn item(&self) -> Option<ItemId> {
+        match self {
+            Self::Dataset { uuid, .. } => Some(ItemId::Dataset(*uuid)),
+            Self::Job(id) => Some(ItemId::Job(*id)),
+            Self::Retired(inner) => inner.item(),
+            Self::Project(_) | Self::Part(_) | Self::Work => None,
+        }
+    }
+
+    /// The marker of a sub-directory inside `item`'s directory (only a dataset has any).
+    pub fn part_of(item: ItemId) -> Option<Self> {
+        item.uuid().map(Self::Part)
     }
 
     /// The same marker, retired.
@@ -89,6 +108,7 @@ impl fmt::Display for Marker {
                 write!(f, "dataset {uuid} {} {xml}", kind.as_str())
             }
             Self::Part(uuid) => write!(f, "part {uuid}"),
+            Self::Job(id) => write!(f, "analysis {id}"),
             Self::Work => f.write_str("work"),
             Self::Retired(inner) => write!(f, "retired {inner}"),
         }
@@ -111,6 +131,8 @@ mod tests {
                 xml: "/data/a b/x.xml".into(),
             },
             Marker::Part(uuid),
+            Marker::Job(JobId::new(1589).unwrap()),
+            Marker::Job(JobId::new(7).unwrap()).retired(),
             Marker::Work,
             Marker::Project(ProjectId::new(3).unwrap()).retired(),
             Marker::Dataset {
@@ -138,6 +160,8 @@ mod tests {
             "retired work",
             "retired retired project 2",
             "work x",
+            "analysis 0",
+            "analysis x",
         ] {
             assert_eq!(Marker::decode(value.as_bytes()), None, "{value:?}");
         }

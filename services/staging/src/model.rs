@@ -38,6 +38,87 @@ impl fmt::Display for ProjectId {
     }
 }
 
+/// A SMRT Link analysis job id (greater than 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobId(i64);
+
+impl JobId {
+    /// Checks that `id` can be a SMRT Link job id.
+    pub fn new(id: i64) -> Result<Self, String> {
+        if id < 1 {
+            return Err(format!(
+                "must be a SMRT Link job id greater than 0, got {id}"
+            ));
+        }
+        Ok(Self(id))
+    }
+
+    /// The id.
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What a directory in a project directory holds: a dataset, or an analysis job's outputs.
+/// Both follow one set of rules (hard links only, built in the work area, renamed, taken from
+/// another project, removed without touching what others added, recorded and rebuilt).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ItemId {
+    /// A dataset, by its SMRT Link UUID.
+    Dataset(Uuid),
+    /// An analysis job's outputs, by the job's id.
+    Job(JobId),
+}
+
+impl ItemId {
+    /// The dataset's UUID, for a dataset.
+    pub fn uuid(self) -> Option<Uuid> {
+        match self {
+            Self::Dataset(uuid) => Some(uuid),
+            Self::Job(_) => None,
+        }
+    }
+
+    /// The job's id, for an analysis job.
+    pub fn job(self) -> Option<JobId> {
+        match self {
+            Self::Job(id) => Some(id),
+            Self::Dataset(_) => None,
+        }
+    }
+
+    /// How work items made for it are named in the work area.
+    pub fn work_tag(self) -> String {
+        match self {
+            Self::Dataset(uuid) => uuid.to_string(),
+            Self::Job(id) => format!("job-{id}"),
+        }
+    }
+
+    /// A key for names made unique ([`crate::names::disambiguate`]).
+    pub fn key(self) -> String {
+        match self {
+            Self::Dataset(uuid) => uuid.to_string(),
+            Self::Job(id) => format!("job {id}"),
+        }
+    }
+}
+
+impl fmt::Display for ItemId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Dataset(uuid) => write!(f, "dataset {uuid}"),
+            Self::Job(id) => write!(f, "analysis job {id}"),
+        }
+    }
+}
+
 /// What kind of dataset directory: a plain one (files directly inside) or a demultiplexed parent
 /// (one sub-directory per child plus the supplemental run data).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -82,6 +163,28 @@ pub struct DatasetSpec {
     pub num_children: u32,
 }
 
+/// One output file of an analysis job, as SMRT Link's datastore lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobFile {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// SMRT Link's file type (`PacBio.FileTypes.bam`, `PacBio.DataSet.AlignmentSet`, ...).
+    pub file_type: String,
+    /// The task output it came from.
+    pub source_id: String,
+}
+
+/// A finished analysis job the project should hold the outputs of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobSpec {
+    /// SMRT Link's job id.
+    pub id: JobId,
+    /// Its name in SMRT Link (naming only).
+    pub name: String,
+    /// Its output files.
+    pub files: Vec<JobFile>,
+}
+
 /// The full desired state of one project.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApplyRequest {
@@ -91,6 +194,8 @@ pub struct ApplyRequest {
     pub directory: String,
     /// Every dataset it should hold, in request order.
     pub datasets: Vec<DatasetSpec>,
+    /// Every analysis job whose outputs it should hold, in request order.
+    pub jobs: Vec<JobSpec>,
     /// Plan only.
     pub dry_run: bool,
 }
@@ -146,8 +251,8 @@ pub struct Action {
     pub from_path: String,
     /// The source of a link.
     pub source: String,
-    /// The dataset it belongs to.
-    pub dataset: Option<Uuid>,
+    /// The dataset or analysis job it belongs to.
+    pub item: Option<ItemId>,
     /// What became of it.
     pub outcome: Outcome,
 }
@@ -167,17 +272,54 @@ pub enum DatasetState {
     InParent,
 }
 
-/// Per-dataset outcome of an apply.
+/// Per-item outcome of an apply (a dataset's, or an analysis job's).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DatasetResult {
-    /// The dataset.
-    pub uuid: Uuid,
+pub struct ItemResult {
+    /// The dataset or job.
+    pub item: ItemId,
     /// Its directory relative to the root (empty when it failed before one was named).
     pub path: String,
     /// What became of it.
     pub state: DatasetState,
     /// Files staged for it.
     pub file_count: u32,
+    /// Files left out by the rules (an analysis job's dataset XMLs and internal files).
+    pub skipped: u32,
+    /// Files of an analysis job that could not be staged (the job's other files are): they fail
+    /// the job once its directory is done ([`ItemResult::settle`]).
+    pub file_faults: Vec<Fault>,
+}
+
+impl ItemResult {
+    /// A result not yet known (unchanged until something happens).
+    pub fn new(item: ItemId) -> Self {
+        Self {
+            item,
+            path: String::new(),
+            state: DatasetState::Unchanged,
+            file_count: 0,
+            skipped: 0,
+            file_faults: Vec::new(),
+        }
+    }
+
+    /// Folds the failures of single files into the state: failed, naming each (with the item's
+    /// own failure, if any).
+    pub fn settle(&mut self) {
+        if self.file_faults.is_empty() {
+            return;
+        }
+        let mut all = crate::fault::Faults::default();
+        if let DatasetState::Failed(own) = &self.state {
+            all.push(own.clone());
+        }
+        for fault in self.file_faults.drain(..) {
+            all.push(fault);
+        }
+        if let Some(fault) = all.combined() {
+            self.state = DatasetState::Failed(fault);
+        }
+    }
 }
 
 /// The answer to an apply.
@@ -191,8 +333,9 @@ pub struct ApplyReport {
     pub dry_run: bool,
     /// Every action in order.
     pub actions: Vec<Action>,
-    /// One result per requested dataset, in request order.
-    pub datasets: Vec<DatasetResult>,
+    /// One result per requested dataset, in request order, then one per requested analysis
+    /// job, in request order.
+    pub results: Vec<ItemResult>,
     /// Mutating filesystem calls made (0 for a dry run or when everything was in place).
     pub mutating_calls: u64,
 }
@@ -200,7 +343,7 @@ pub struct ApplyReport {
 impl ApplyReport {
     /// True when every dataset is staged and every action succeeded.
     pub fn complete(&self) -> bool {
-        self.datasets
+        self.results
             .iter()
             .all(|d| !matches!(d.state, DatasetState::Failed(_)))
             && self
@@ -251,23 +394,35 @@ pub enum EntryRecord {
     File(FileRecord),
 }
 
-/// A dataset directory smrtshare staged.
+/// Where a staged directory's files come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DatasetRecord {
-    /// The dataset.
-    pub uuid: Uuid,
+pub enum ItemSource {
+    /// A dataset XML.
+    Dataset {
+        /// The dataset XML as SMRT Link reports it.
+        xml_path: String,
+        /// Plain or parent.
+        kind: Kind,
+    },
+    /// An analysis job's datastore (the file list comes with every request).
+    Job,
+}
+
+/// A dataset directory, or an analysis job's, that smrtshare staged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemRecord {
+    /// The dataset or job.
+    pub item: ItemId,
     /// Directory name inside the project directory.
     pub directory: String,
-    /// The dataset XML as SMRT Link reports it.
-    pub xml_path: String,
-    /// Plain or parent.
-    pub kind: Kind,
+    /// Where its files come from.
+    pub source: ItemSource,
     /// Entries by path relative to the dataset directory ('/'-separated); parents before children
     /// in this order. Shared: an apply that changes nothing hands the same map back.
     pub entries: Arc<BTreeMap<String, EntryRecord>>,
 }
 
-impl DatasetRecord {
+impl ItemRecord {
     /// Number of staged files.
     pub fn file_count(&self) -> usize {
         self.entries
@@ -286,14 +441,24 @@ pub struct ProjectRecord {
     pub directory: String,
     /// When it last changed (ms since the epoch).
     pub updated_at: i64,
-    /// Its dataset directories by UUID.
-    pub datasets: BTreeMap<Uuid, DatasetRecord>,
+    /// Its dataset and analysis job directories.
+    pub items: BTreeMap<ItemId, ItemRecord>,
 }
 
 impl ProjectRecord {
     /// Number of staged files.
     pub fn file_count(&self) -> usize {
-        self.datasets.values().map(DatasetRecord::file_count).sum()
+        self.items.values().map(ItemRecord::file_count).sum()
+    }
+
+    /// The UUIDs of its datasets, sorted.
+    pub fn dataset_uuids(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.items.keys().filter_map(|i| i.uuid())
+    }
+
+    /// The ids of its analysis jobs, sorted.
+    pub fn job_ids(&self) -> impl Iterator<Item = JobId> + '_ {
+        self.items.keys().filter_map(|i| i.job())
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Defaults (DESIGN.md section 2): dataset `Movie {movie} - {name}` (an orphaned child uses its
 //! sample as `{name}`); demultiplexed parent `Movie {movie} - {well_sample} ({n} barcoded samples)`
-//! with children `{sample} ({barcode})` and `Supplemental Run Data` inside. A name never contains
+//! with children `{sample} ({barcode})` and `Supplemental Run Data` inside; an analysis job's outputs
+//! `Analysis {id}: {name}`. A name never contains
 //! `/`, NUL or other control characters, is never `.` or `..` or hidden, fits 255 bytes, and with
 //! `windows_safe` holds nothing Windows cannot store.
 
@@ -11,6 +12,8 @@ use std::collections::HashMap;
 
 use smrtshare_common::names::{self as common, MAX_NAME_BYTES, truncate};
 use uuid::Uuid;
+
+use crate::model::JobId;
 
 /// Placeholders a template may use.
 const PLACEHOLDERS: &[&str] = &[
@@ -22,6 +25,9 @@ const PLACEHOLDERS: &[&str] = &[
     "n",
     "uuid",
 ];
+
+/// Placeholders an analysis job's template may use.
+const JOB_PLACEHOLDERS: &[&str] = &["id", "name"];
 
 /// Stand-in for metadata a dataset XML does not carry.
 pub const UNKNOWN_MOVIE: &str = "unknown movie";
@@ -39,6 +45,8 @@ pub struct Templates {
     pub child: String,
     /// The parent's supplemental files (a fixed name).
     pub supplemental: String,
+    /// An analysis job's outputs; placeholders {id} and {name}.
+    pub job: String,
     /// Replace characters Windows cannot store.
     pub windows_safe: bool,
 }
@@ -50,6 +58,7 @@ impl Default for Templates {
             parent: "Movie {movie} - {well_sample} ({n} barcoded samples)".into(),
             child: "{sample} ({barcode})".into(),
             supplemental: "Supplemental Run Data".into(),
+            job: "Analysis {id}: {name}".into(),
             windows_safe: false,
         }
     }
@@ -89,8 +98,9 @@ impl Namer {
             ("--parent-template", &templates.parent),
             ("--child-template", &templates.child),
         ] {
-            check_template(flag, template)?;
+            check_template(flag, template, PLACEHOLDERS)?;
         }
+        check_template("--analysis-template", &templates.job, JOB_PLACEHOLDERS)?;
         let namer = Self { templates };
         let supplemental = &namer.templates.supplemental;
         anyhow::ensure!(
@@ -115,6 +125,17 @@ impl Namer {
         self.sanitize(&render(&self.templates.child, values))
     }
 
+    /// An analysis job's directory name.
+    pub fn job(&self, id: JobId, name: &str) -> String {
+        let id = id.to_string();
+        let rendered = fill(&self.templates.job, |p| match p {
+            "id" => Some(id.as_str()),
+            "name" => Some(name),
+            _ => None,
+        });
+        self.sanitize(&rendered)
+    }
+
     /// The supplemental directory's name.
     pub fn supplemental(&self) -> &str {
         &self.templates.supplemental
@@ -131,7 +152,7 @@ impl Namer {
     }
 }
 
-fn check_template(flag: &str, template: &str) -> anyhow::Result<()> {
+fn check_template(flag: &str, template: &str, known: &[&str]) -> anyhow::Result<()> {
     let mut rest = template;
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
@@ -140,9 +161,9 @@ fn check_template(flag: &str, template: &str) -> anyhow::Result<()> {
         };
         let name = &after[..close];
         anyhow::ensure!(
-            PLACEHOLDERS.contains(&name),
+            known.contains(&name),
             "{flag} {template:?}: unknown placeholder {{{name}}} (known: {})",
-            PLACEHOLDERS
+            known
                 .iter()
                 .map(|p| format!("{{{p}}}"))
                 .collect::<Vec<_>>()
@@ -156,23 +177,29 @@ fn check_template(flag: &str, template: &str) -> anyhow::Result<()> {
 fn render(template: &str, v: &Values<'_>) -> String {
     let uuid = v.uuid.map(|u| u.to_string()).unwrap_or_default();
     let n = v.n.to_string();
+    fill(template, |placeholder| match placeholder {
+        "movie" => Some(v.movie),
+        "name" => Some(v.name),
+        "well_sample" => Some(v.well_sample),
+        "sample" => Some(v.sample),
+        "barcode" => Some(v.barcode),
+        "n" => Some(&n),
+        "uuid" => Some(&uuid),
+        _ => None,
+    })
+}
+
+/// A checked template with each `{placeholder}` replaced by its value (an unknown one stays as
+/// its name).
+fn fill<'v>(template: &str, value: impl Fn(&str) -> Option<&'v str>) -> String {
     let mut out = String::with_capacity(template.len() + 64);
     let mut rest = template;
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
         let after = &rest[open + 1..];
         let close = after.find('}').unwrap_or(after.len());
-        let value = match &after[..close] {
-            "movie" => v.movie,
-            "name" => v.name,
-            "well_sample" => v.well_sample,
-            "sample" => v.sample,
-            "barcode" => v.barcode,
-            "n" => &n,
-            "uuid" => &uuid,
-            other => other,
-        };
-        out.push_str(value);
+        let placeholder = &after[..close];
+        out.push_str(value(placeholder).unwrap_or(placeholder));
         rest = after.get(close + 1..).unwrap_or("");
     }
     out.push_str(rest);
@@ -278,6 +305,10 @@ mod tests {
         };
         assert_eq!(n.child(&v), "Tomato 20 (bc1047--bc1047)");
         assert_eq!(n.supplemental(), "Supplemental Run Data");
+        let job = JobId::new(1589).unwrap();
+        assert_eq!(n.job(job, "Map to tomato"), "Analysis 1589: Map to tomato");
+        assert_eq!(n.job(job, "a/b\n"), "Analysis 1589: a_b_");
+        assert_eq!(namer(true).job(job, "x"), "Analysis 1589_ x");
     }
 
     #[test]
@@ -317,6 +348,12 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("unclosed"), "{err}");
+        let err = Namer::new(Templates {
+            job: "Analysis {uuid}".into(),
+            ..Templates::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("--analysis-template"), "{err}");
         let err = Namer::new(Templates {
             supplemental: "a/b".into(),
             ..Templates::default()

@@ -4,11 +4,10 @@
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::FileType;
 use rustix::io::Errno;
-use uuid::Uuid;
 
 use crate::fs::{self, describe};
 use crate::marker::Marker;
-use crate::model::ProjectId;
+use crate::model::{ItemId, ProjectId};
 
 /// How a project or dataset directory found on disk relates to what smrtshare expects.
 #[derive(Debug)]
@@ -34,15 +33,15 @@ pub fn probe_project(root: BorrowedFd<'_>, name: &str, p: ProjectId) -> Result<P
     })
 }
 
-/// Looks at `name` in a project directory: dataset `uuid`'s directory, nothing, or something else.
-pub fn probe_dataset(project: BorrowedFd<'_>, name: &str, uuid: Uuid) -> Result<Probe, String> {
-    probe(project, name, |m| match m {
-        Some(Marker::Dataset { uuid: u, .. }) if *u == uuid => Ok(()),
-        Some(Marker::Retired(inner)) if matches!(&**inner, Marker::Dataset { uuid: u, .. } if *u == uuid) => {
-            Ok(())
+/// Looks at `name` in a project directory: the directory of `item` (a dataset or an analysis
+/// job), nothing, or something else.
+pub fn probe_item(project: BorrowedFd<'_>, name: &str, item: ItemId) -> Result<Probe, String> {
+    probe(project, name, |m| match m.as_ref().and_then(Marker::item) {
+        Some(found) if found == item => Ok(()),
+        Some(other) if !matches!(m, Some(Marker::Retired(_))) => {
+            Err(format!("is {other}'s directory"))
         }
-        Some(Marker::Dataset { uuid: u, .. }) => Err(format!("is dataset {u}'s directory")),
-        _ => Err("was not created by smrtshare for this dataset".into()),
+        _ => Err(format!("was not created by smrtshare for {item}")),
     })
 }
 

@@ -2,9 +2,11 @@
 //! tree (the work area is swept afterwards, by [`crate::sweep`], with the records at hand).
 //!
 //! The rebuild reads the markers: a project directory whose project has no records (the database
-//! was lost or is older than the tree) is recorded again, and so is a marked dataset directory its
-//! project's records do not list. A dataset's files are re-resolved from its XML, and a file counts
-//! as staged only when it is the very inode of the source the XML names.
+//! was lost or is older than the tree) is recorded again, and so is a marked dataset or analysis
+//! job directory its project's records do not list. A dataset's files are re-resolved from its
+//! XML, and a file counts as staged only when it is the very inode of the source the XML names. An
+//! analysis job's directory is recorded without files: the job's outputs are known from the next
+//! request, whose apply adopts every link that is the very inode of an output it names.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -19,7 +21,9 @@ use crate::dataset::{Entries, file_record};
 use crate::fault::Fault;
 use crate::fs::{self, HIDDEN_PREFIX, describe};
 use crate::marker::Marker;
-use crate::model::{DatasetRecord, DatasetSpec, EntryRecord, Kind, ProjectId, ProjectRecord, join};
+use crate::model::{
+    DatasetSpec, EntryRecord, ItemId, ItemRecord, ItemSource, Kind, ProjectId, ProjectRecord, join,
+};
 use crate::probe::{Probe, probe_project};
 use crate::resolve::{Resolver, Source, Want};
 
@@ -35,9 +39,9 @@ pub fn rebuild(
     let root = ctx.tree.root();
     let by_id: HashMap<ProjectId, &Arc<ProjectRecord>> =
         records.iter().map(|r| (r.id, r)).collect();
-    let mut seen: HashSet<Uuid> = records
+    let mut seen: HashSet<ItemId> = records
         .iter()
-        .flat_map(|r| r.datasets.keys().copied())
+        .flat_map(|r| r.items.keys().copied())
         .collect();
     let mut resolver = Resolver::new(ctx.roots, ctx.limits, ctx.namer, ctx.cache, ctx.budget);
     let mut changes = Vec::new();
@@ -93,14 +97,14 @@ pub fn rebuild(
                     id: p,
                     directory: name.to_owned(),
                     updated_at: now,
-                    datasets: Default::default(),
+                    items: Default::default(),
                 }
             }
         };
         let before = record.clone();
         for dataset in fs::list(fd.as_fd()).unwrap_or_default() {
             let Some(dir) = dataset.utf8() else { continue };
-            if record.datasets.values().any(|d| d.directory == dir)
+            if record.items.values().any(|d| d.directory == dir)
                 || fs::lstat_at(fd.as_fd(), dir).map(|m| m.kind) != Ok(FileType::Directory)
             {
                 continue;
@@ -108,29 +112,39 @@ pub fn rebuild(
             let Ok(dfd) = fs::open_dir(fd.as_fd(), dir) else {
                 continue;
             };
-            let Ok(Some(Marker::Dataset { uuid, kind, xml })) = fs::read_marker(dfd.as_fd()) else {
-                continue;
+            let (item, source, entries) = match fs::read_marker(dfd.as_fd()) {
+                Ok(Some(Marker::Dataset { uuid, kind, xml })) => {
+                    let entries = rebuild_entries(
+                        &mut resolver,
+                        dfd.as_fd(),
+                        uuid,
+                        kind,
+                        &xml,
+                        &join(&[name, dir]),
+                    );
+                    let source = ItemSource::Dataset {
+                        xml_path: xml,
+                        kind,
+                    };
+                    (ItemId::Dataset(uuid), source, entries)
+                }
+                // Which of its files are staged is proven by the job's file list, which only a
+                // request carries: the next apply adopts each link that is the very inode of an
+                // output it names; until then nothing in the directory counts as staged.
+                Ok(Some(Marker::Job(id))) => (ItemId::Job(id), ItemSource::Job, Entries::new()),
+                _ => continue,
             };
-            if !seen.insert(uuid) {
-                tracing::warn!(project = p.get(), directory = dir, dataset = %uuid, "dataset directory marked with a dataset recorded elsewhere; left unrecorded");
+            if !seen.insert(item) {
+                tracing::warn!(project = p.get(), directory = dir, %item, "directory marked with a dataset or analysis job recorded elsewhere; left unrecorded");
                 continue;
             }
-            let entries = rebuild_entries(
-                &mut resolver,
-                dfd.as_fd(),
-                uuid,
-                kind,
-                &xml,
-                &join(&[name, dir]),
-            );
-            tracing::info!(project = p.get(), directory = dir, dataset = %uuid, entries = entries.len(), "dataset directory recorded from the tree");
-            record.datasets.insert(
-                uuid,
-                DatasetRecord {
-                    uuid,
+            tracing::info!(project = p.get(), directory = dir, %item, entries = entries.len(), "dataset or analysis job directory recorded from the tree");
+            record.items.insert(
+                item,
+                ItemRecord {
+                    item,
                     directory: dir.to_owned(),
-                    xml_path: xml,
-                    kind,
+                    source,
                     entries: Arc::new(entries),
                 },
             );

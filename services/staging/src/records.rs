@@ -18,7 +18,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection as _, QueryBuilder, Row as _, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use crate::model::{DatasetRecord, EntryRecord, FileRecord, Kind, ProjectId, ProjectRecord};
+use crate::model::{
+    EntryRecord, FileRecord, ItemId, ItemRecord, ItemSource, JobId, Kind, ProjectId, ProjectRecord,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -28,15 +30,15 @@ const BATCH: usize = 100;
 #[derive(Debug, Default)]
 struct Cache {
     projects: BTreeMap<ProjectId, Arc<ProjectRecord>>,
-    by_dataset: HashMap<Uuid, ProjectId>,
+    by_item: HashMap<ItemId, ProjectId>,
     by_directory: HashMap<String, ProjectId>,
 }
 
 impl Cache {
     fn put(&mut self, record: ProjectRecord) {
         self.remove(record.id);
-        for uuid in record.datasets.keys() {
-            self.by_dataset.insert(*uuid, record.id);
+        for item in record.items.keys() {
+            self.by_item.insert(*item, record.id);
         }
         self.by_directory
             .insert(record.directory.clone(), record.id);
@@ -45,9 +47,9 @@ impl Cache {
 
     fn remove(&mut self, id: ProjectId) {
         if let Some(old) = self.projects.remove(&id) {
-            for uuid in old.datasets.keys() {
-                if self.by_dataset.get(uuid) == Some(&id) {
-                    self.by_dataset.remove(uuid);
+            for item in old.items.keys() {
+                if self.by_item.get(item) == Some(&id) {
+                    self.by_item.remove(item);
                 }
             }
             if self.by_directory.get(&old.directory) == Some(&id) {
@@ -135,11 +137,25 @@ impl Records {
                     id: pid,
                     directory: row.try_get(1)?,
                     updated_at: row.try_get(2)?,
-                    datasets: BTreeMap::new(),
+                    items: BTreeMap::new(),
                 },
             );
         }
-        let mut owners: HashMap<Uuid, i64> = HashMap::new();
+        let mut owners: HashMap<ItemId, i64> = HashMap::new();
+        let mut add = |item: ItemId, project_id: i64, directory: String, source: ItemSource| {
+            if let Some(project) = projects.get_mut(&project_id) {
+                owners.insert(item, project_id);
+                project.items.insert(
+                    item,
+                    ItemRecord {
+                        item,
+                        directory,
+                        source,
+                        entries: Arc::new(BTreeMap::new()),
+                    },
+                );
+            }
+        };
         for row in sqlx::query("SELECT uuid, project_id, directory, xml_path, kind FROM datasets")
             .fetch_all(&self.pool)
             .await?
@@ -150,51 +166,69 @@ impl Records {
             ) else {
                 continue;
             };
-            let project_id: i64 = row.try_get(1)?;
-            let Some(project) = projects.get_mut(&project_id) else {
-                continue;
+            let source = ItemSource::Dataset {
+                xml_path: row.try_get(3)?,
+                kind,
             };
-            owners.insert(uuid, project_id);
-            project.datasets.insert(
-                uuid,
-                DatasetRecord {
-                    uuid,
-                    directory: row.try_get(2)?,
-                    xml_path: row.try_get(3)?,
-                    kind,
-                    entries: Arc::new(BTreeMap::new()),
-                },
+            add(
+                ItemId::Dataset(uuid),
+                row.try_get(1)?,
+                row.try_get(2)?,
+                source,
             );
         }
-        // A dataset whose entries are not valid JSON (never written so) loads without entries:
-        // its next apply finds the links in place and records them again.
+        for row in sqlx::query("SELECT job_id, project_id, directory FROM analysis_jobs")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let Ok(id) = JobId::new(row.try_get(0)?) else {
+                continue;
+            };
+            add(
+                ItemId::Job(id),
+                row.try_get(1)?,
+                row.try_get(2)?,
+                ItemSource::Job,
+            );
+        }
+        // A dataset or job whose entries are not valid JSON (never written so) loads without
+        // entries: its next apply finds the links in place and records them again.
         for row in sqlx::query(
-            "SELECT d.uuid, e.value ->> 0, e.value ->> 1, e.value ->> 2, e.value ->> 3, e.value ->> 4, e.value ->> 5 \
-             FROM (SELECT uuid, entries FROM datasets WHERE json_valid(entries)) AS d, json_each(d.entries) AS e",
+            "SELECT d.uuid, NULL, e.value ->> 0, e.value ->> 1, e.value ->> 2, e.value ->> 3, e.value ->> 4, e.value ->> 5 \
+             FROM (SELECT uuid, entries FROM datasets WHERE json_valid(entries)) AS d, json_each(d.entries) AS e \
+             UNION ALL \
+             SELECT NULL, j.job_id, e.value ->> 0, e.value ->> 1, e.value ->> 2, e.value ->> 3, e.value ->> 4, e.value ->> 5 \
+             FROM (SELECT job_id, entries FROM analysis_jobs WHERE json_valid(entries)) AS j, json_each(j.entries) AS e",
         )
         .fetch_all(&self.pool)
         .await?
         {
-            let Ok(uuid) = Uuid::parse_str(row.try_get::<&str, _>(0)?) else {
+            let item = match (
+                row.try_get::<Option<&str>, _>(0)?,
+                row.try_get::<Option<i64>, _>(1)?,
+            ) {
+                (Some(uuid), _) => Uuid::parse_str(uuid).ok().map(ItemId::Dataset),
+                (None, Some(job)) => JobId::new(job).ok().map(ItemId::Job),
+                (None, None) => None,
+            };
+            let Some(record) = item.and_then(|item| {
+                owners
+                    .get(&item)
+                    .and_then(|p| projects.get_mut(p))
+                    .and_then(|p| p.items.get_mut(&item))
+            }) else {
                 continue;
             };
-            let Some(dataset) = owners
-                .get(&uuid)
-                .and_then(|p| projects.get_mut(p))
-                .and_then(|p| p.datasets.get_mut(&uuid))
-            else {
-                continue;
-            };
-            let entry = match row.try_get::<&str, _>(2)? {
+            let entry = match row.try_get::<&str, _>(3)? {
                 "dir" => EntryRecord::Dir,
                 _ => EntryRecord::File(FileRecord {
-                    source: row.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
-                    dev: row.try_get::<Option<i64>, _>(4)?.unwrap_or_default() as u64,
-                    ino: row.try_get::<Option<i64>, _>(5)?.unwrap_or_default() as u64,
-                    size: row.try_get::<Option<i64>, _>(6)?.unwrap_or_default() as u64,
+                    source: row.try_get::<Option<String>, _>(4)?.unwrap_or_default(),
+                    dev: row.try_get::<Option<i64>, _>(5)?.unwrap_or_default() as u64,
+                    ino: row.try_get::<Option<i64>, _>(6)?.unwrap_or_default() as u64,
+                    size: row.try_get::<Option<i64>, _>(7)?.unwrap_or_default() as u64,
                 }),
             };
-            Arc::make_mut(&mut dataset.entries).insert(row.try_get(1)?, entry);
+            Arc::make_mut(&mut record.entries).insert(row.try_get(2)?, entry);
         }
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         *cache = Cache::default();
@@ -238,8 +272,8 @@ impl Records {
     }
 
     /// The project whose records hold a dataset.
-    pub fn holder_of_dataset(&self, uuid: &Uuid) -> Option<ProjectId> {
-        self.read().by_dataset.get(uuid).copied()
+    pub fn holder_of(&self, item: &ItemId) -> Option<ProjectId> {
+        self.read().by_item.get(item).copied()
     }
 
     /// The project whose directory has this name.
@@ -337,11 +371,11 @@ impl Records {
             let Some(old) = old else { continue };
             match new {
                 None => rows.project_deletes.push(id.get()),
-                Some(new) => rows.dataset_deletes.extend(
-                    old.datasets
+                Some(new) => rows.item_deletes.extend(
+                    old.items
                         .keys()
-                        .filter(|u| !new.datasets.contains_key(u))
-                        .map(|u| (u.to_string(), id.get())),
+                        .filter(|i| !new.items.contains_key(i))
+                        .map(|i| (*i, id.get())),
                 ),
             }
         }
@@ -354,9 +388,9 @@ impl Records {
                 rows.projects
                     .push((id.get(), &new.directory, new.updated_at));
             }
-            for dataset in new.datasets.values() {
-                let before = old.as_ref().and_then(|o| o.datasets.get(&dataset.uuid));
-                rows.dataset(*id, dataset, before);
+            for item in new.items.values() {
+                let before = old.as_ref().and_then(|o| o.items.get(&item.item));
+                rows.item(*id, item, before);
             }
         }
         if rows.is_empty() {
@@ -419,45 +453,55 @@ struct Queued {
 #[derive(Debug, Default)]
 struct Rows<'a> {
     project_deletes: Vec<i64>,
-    /// (dataset, owner)
-    dataset_deletes: Vec<(String, i64)>,
+    /// (dataset or job, owner)
+    item_deletes: Vec<(ItemId, i64)>,
     /// (id, directory, updated_at)
     projects: Vec<(i64, &'a str, i64)>,
     /// (uuid, project, directory, xml path, kind, entries as JSON)
     datasets: Vec<(String, i64, &'a str, &'a str, &'static str, String)>,
+    /// (job id, project, directory, entries as JSON)
+    jobs: Vec<(i64, i64, &'a str, String)>,
 }
 
 impl<'a> Rows<'a> {
-    /// A dataset's row, unless it is recorded as it is.
-    fn dataset(
-        &mut self,
-        project: ProjectId,
-        new: &'a DatasetRecord,
-        old: Option<&'a DatasetRecord>,
-    ) {
+    /// A dataset's or job's row, unless it is recorded as it is.
+    fn item(&mut self, project: ProjectId, new: &'a ItemRecord, old: Option<&'a ItemRecord>) {
         let same = old.is_some_and(|o| {
             o.directory == new.directory
-                && o.xml_path == new.xml_path
-                && o.kind == new.kind
+                && o.source == new.source
                 && (Arc::ptr_eq(&o.entries, &new.entries) || o.entries == new.entries)
         });
-        if !same {
-            self.datasets.push((
-                new.uuid.to_string(),
+        if same {
+            return;
+        }
+        match (new.item, &new.source) {
+            (ItemId::Dataset(uuid), ItemSource::Dataset { xml_path, kind }) => {
+                self.datasets.push((
+                    uuid.to_string(),
+                    project.get(),
+                    &new.directory,
+                    xml_path,
+                    kind.as_str(),
+                    entries_json(&new.entries),
+                ))
+            }
+            (ItemId::Job(id), _) => self.jobs.push((
+                id.get(),
                 project.get(),
                 &new.directory,
-                &new.xml_path,
-                new.kind.as_str(),
                 entries_json(&new.entries),
-            ));
+            )),
+            // Not made: a dataset's record always comes from its XML.
+            (ItemId::Dataset(_), ItemSource::Job) => {}
         }
     }
 
     fn is_empty(&self) -> bool {
         self.project_deletes.is_empty()
-            && self.dataset_deletes.is_empty()
+            && self.item_deletes.is_empty()
             && self.projects.is_empty()
             && self.datasets.is_empty()
+            && self.jobs.is_empty()
     }
 
     /// Appends the statements (each ended by `; `) to `q`.
@@ -467,12 +511,16 @@ impl<'a> Rows<'a> {
                 .push_bind(*id)
                 .push("; ");
         }
-        for (uuid, project) in &self.dataset_deletes {
-            q.push("DELETE FROM datasets WHERE uuid = ")
-                .push_bind(uuid.as_str())
-                .push(" AND project_id = ")
-                .push_bind(*project)
-                .push("; ");
+        for (item, project) in &self.item_deletes {
+            match item {
+                ItemId::Dataset(uuid) => q
+                    .push("DELETE FROM datasets WHERE uuid = ")
+                    .push_bind(uuid.to_string()),
+                ItemId::Job(id) => q
+                    .push("DELETE FROM analysis_jobs WHERE job_id = ")
+                    .push_bind(id.get()),
+            };
+            q.push(" AND project_id = ").push_bind(*project).push("; ");
         }
         for chunk in self.projects.chunks(BATCH) {
             q.push("INSERT INTO projects (id, directory, updated_at) ");
@@ -501,6 +549,19 @@ impl<'a> Rows<'a> {
             q.push(
                 " ON CONFLICT (uuid) DO UPDATE SET project_id = excluded.project_id, directory = excluded.directory, \
                  xml_path = excluded.xml_path, kind = excluded.kind, entries = excluded.entries; ",
+            );
+        }
+        for chunk in self.jobs.chunks(BATCH) {
+            q.push("INSERT INTO analysis_jobs (job_id, project_id, directory, entries) ");
+            q.push_values(chunk, |mut row, (id, project, directory, entries)| {
+                row.push_bind(*id)
+                    .push_bind(*project)
+                    .push_bind(*directory)
+                    .push_bind(entries.as_str());
+            });
+            q.push(
+                " ON CONFLICT (job_id) DO UPDATE SET project_id = excluded.project_id, \
+                 directory = excluded.directory, entries = excluded.entries; ",
             );
         }
     }
@@ -559,7 +620,7 @@ mod tests {
             id: ProjectId::new(id).unwrap(),
             directory: dir.into(),
             updated_at: 1,
-            datasets: datasets
+            items: datasets
                 .iter()
                 .map(|(uuid, name, files)| {
                     let mut entries = BTreeMap::new();
@@ -576,12 +637,14 @@ mod tests {
                         );
                     }
                     (
-                        *uuid,
-                        DatasetRecord {
-                            uuid: *uuid,
+                        ItemId::Dataset(*uuid),
+                        ItemRecord {
+                            item: ItemId::Dataset(*uuid),
                             directory: (*name).into(),
-                            xml_path: "/s/x.xml".into(),
-                            kind: Kind::Plain,
+                            source: ItemSource::Dataset {
+                                xml_path: "/s/x.xml".into(),
+                                kind: Kind::Plain,
+                            },
                             entries: Arc::new(entries),
                         },
                     )
@@ -597,7 +660,7 @@ mod tests {
         let records = Records::open(&path).await.unwrap();
         let uuid = Uuid::new_v4();
         let mut p = project(2, "P \"2\"", &[(uuid, "A", 2)]);
-        let dataset = p.datasets.get_mut(&uuid).unwrap();
+        let dataset = p.items.get_mut(&ItemId::Dataset(uuid)).unwrap();
         let entries = Arc::make_mut(&mut dataset.entries);
         for odd in [
             "quote\"d",
@@ -667,10 +730,16 @@ mod tests {
             ("sub/f.bam".to_owned(), file("/s/f.bam", u64::MAX - 1, 3)),
         ]
         .into();
-        assert_eq!(*p.datasets[&a].entries, want);
-        assert_eq!(p.datasets[&a].kind, Kind::Parent);
-        assert!(p.datasets[&b].entries.is_empty());
-        assert_eq!(records.holder_of_dataset(&b), Some(p.id));
+        assert_eq!(*p.items[&ItemId::Dataset(a)].entries, want);
+        assert_eq!(
+            p.items[&ItemId::Dataset(a)].source,
+            ItemSource::Dataset {
+                xml_path: "/s/a.xml".into(),
+                kind: Kind::Parent
+            }
+        );
+        assert!(p.items[&ItemId::Dataset(b)].entries.is_empty());
+        assert_eq!(records.holder_of(&ItemId::Dataset(b)), Some(p.id));
     }
 
     #[tokio::test]
@@ -689,8 +758,11 @@ mod tests {
         drop(records);
         let reopened = Records::open(&path).await.unwrap();
         let loaded = reopened.project(p.id).unwrap();
-        assert!(loaded.datasets[&a].entries.is_empty());
-        assert_eq!(loaded.datasets[&b], p.datasets[&b]);
+        assert!(loaded.items[&ItemId::Dataset(a)].entries.is_empty());
+        assert_eq!(
+            loaded.items[&ItemId::Dataset(b)],
+            p.items[&ItemId::Dataset(b)]
+        );
     }
 
     #[tokio::test]
@@ -734,7 +806,7 @@ mod tests {
         assert!(bad.is_err(), "the clashing directory name is refused");
         good.unwrap();
         assert!(records.project(clash.id).is_none());
-        assert_eq!(records.holder_of_dataset(&c), Some(p5.id));
+        assert_eq!(records.holder_of(&ItemId::Dataset(c)), Some(p5.id));
 
         drop(records);
         let reopened = Records::open(&path).await.unwrap();
@@ -759,9 +831,9 @@ mod tests {
             .unwrap();
         // b moves from 2 to 3 in one transaction, listed in either order.
         let mut p2b = p2.clone();
-        let moved = p2b.datasets.remove(&b).unwrap();
+        let moved = p2b.items.remove(&ItemId::Dataset(b)).unwrap();
         let mut p3b = p3.clone();
-        p3b.datasets.insert(b, moved);
+        p3b.items.insert(ItemId::Dataset(b), moved);
         records
             .store(vec![
                 (p3b.id, Some(p3b.clone())),
@@ -769,14 +841,14 @@ mod tests {
             ])
             .await
             .unwrap();
-        assert_eq!(records.holder_of_dataset(&b), Some(p3b.id));
+        assert_eq!(records.holder_of(&ItemId::Dataset(b)), Some(p3b.id));
         assert_eq!(records.holder_of_directory("P2"), Some(p2b.id));
         // And back, listed the other way round.
         records
             .store(vec![(p2.id, Some(p2.clone())), (p3.id, Some(p3.clone()))])
             .await
             .unwrap();
-        assert_eq!(records.holder_of_dataset(&b), Some(p2.id));
+        assert_eq!(records.holder_of(&ItemId::Dataset(b)), Some(p2.id));
         records
             .store(vec![
                 (p2b.id, Some(p2b.clone())),
@@ -784,15 +856,71 @@ mod tests {
             ])
             .await
             .unwrap();
-        assert_eq!(records.holder_of_dataset(&b), Some(p3b.id));
-        assert_eq!(records.holder_of_dataset(&a), Some(p2b.id));
+        assert_eq!(records.holder_of(&ItemId::Dataset(b)), Some(p3b.id));
+        assert_eq!(records.holder_of(&ItemId::Dataset(a)), Some(p2b.id));
         drop(records);
         let reopened = Records::open(&path).await.unwrap();
         assert_eq!(*reopened.project(p2b.id).unwrap(), p2b);
         assert_eq!(*reopened.project(p3b.id).unwrap(), p3b);
         reopened.store(vec![(p2b.id, None)]).await.unwrap();
         assert!(reopened.project(p2b.id).is_none());
-        assert_eq!(reopened.holder_of_dataset(&a), None);
+        assert_eq!(reopened.holder_of(&ItemId::Dataset(a)), None);
         assert_eq!(reopened.all().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn analysis_jobs_survive_a_reopen_and_move_between_projects() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.sqlite3");
+        let records = Records::open(&path).await.unwrap();
+        let job = ItemId::Job(JobId::new(1589).unwrap());
+        let mut p2 = project(2, "P2", &[(Uuid::new_v4(), "A", 1)]);
+        let entries: BTreeMap<String, EntryRecord> = [(
+            "contigs.fasta".to_owned(),
+            EntryRecord::File(FileRecord {
+                source: "/jobs/0000001589/contigs.fasta".into(),
+                dev: 7,
+                ino: 42,
+                size: 9,
+            }),
+        )]
+        .into();
+        p2.items.insert(
+            job,
+            ItemRecord {
+                item: job,
+                directory: "Analysis 1589: Assembly".into(),
+                source: ItemSource::Job,
+                entries: Arc::new(entries),
+            },
+        );
+        let p3 = project(3, "P3", &[]);
+        records
+            .store(vec![(p2.id, Some(p2.clone())), (p3.id, Some(p3.clone()))])
+            .await
+            .unwrap();
+        drop(records);
+        let records = Records::open(&path).await.unwrap();
+        assert_eq!(*records.project(p2.id).unwrap(), p2);
+        assert_eq!(records.holder_of(&job), Some(p2.id));
+
+        // The job moves to project 3 in one transaction, listed before the project it leaves.
+        let (mut p2b, mut p3b) = (p2.clone(), p3.clone());
+        let moved = p2b.items.remove(&job).unwrap();
+        p3b.items.insert(job, moved);
+        records
+            .store(vec![
+                (p3b.id, Some(p3b.clone())),
+                (p2b.id, Some(p2b.clone())),
+            ])
+            .await
+            .unwrap();
+        drop(records);
+        let records = Records::open(&path).await.unwrap();
+        assert_eq!(*records.project(p3b.id).unwrap(), p3b);
+        assert_eq!(*records.project(p2b.id).unwrap(), p2b);
+        assert_eq!(records.holder_of(&job), Some(p3b.id));
+        records.store(vec![(p3b.id, None)]).await.unwrap();
+        assert_eq!(records.holder_of(&job), None);
     }
 }

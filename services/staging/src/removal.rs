@@ -18,14 +18,13 @@ use std::collections::HashMap;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::FileType;
 use rustix::io::Errno;
-use uuid::Uuid;
 
 use crate::dataset::{Entries, split};
 use crate::fault::Fault;
 use crate::fs::{self, Tree, describe};
 use crate::hooks::Point;
 use crate::marker::Marker;
-use crate::model::{ActionKind, EntryRecord, ProjectId, join};
+use crate::model::{ActionKind, EntryRecord, ItemId, ProjectId, join};
 use crate::recover;
 use crate::report::{Act, Report};
 
@@ -113,17 +112,17 @@ fn scan(top: BorrowedFd<'_>, recorded: &Entries) -> fs::Result<Scan> {
     Ok(out)
 }
 
-/// Removes what smrtshare staged in dataset directory `name` of project `p`'s directory
-/// (`project`, at `project_rel`), which the records say holds `recorded`.
+/// Removes what smrtshare staged in the directory `name` of a dataset or analysis job (`item`) in
+/// project `p`'s directory (`project`, at `project_rel`), which the records say holds `recorded`.
 #[allow(clippy::too_many_arguments)]
-pub fn remove_dataset(
+pub fn remove_item(
     report: &mut Report<'_, '_>,
     tree: &Tree,
     p: ProjectId,
     project: BorrowedFd<'_>,
     project_rel: &str,
     name: &str,
-    uuid: Uuid,
+    item: ItemId,
     recorded: &Entries,
 ) -> Removal {
     let rel = join(&[project_rel, name]);
@@ -141,7 +140,7 @@ pub fn remove_dataset(
         Err(e) => return failed(e),
     };
     match fs::read_marker(top.as_fd()) {
-        Ok(Some(Marker::Dataset { uuid: u, .. })) if u == uuid => {}
+        Ok(Some(m)) if !matches!(m, Marker::Retired(_)) && m.item() == Some(item) => {}
         _ => return Removal::default(),
     }
     let mut found = match scan(top.as_fd(), recorded) {
@@ -172,14 +171,14 @@ pub fn remove_dataset(
     removal.error = delete_ours(
         report,
         &rel,
-        uuid,
+        item,
         top.as_fd(),
         &found,
         &mut removal.remaining,
     )
     .err();
     if removal.error.is_none() && found.foreign.is_empty() {
-        let act = Act::new(ActionKind::RemoveDirectory, rel.clone()).dataset(uuid);
+        let act = Act::new(ActionKind::RemoveDirectory, rel.clone()).item(item);
         let gone = match &out {
             Some(work_name) => report.act_unless(act, Errno::NOTEMPTY, |ops| {
                 ops.rmdir(tree.work(), work_name)
@@ -232,7 +231,7 @@ pub fn remove_dataset(
             .unwrap_or_default()
     };
     if !removal.foreign.is_empty() {
-        let keep = Act::new(ActionKind::KeepForeign, at).dataset(uuid);
+        let keep = Act::new(ActionKind::KeepForeign, at).item(item);
         let marker = fs::read_marker(top.as_fd())
             .ok()
             .flatten()
@@ -252,7 +251,7 @@ pub fn remove_dataset(
 fn delete_ours(
     report: &mut Report<'_, '_>,
     rel: &str,
-    uuid: Uuid,
+    item: ItemId,
     top: BorrowedFd<'_>,
     found: &Scan,
     remaining: &mut Entries,
@@ -260,7 +259,7 @@ fn delete_ours(
     for path in &found.files {
         let (parent, (_, leaf)) = (found.parent(top, path), split(path));
         report.act(
-            Act::new(ActionKind::UnlinkFile, join(&[rel, path])).dataset(uuid),
+            Act::new(ActionKind::UnlinkFile, join(&[rel, path])).item(item),
             |ops| ops.unlink(parent.ok_or(Errno::BADF)?, leaf),
         )?;
         remaining.remove(path);
@@ -268,7 +267,7 @@ fn delete_ours(
     for path in &found.dirs {
         let (parent, (_, leaf)) = (found.parent(top, path), split(path));
         let sub = found.subs.get(path).map(|fd| fd.as_fd());
-        let act = Act::new(ActionKind::RemoveDirectory, join(&[rel, path])).dataset(uuid);
+        let act = Act::new(ActionKind::RemoveDirectory, join(&[rel, path])).item(item);
         let kept = found.holds_foreign(path)
             || report
                 .act_unless(act, Errno::NOTEMPTY, |ops| {
@@ -277,8 +276,11 @@ fn delete_ours(
                 .is_err();
         if kept {
             report.act(
-                Act::new(ActionKind::KeepForeign, join(&[rel, path])).dataset(uuid),
-                |ops| ops.set_marker(sub.ok_or(Errno::BADF)?, &Marker::Part(uuid).retired()),
+                Act::new(ActionKind::KeepForeign, join(&[rel, path])).item(item),
+                |ops| {
+                    let part = Marker::part_of(item).ok_or(Errno::INVAL)?;
+                    ops.set_marker(sub.ok_or(Errno::BADF)?, &part.retired())
+                },
             )?;
         }
         remaining.remove(path);

@@ -1,4 +1,5 @@
-//! Removing a project (blocking): each dataset directory as [`crate::removal`] says, then the
+//! Removing a project (blocking): each dataset and analysis job directory as [`crate::removal`]
+//! says, then the
 //! project directory when nothing else is left in it. Whatever is kept has its marker retired, so
 //! it is not taken for a staged directory again (until an apply adopts it).
 
@@ -10,9 +11,9 @@ use rustix::fd::AsFd;
 use crate::apply::Ctx;
 use crate::fs::{self, Ops};
 use crate::marker::Marker;
-use crate::model::{ActionKind, DatasetRecord, ProjectId, ProjectRecord, RemoveReport, join};
+use crate::model::{ActionKind, ItemId, ItemRecord, ProjectId, ProjectRecord, RemoveReport, join};
 use crate::probe::{Probe, probe_project};
-use crate::removal::remove_dataset;
+use crate::removal::remove_item;
 use crate::report::{Act, Report};
 
 /// Most foreign paths listed in an answer.
@@ -55,17 +56,17 @@ pub fn remove_project(
             });
         }
     };
-    let mut remaining: BTreeMap<uuid::Uuid, DatasetRecord> = BTreeMap::new();
+    let mut remaining: BTreeMap<ItemId, ItemRecord> = BTreeMap::new();
     let mut emptied = Vec::new();
-    for (uuid, d) in &record.datasets {
-        let removal = remove_dataset(
+    for (item, d) in &record.items {
+        let removal = remove_item(
             &mut report,
             ctx.tree,
             p,
             pfd.as_fd(),
             &record.directory,
             &d.directory,
-            *uuid,
+            *item,
             &d.entries,
         );
         if removal.foreign.is_empty() && removal.error.is_none() {
@@ -74,8 +75,8 @@ pub fn remove_project(
         foreign.extend(removal.foreign);
         if removal.error.is_some() {
             remaining.insert(
-                *uuid,
-                DatasetRecord {
+                *item,
+                ItemRecord {
                     entries: Arc::new(removal.remaining),
                     ..d.clone()
                 },
@@ -84,7 +85,7 @@ pub fn remove_project(
     }
     if !remaining.is_empty() {
         let mut left = (*record).clone();
-        left.datasets = remaining;
+        left.items = remaining;
         left.updated_at = now;
         let change = (!dry).then_some((p, Some(left)));
         return Ok(Output {
@@ -92,8 +93,8 @@ pub fn remove_project(
             change,
         });
     }
-    let dataset_dirs: Vec<&str> = record
-        .datasets
+    let item_dirs: Vec<&str> = record
+        .items
         .values()
         .map(|d| d.directory.as_str())
         .collect();
@@ -110,7 +111,7 @@ pub fn remove_project(
     } else {
         for item in &left {
             let name = item.name.to_string_lossy();
-            if !dataset_dirs.contains(&name.as_ref()) {
+            if !item_dirs.contains(&name.as_ref()) {
                 foreign.push(join(&[&record.directory, &name]));
             }
         }

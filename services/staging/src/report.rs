@@ -3,11 +3,10 @@
 //! its outcome and explains a failure in words an operator can act on.
 
 use rustix::io::Errno;
-use uuid::Uuid;
 
 use crate::fault::Fault;
 use crate::fs::{Ops, describe};
-use crate::model::{Action, ActionKind, Outcome};
+use crate::model::{Action, ActionKind, ItemId, Outcome};
 
 /// Why a call failed: its errno and, when the caller found out more, the detail (for a link
 /// refused with `EXDEV`: which mounts the source and the directory are on).
@@ -35,7 +34,7 @@ pub struct Act {
     path: String,
     from_path: String,
     source: String,
-    dataset: Option<Uuid>,
+    item: Option<ItemId>,
 }
 
 impl Act {
@@ -46,7 +45,7 @@ impl Act {
             path: path.into(),
             from_path: String::new(),
             source: String::new(),
-            dataset: None,
+            item: None,
         }
     }
 
@@ -62,9 +61,9 @@ impl Act {
         self
     }
 
-    /// The dataset the action belongs to.
-    pub fn dataset(mut self, uuid: Uuid) -> Self {
-        self.dataset = Some(uuid);
+    /// The dataset or analysis job the action belongs to.
+    pub fn item(mut self, item: ItemId) -> Self {
+        self.item = Some(item);
         self
     }
 
@@ -74,7 +73,7 @@ impl Act {
             path: self.path,
             from_path: self.from_path,
             source: self.source,
-            dataset: self.dataset,
+            item: self.item,
             outcome,
         }
     }
@@ -229,9 +228,9 @@ impl<'o, 't> Report<'o, 't> {
             .push(act.into_action(Outcome::Skipped(why.to_owned())));
     }
 
-    /// True when an action on the dataset was recorded.
-    pub fn touched(&self, uuid: Uuid) -> bool {
-        self.actions.iter().any(|a| a.dataset == Some(uuid))
+    /// True when an action on the dataset or job was recorded.
+    pub fn touched(&self, item: ItemId) -> bool {
+        self.actions.iter().any(|a| a.item == Some(item))
     }
 
     /// The actions.

@@ -13,8 +13,8 @@ use smrtshare_api::staging::v1 as pb;
 use smrtshare_common::auth::change_id;
 use smrtshare_common::db::now_millis;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
+use crate::analysis::JobRules;
 use crate::answer;
 use crate::apply::{self, Ctx, Refusal};
 use crate::budget::ParseBudget;
@@ -22,7 +22,7 @@ use crate::convert;
 use crate::error::Error;
 use crate::fs::Tree;
 use crate::locks::Locks;
-use crate::model::{ApplyReport, ApplyRequest, DatasetState, ProjectId, RemoveReport};
+use crate::model::{ApplyReport, ApplyRequest, DatasetState, ItemId, ProjectId, RemoveReport};
 use crate::names::Namer;
 use crate::records::Records;
 use crate::remove;
@@ -37,6 +37,7 @@ pub struct Inner {
     pub(crate) tree: Tree,
     pub(crate) roots: SourceRoots,
     pub(crate) namer: Namer,
+    pub(crate) job_rules: JobRules,
     pub(crate) limits: Limits,
     pub(crate) cache: SourceCache,
     pub(crate) budget: ParseBudget,
@@ -51,6 +52,7 @@ impl Inner {
             tree: &self.tree,
             roots: &self.roots,
             namer: &self.namer,
+            job_rules: self.job_rules,
             limits: self.limits,
             cache: &self.cache,
             budget: &self.budget,
@@ -82,16 +84,21 @@ impl Inner {
     async fn apply(self: Arc<Self>, request: ApplyRequest) -> Result<ApplyReport, Error> {
         let inner = self.clone();
         self.bounded("apply", async move {
-            let uuids: Vec<Uuid> = request.datasets.iter().map(|d| d.uuid).collect();
+            let items: Vec<ItemId> = request
+                .datasets
+                .iter()
+                .map(|d| ItemId::Dataset(d.uuid))
+                .chain(request.jobs.iter().map(|j| ItemId::Job(j.id)))
+                .collect();
             let holders = |inner: &Inner| -> BTreeSet<ProjectId> {
-                uuids
+                items
                     .iter()
-                    .filter_map(|u| inner.records.holder_of_dataset(u))
+                    .filter_map(|i| inner.records.holder_of(i))
                     .chain([request.project])
                     .collect()
             };
-            // Lock this project and every project a requested dataset moves from; retry when a
-            // dataset changed hands while waiting.
+            // Lock this project and every project a requested dataset or job moves from; retry
+            // when one changed hands while waiting.
             let held = loop {
                 let held = inner.locks.lock(holders(&inner)).await;
                 if holders(&inner).is_subset(held.ids()) {
@@ -328,8 +335,11 @@ impl StagingService {
         let change = change_id(request.metadata());
         let inner = self.handle.inner()?;
         let request = ApplyRequest::try_from(request.into_inner())?;
-        answer::check_room(request.datasets.len(), self.answer_limit)
-            .map_err(|e| Error::InvalidArgument(format!("datasets: {e}")))?;
+        answer::check_room(
+            request.datasets.len() + request.jobs.len(),
+            self.answer_limit,
+        )
+        .map_err(|e| Error::InvalidArgument(format!("datasets and analysis_jobs: {e}")))?;
         let project = request.project;
         if let Some(holder) = inner
             .records
@@ -413,18 +423,33 @@ impl StagingService {
 
 /// One warning per dataset that failed, with the reason and whether a retry can cure it.
 fn log_failures(report: &ApplyReport, change: Option<i64>) {
-    for d in &report.datasets {
-        if let DatasetState::Failed(fault) = &d.state {
-            tracing::warn!(
-                project = report.project.get(),
+    for r in &report.results {
+        let DatasetState::Failed(fault) = &r.state else {
+            continue;
+        };
+        let (project, permanent) = (report.project.get(), fault.permanent);
+        match r.item {
+            ItemId::Dataset(uuid) => tracing::warn!(
+                project,
                 change_id = change,
-                dataset = %d.uuid,
-                path = d.path,
-                permanent = fault.permanent,
+                dataset = %uuid,
+                path = r.path,
+                permanent,
                 dry_run = report.dry_run,
                 reason = fault.text,
                 "dataset not staged"
-            );
+            ),
+            ItemId::Job(job) => tracing::warn!(
+                project,
+                change_id = change,
+                analysis_job = job.get(),
+                path = r.path,
+                files_staged = r.file_count,
+                permanent,
+                dry_run = report.dry_run,
+                reason = fault.text,
+                "analysis job outputs not all staged"
+            ),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The work area swept at start (blocking, before health turns SERVING), after an interrupted
 //! operation left something there. Only what the sweep proves smrtshare staged is unlinked: a
-//! file in a directory staging's user owns and marked for a dataset (or a work file named after
-//! one), that is the very inode of a source the dataset's XML names now, or the link its records
-//! hold at that path. Our emptied directories are removed. Anything else goes back where it came
+//! file in a directory staging's user owns and marked for a dataset or an analysis job (or a work
+//! file named after one), that is the very inode of a source the dataset's XML names now, or the
+//! link its records hold at that path (for a job, whose outputs only requests name, only that). Our emptied directories are removed. Anything else goes back where it came
 //! from: into its project directory under its old name, or that project's `smrtshare-recovered/`
 //! when the name is taken ([`crate::recover`]), logged as a warning. What has no known project
 //! stays in the work area, logged as an error.
@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::apply::Ctx;
 use crate::fs::{self, Ops, Tree, describe};
 use crate::marker::Marker;
-use crate::model::{EntryRecord, Kind, ProjectId, ProjectRecord, join};
+use crate::model::{EntryRecord, ItemId, ItemSource, Kind, ProjectId, ProjectRecord, join};
 use crate::probe::{Probe, probe_project};
 use crate::rebuild;
 use crate::recover;
@@ -49,7 +49,7 @@ struct Sweep<'a> {
     ops: Ops<'a>,
     resolver: Resolver<'a>,
     records: &'a [Arc<ProjectRecord>],
-    proofs: HashMap<Uuid, Arc<Proof>>,
+    proofs: HashMap<ItemId, Arc<Proof>>,
     kept: Vec<String>,
 }
 
@@ -80,13 +80,27 @@ pub fn sweep(ctx: &Ctx<'_>, records: &[Arc<ProjectRecord>]) -> Vec<String> {
     sweep.kept
 }
 
-/// The dataset a marker is for, with its kind and XML when the marker says.
-fn dataset_of(marker: Option<&Marker>) -> (Option<Uuid>, Option<(Kind, String)>) {
+/// What a marked directory in the work area is.
+enum Marked {
+    /// A dataset's or a job's own directory (its paths are its records' paths), with the
+    /// dataset's kind and XML.
+    Top(ItemId, Option<(Kind, String)>),
+    /// A sub-directory of a dataset's directory (its path there is not known).
+    Part(ItemId),
+    /// Not a dataset's or a job's.
+    Other,
+}
+
+/// What a marker says a directory is (retired or not).
+fn marked(marker: Option<&Marker>) -> Marked {
     match marker {
-        Some(Marker::Dataset { uuid, kind, xml }) => (Some(*uuid), Some((*kind, xml.clone()))),
-        Some(Marker::Part(uuid)) => (Some(*uuid), None),
-        Some(Marker::Retired(inner)) => dataset_of(Some(inner)),
-        _ => (None, None),
+        Some(Marker::Dataset { uuid, kind, xml }) => {
+            Marked::Top(ItemId::Dataset(*uuid), Some((*kind, xml.clone())))
+        }
+        Some(Marker::Job(id)) => Marked::Top(ItemId::Job(*id), None),
+        Some(Marker::Part(uuid)) => Marked::Part(ItemId::Dataset(*uuid)),
+        Some(Marker::Retired(inner)) => marked(Some(inner)),
+        _ => Marked::Other,
     }
 }
 
@@ -114,12 +128,12 @@ impl Sweep<'_> {
         self.kept.push(shown.to_owned());
     }
 
-    fn proof(&mut self, uuid: Uuid, xml: Option<(Kind, String)>) -> Arc<Proof> {
-        if let Some(found) = self.proofs.get(&uuid) {
+    fn proof(&mut self, item: ItemId, xml: Option<(Kind, String)>) -> Arc<Proof> {
+        if let Some(found) = self.proofs.get(&item) {
             return found.clone();
         }
         let mut proof = Proof::default();
-        let recorded = self.records.iter().find_map(|r| r.datasets.get(&uuid));
+        let recorded = self.records.iter().find_map(|r| r.items.get(&item));
         if let Some(d) = recorded {
             for (path, entry) in d.entries.iter() {
                 if let EntryRecord::File(f) = entry {
@@ -127,7 +141,12 @@ impl Sweep<'_> {
                 }
             }
         }
-        if let Some((kind, xml)) = xml.or_else(|| recorded.map(|d| (d.kind, d.xml_path.clone()))) {
+        let recorded_xml = recorded.and_then(|d| match &d.source {
+            ItemSource::Dataset { xml_path, kind } => Some((*kind, xml_path.clone())),
+            ItemSource::Job => None,
+        });
+        // An analysis job's outputs are known from requests only: its recorded links count.
+        if let (Some(uuid), Some((kind, xml))) = (item.uuid(), xml.or(recorded_xml)) {
             match rebuild::sources(&mut self.resolver, uuid, kind, &xml) {
                 Ok(sources) => proof.sources = sources.into_keys().collect(),
                 Err(e) => {
@@ -136,7 +155,7 @@ impl Sweep<'_> {
             }
         }
         let proof = Arc::new(proof);
-        self.proofs.insert(uuid, proof.clone());
+        self.proofs.insert(item, proof.clone());
         proof
     }
 
@@ -146,26 +165,34 @@ impl Sweep<'_> {
             Ok(meta) => meta,
             Err(e) => return self.keep(&shown, &describe(e)),
         };
-        let mut uuid = dataset_in(name);
+        let mut item = dataset_in(name).map(ItemId::Dataset);
         if meta.kind == FileType::Directory {
             let Ok(fd) = fs::open_dir(work, name) else {
                 return self.keep(&shown, "cannot be opened");
             };
             let marker = fs::read_marker(fd.as_fd()).ok().flatten();
-            let (of, xml) = dataset_of(marker.as_ref());
-            uuid = of;
-            let left = match (of, &marker) {
-                (Some(u), _) => {
-                    // A dataset directory's own paths are its records' paths; a part's are not known.
-                    let top = xml.is_some().then_some("");
-                    let proof = self.proof(u, xml);
-                    self.empty(fd.as_fd(), u, &proof, top, 0)
+            let left = match (marked(marker.as_ref()), &marker) {
+                // A dataset's or job's directory's own paths are its records' paths.
+                (Marked::Top(of, xml), _) => {
+                    item = Some(of);
+                    let proof = self.proof(of, xml);
+                    self.empty(fd.as_fd(), of, &proof, Some(""), 0)
+                }
+                // A part's paths are not known.
+                (Marked::Part(of), _) => {
+                    item = Some(of);
+                    let proof = self.proof(of, None);
+                    self.empty(fd.as_fd(), of, &proof, None, 0)
                 }
                 // A project directory being made is empty; anything else is not ours.
-                (None, Some(Marker::Project(_))) => {
+                (Marked::Other, Some(Marker::Project(_))) => {
+                    item = None;
                     fs::list(fd.as_fd()).map(|l| !l.is_empty()).unwrap_or(true)
                 }
-                (None, _) => true,
+                (Marked::Other, _) => {
+                    item = None;
+                    true
+                }
             };
             if !left && self.ops.rmdir(work, name).is_ok() {
                 return;
@@ -174,13 +201,13 @@ impl Sweep<'_> {
                 let _ = self.ops.set_marker(fd.as_fd(), &marker.retired());
             }
         } else if meta.kind == FileType::RegularFile
-            && let Some(u) = uuid
-            && self.proof(u, None).holds(None, meta.dev, meta.ino)
+            && let Some(of) = item
+            && self.proof(of, None).holds(None, meta.dev, meta.ino)
             && self.ops.unlink(work, name).is_ok()
         {
             return;
         }
-        self.place(name, uuid, &shown);
+        self.place(name, item, &shown);
     }
 
     /// Unlinks proven links under `fd` and removes our emptied sub-directories (retiring the
@@ -189,14 +216,14 @@ impl Sweep<'_> {
     fn empty(
         &mut self,
         fd: BorrowedFd<'_>,
-        uuid: Uuid,
+        item: ItemId,
         proof: &Proof,
         path: Option<&str>,
         depth: usize,
     ) -> bool {
         let mut left = false;
-        for item in fs::list(fd).unwrap_or_default() {
-            let Some(child) = item.utf8() else {
+        for entry in fs::list(fd).unwrap_or_default() {
+            let Some(child) = entry.utf8() else {
                 left = true;
                 continue;
             };
@@ -217,18 +244,22 @@ impl Sweep<'_> {
                         continue;
                     };
                     let marker = fs::read_marker(sub.as_fd()).ok().flatten();
-                    if !matches!(dataset_of(marker.as_ref()), (Some(u), None) if u == uuid) {
+                    let (Marked::Part(of), Some(part)) =
+                        (marked(marker.as_ref()), Marker::part_of(item))
+                    else {
+                        left = true;
+                        continue;
+                    };
+                    if of != item {
                         left = true;
                         continue;
                     }
-                    if !self.empty(sub.as_fd(), uuid, proof, child_path.as_deref(), depth + 1)
+                    if !self.empty(sub.as_fd(), item, proof, child_path.as_deref(), depth + 1)
                         && self.ops.rmdir(fd, child).is_ok()
                     {
                         continue;
                     }
-                    let _ = self
-                        .ops
-                        .set_marker(sub.as_fd(), &Marker::Part(uuid).retired());
+                    let _ = self.ops.set_marker(sub.as_fd(), &part.retired());
                     left = true;
                 }
                 _ => left = true,
@@ -238,16 +269,16 @@ impl Sweep<'_> {
     }
 
     /// Puts a work item back into the project it came from.
-    fn place(&mut self, name: &str, uuid: Option<Uuid>, shown: &str) {
-        let by_dataset = uuid.and_then(|u| {
+    fn place(&mut self, name: &str, item: Option<ItemId>, shown: &str) {
+        let by_item = item.and_then(|i| {
             self.records
                 .iter()
-                .find_map(|r| r.datasets.get(&u).map(|d| (r.clone(), d.directory.clone())))
+                .find_map(|r| r.items.get(&i).map(|d| (r.clone(), d.directory.clone())))
         });
-        let origin = by_dataset.or_else(|| {
+        let origin = by_item.or_else(|| {
             let p = project_in(name)?;
             let r = self.records.iter().find(|r| r.id == p)?;
-            let fallback = uuid.map_or_else(|| name.to_owned(), |u| format!("dataset {u}"));
+            let fallback = item.map_or_else(|| name.to_owned(), |i| i.to_string());
             Some((r.clone(), fallback))
         });
         let Some((project, dir_name)) = origin else {

@@ -8,32 +8,38 @@ use std::sync::Arc;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use uuid::Uuid;
 
+use crate::analysis;
 use crate::apply::Ctx;
-use crate::dataset::Entries;
+use crate::dataset::{Entries, InTheWay};
 use crate::fault::Fault;
 use crate::fs;
 use crate::marker::Marker;
 use crate::model::{
-    ActionKind, ApplyRequest, DatasetResult, DatasetState, ProjectId, ProjectRecord, join,
+    ActionKind, ApplyRequest, DatasetState, ItemId, ItemResult, ItemSource, ProjectId,
+    ProjectRecord, join,
 };
 use crate::names;
-use crate::probe::{Probe, probe_dataset, probe_project};
+use crate::probe::{Probe, probe_item, probe_project};
 use crate::report::{Act, Report};
 use crate::resolve::{Layout, Resolver};
 
-/// A dataset that gets a directory of its own.
+/// A dataset or an analysis job that gets a directory of its own.
 #[derive(Debug)]
 pub struct Target {
-    /// Its index in the request.
+    /// Its index in the results (datasets in request order, then analysis jobs).
     pub index: usize,
-    /// The dataset.
-    pub uuid: Uuid,
+    /// The dataset or job.
+    pub item: ItemId,
     /// The marker its directory carries.
     pub marker: Marker,
     /// What its directory should hold.
     pub layout: Layout,
     /// Its directory name (unique in the project).
     pub name: String,
+    /// Where its files come from (recorded with it).
+    pub source: ItemSource,
+    /// What something in the way of one of its files fails.
+    pub in_the_way: InTheWay,
 }
 
 /// Where a target's directory is now.
@@ -67,29 +73,28 @@ pub enum Existing {
     },
 }
 
-/// Datasets taken from other projects, per project: `None` when their records go, or the entries
-/// still recorded there when taking them out failed half-way.
-pub type Taken = HashMap<ProjectId, Vec<(Uuid, Option<Entries>)>>;
+/// Datasets and jobs taken from other projects, per project: `None` when their records go, or
+/// the entries still recorded there when taking them out failed half-way.
+pub type Taken = HashMap<ProjectId, Vec<(ItemId, Option<Entries>)>>;
 
-/// Children staged inside their parent's directory: (request index, parent, sub-directory, files).
+/// Children staged inside their parent's directory: (result index, parent, sub-directory, files).
 pub type Children = Vec<(usize, Uuid, String, u32)>;
 
-/// Resolves every dataset: targets (own directory), children inside a parent, failures.
-pub fn resolve(
-    ctx: &Ctx<'_>,
-    request: &ApplyRequest,
-) -> (Vec<DatasetResult>, Vec<Target>, Children) {
+/// Resolves every dataset and analysis job: targets (own directory), children inside a parent,
+/// failures. Results hold the datasets in request order, then the jobs.
+pub fn resolve(ctx: &Ctx<'_>, request: &ApplyRequest) -> (Vec<ItemResult>, Vec<Target>, Children) {
     let mut resolver = Resolver::new(ctx.roots, ctx.limits, ctx.namer, ctx.cache, ctx.budget);
     let in_request: HashSet<Uuid> = request.datasets.iter().map(|d| d.uuid).collect();
-    let mut results: Vec<DatasetResult> = request
+    let mut results: Vec<ItemResult> = request
         .datasets
         .iter()
-        .map(|d| DatasetResult {
-            uuid: d.uuid,
-            path: String::new(),
-            state: DatasetState::Unchanged,
-            file_count: 0,
-        })
+        .map(|d| ItemResult::new(ItemId::Dataset(d.uuid)))
+        .chain(
+            request
+                .jobs
+                .iter()
+                .map(|j| ItemResult::new(ItemId::Job(j.id))),
+        )
         .collect();
     let mut targets = Vec::new();
     let mut failed: HashMap<Uuid, Fault> = HashMap::new();
@@ -122,7 +127,7 @@ pub fn resolve(
         };
         let found = targets
             .iter()
-            .find(|t| t.uuid == parent)
+            .find(|t| t.item == ItemId::Dataset(parent))
             .map(|t| t.layout.children.iter().find(|c| c.uuid == Some(spec.uuid)));
         match found {
             Some(Some(child)) => children.push((index, parent, child.dir.clone(), child.files)),
@@ -146,9 +151,24 @@ pub fn resolve(
             }
         }
     }
+    for (j, job) in request.jobs.iter().enumerate() {
+        let index = request.datasets.len() + j;
+        let resolved = analysis::layout(&mut resolver, ctx.namer, ctx.job_rules, job);
+        results[index].skipped = resolved.skipped;
+        results[index].file_faults = resolved.faults;
+        targets.push(Target {
+            index,
+            item: ItemId::Job(job.id),
+            marker: Marker::Job(job.id),
+            name: resolved.layout.name.clone(),
+            layout: resolved.layout,
+            source: ItemSource::Job,
+            in_the_way: InTheWay::FailsFile,
+        });
+    }
     let mut names: Vec<(String, String)> = targets
         .iter()
-        .map(|t| (t.uuid.to_string(), t.name.clone()))
+        .map(|t| (t.item.key(), t.name.clone()))
         .collect();
     names::disambiguate(&mut names);
     for (t, (_, name)) in targets.iter_mut().zip(names) {
@@ -161,23 +181,31 @@ fn add_target(
     request: &ApplyRequest,
     index: usize,
     layout: Result<Layout, Fault>,
-    results: &mut [DatasetResult],
+    results: &mut [ItemResult],
     targets: &mut Vec<Target>,
     failed: &mut HashMap<Uuid, Fault>,
 ) {
     let spec = &request.datasets[index];
     match layout {
-        Ok(layout) => targets.push(Target {
-            index,
-            uuid: spec.uuid,
-            marker: Marker::Dataset {
-                uuid: spec.uuid,
-                kind: layout.kind,
-                xml: spec.xml_path.to_string_lossy().into_owned(),
-            },
-            name: layout.name.clone(),
-            layout,
-        }),
+        Ok(layout) => {
+            let xml = spec.xml_path.to_string_lossy().into_owned();
+            targets.push(Target {
+                index,
+                item: ItemId::Dataset(spec.uuid),
+                marker: Marker::Dataset {
+                    uuid: spec.uuid,
+                    kind: layout.kind,
+                    xml: xml.clone(),
+                },
+                name: layout.name.clone(),
+                source: ItemSource::Dataset {
+                    xml_path: xml,
+                    kind: layout.kind,
+                },
+                in_the_way: InTheWay::FailsItem,
+                layout,
+            })
+        }
         Err(e) => {
             failed.insert(spec.uuid, e.clone());
             results[index].state = DatasetState::Failed(e);
@@ -194,10 +222,10 @@ pub fn locate(
     recorded: &Option<Arc<ProjectRecord>>,
     others: &[Arc<ProjectRecord>],
     t: &Target,
-    results: &mut [DatasetResult],
+    results: &mut [ItemResult],
 ) -> Result<Existing, String> {
-    if let (Some(pfd), Some(d)) = (pfd, recorded.as_ref().and_then(|r| r.datasets.get(&t.uuid)))
-        && let Probe::Found(fd, marker) = probe_dataset(pfd, &d.directory, t.uuid)?
+    if let (Some(pfd), Some(d)) = (pfd, recorded.as_ref().and_then(|r| r.items.get(&t.item)))
+        && let Probe::Found(fd, marker) = probe_item(pfd, &d.directory, t.item)?
     {
         return Ok(Existing::Here {
             name: d.directory.clone(),
@@ -207,11 +235,11 @@ pub fn locate(
         });
     }
     for other in others {
-        let Some(d) = other.datasets.get(&t.uuid) else {
+        let Some(d) = other.items.get(&t.item) else {
             continue;
         };
         if let Probe::Found(parent, _) = probe_project(ctx.tree.root(), &other.directory, other.id)?
-            && let Probe::Found(..) = probe_dataset(parent.as_fd(), &d.directory, t.uuid)?
+            && let Probe::Found(..) = probe_item(parent.as_fd(), &d.directory, t.item)?
         {
             return Ok(Existing::Elsewhere {
                 from: other.id,
@@ -225,7 +253,7 @@ pub fn locate(
     let Some(pfd) = pfd else {
         return Ok(Existing::None);
     };
-    match probe_dataset(pfd, &t.name, t.uuid)? {
+    match probe_item(pfd, &t.name, t.item)? {
         Probe::Found(fd, marker) => Ok(Existing::Here {
             name: t.name.clone(),
             fd,
@@ -254,7 +282,7 @@ pub fn rename_and_take(
     project_name: &str,
     targets: &mut [Target],
     existing: &mut [Existing],
-    results: &mut [DatasetResult],
+    results: &mut [ItemResult],
     taken_out: &mut Taken,
 ) {
     if let Some(pfd) = pfd {
@@ -291,7 +319,7 @@ fn rename(
     project_name: &str,
     targets: &mut [Target],
     existing: &mut [Existing],
-    results: &mut [DatasetResult],
+    results: &mut [ItemResult],
 ) {
     let froms: HashSet<String> = existing
         .iter()
@@ -345,7 +373,7 @@ fn rename(
             join(&[project_name, &t.name]),
         )
         .from(join(&[project_name, name]))
-        .dataset(t.uuid);
+        .item(t.item);
         let outcome = match parked.get(&i) {
             Some(work_name) => report.act(act, |ops| {
                 ops.rename_noreplace(ctx.tree.work(), work_name, pfd, &t.name)
@@ -378,7 +406,7 @@ fn take(
     project_name: &str,
     targets: &[Target],
     existing: &mut [Existing],
-    results: &mut [DatasetResult],
+    results: &mut [ItemResult],
     taken_out: &mut Taken,
 ) {
     for (t, place) in targets.iter().zip(existing.iter_mut()) {
@@ -401,36 +429,45 @@ fn take(
         let from_rel = join(&[&project_dir, &name]);
         if pfd.is_some_and(|pfd| fs::lstat_at(pfd, &t.name).is_ok()) {
             results[t.index].state = DatasetState::Failed(Fault::permanent(format!(
-                "{here}: the directory name is taken by something smrtshare did not stage (left untouched; the dataset stays in {from_rel})"
+                "{here}: the directory name is taken by something smrtshare did not stage (left untouched; the {} stays in {from_rel})",
+                kind_of(t.item)
             )));
             continue;
         }
         report.note(
             Act::new(ActionKind::MoveDatasetDirectory, here.clone())
                 .from(from_rel.clone())
-                .dataset(t.uuid),
+                .item(t.item),
         );
-        let removal = crate::removal::remove_dataset(
+        let removal = crate::removal::remove_item(
             report,
             ctx.tree,
             from,
             parent.as_fd(),
             &project_dir,
             &name,
-            t.uuid,
+            t.item,
             &entries,
         );
         match removal.error {
-            None => taken_out.entry(from).or_default().push((t.uuid, None)),
+            None => taken_out.entry(from).or_default().push((t.item, None)),
             Some(e) => {
                 taken_out
                     .entry(from)
                     .or_default()
-                    .push((t.uuid, Some(removal.remaining)));
+                    .push((t.item, Some(removal.remaining)));
                 results[t.index].state = DatasetState::Failed(e.context(format_args!(
                     "{here}: it could not be taken out of project {from}'s directory"
                 )));
             }
         }
+    }
+}
+
+/// What an item is, in messages.
+fn kind_of(item: ItemId) -> &'static str {
+    match item {
+        ItemId::Dataset(_) => "dataset",
+        ItemId::Job(_) => "analysis job's directory",
     }
 }

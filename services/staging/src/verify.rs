@@ -9,7 +9,7 @@ use rustix::io::Errno;
 use crate::dataset::split;
 use crate::fs::{self, Tree, describe};
 use crate::marker::Marker;
-use crate::model::{DatasetRecord, Drift, DriftKind, EntryRecord, FileRecord, ProjectRecord, join};
+use crate::model::{Drift, DriftKind, EntryRecord, FileRecord, ItemRecord, ProjectRecord, join};
 use crate::probe::{Probe, probe_project};
 
 /// Every difference between a project's records and the tree.
@@ -61,12 +61,12 @@ pub fn verify(tree: &Tree, record: &ProjectRecord) -> Vec<Drift> {
         }
     };
     let names: HashSet<&str> = record
-        .datasets
+        .items
         .values()
         .map(|d| d.directory.as_str())
         .collect();
     foreign(pfd.as_fd(), dir, |name| names.contains(name), &mut add);
-    for dataset in record.datasets.values() {
+    for dataset in record.items.values() {
         verify_dataset(tree, pfd.as_fd(), dir, dataset, &mut add);
     }
     drift
@@ -76,7 +76,7 @@ fn verify_dataset(
     tree: &Tree,
     pfd: BorrowedFd<'_>,
     project: &str,
-    d: &DatasetRecord,
+    d: &ItemRecord,
     add: &mut impl FnMut(DriftKind, &str, String),
 ) {
     let rel = join(&[project, &d.directory]);
@@ -84,14 +84,14 @@ fn verify_dataset(
         return;
     };
     match fs::read_marker(top.as_fd()) {
-        Ok(Some(Marker::Dataset { uuid, .. })) if uuid == d.uuid => {}
+        Ok(Some(m)) if !matches!(m, Marker::Retired(_)) && m.item() == Some(d.item) => {}
         other => add(
             DriftKind::WrongType,
             &rel,
             format!(
-                "marker is {:?}, expected dataset {}",
+                "marker is {:?}, expected {}",
                 other.ok().flatten().map(|m| m.to_string()),
-                d.uuid
+                d.item
             ),
         ),
     }
