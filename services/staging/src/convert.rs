@@ -418,6 +418,37 @@ mod tests {
     }
 
     #[test]
+    fn bad_analysis_jobs_name_the_field() {
+        let job = |id: i64, path: &str| pb::AnalysisJob {
+            job_id: id,
+            name: "j".into(),
+            files: vec![pb::AnalysisFile {
+                path: path.into(),
+                file_type_id: "PacBio.FileTypes.bam".into(),
+                source_id: String::new(),
+            }],
+        };
+        let with = |jobs: Vec<pb::AnalysisJob>| pb::ApplyProjectRequest {
+            analysis_jobs: jobs,
+            ..request(vec![])
+        };
+        assert!(refusal(with(vec![job(0, "/x")])).starts_with("analysis_jobs[0].job_id: "));
+        assert!(
+            refusal(with(vec![job(5, "/x"), job(5, "/y")]))
+                .starts_with("analysis_jobs[1].job_id: 5 is also analysis_jobs[0]")
+        );
+        assert!(
+            refusal(with(vec![job(5, "/x"), job(6, "rel/y")]))
+                .starts_with("analysis_jobs[1].files[0].path: \"rel/y\" is not an absolute path")
+        );
+        assert!(refusal(with(vec![job(5, "/x/..")])).contains("does not name a file"));
+        assert!(refusal(with(vec![job(5, "/x\0y")])).contains("NUL"));
+        let ok = ApplyRequest::try_from(with(vec![job(1589, "/jobs/1589/a.fasta")])).unwrap();
+        assert_eq!(ok.jobs[0].id.get(), 1589);
+        assert_eq!(ok.jobs[0].files[0].file_type, "PacBio.FileTypes.bam");
+    }
+
+    #[test]
     fn timestamps_keep_milliseconds() {
         let t = timestamp(1_700_000_000_123);
         assert_eq!((t.seconds, t.nanos), (1_700_000_000, 123_000_000));
