@@ -92,7 +92,7 @@ fn health_class(health: Health) -> &'static str {
 /// already HTML), failures in full, unresolved members and every project.
 pub fn fragment(snapshot: &Snapshot, notice: &str) -> String {
     let mut out = String::with_capacity(4096 + snapshot.projects.len() * 400);
-    let count = |h| snapshot.projects.iter().filter(|p| p.health == h).count();
+    let with_health = |h| snapshot.projects.iter().filter(|p| p.health == h).count();
     let live = snapshot
         .projects
         .iter()
@@ -102,17 +102,14 @@ pub fn fragment(snapshot: &Snapshot, notice: &str) -> String {
         out,
         r#"<section class="summary" id="summary"><p><strong>{live}</strong> projects: "#
     );
-    badge(
-        &mut out,
-        "failed",
-        &format!("{} failing", count(Health::Failed)),
-    );
-    badge(
-        &mut out,
-        "busy",
-        &format!("{} in progress", count(Health::Busy)),
-    );
-    badge(&mut out, "ok", &format!("{} in step", count(Health::Ok)));
+    let counts = [
+        ("failed", with_health(Health::Failed), "failing"),
+        ("busy", with_health(Health::Busy), "in progress"),
+        ("ok", with_health(Health::Ok), "in step"),
+    ];
+    for (class, n, what) in counts {
+        badge(&mut out, class, &format!("{n} {what}"));
+    }
     if snapshot.removed > 0 {
         let _ = write!(out, " ({} removed projects not listed)", snapshot.removed);
     }

@@ -117,7 +117,9 @@ pub struct Unresolved {
     pub message: String,
 }
 
-/// Reads the store and builds the snapshot.
+/// Reads the store and builds the snapshot: three plain reads (projects, newest tasks, newest
+/// changes), so a project that changes between them may show half-way for one reading; the
+/// next reading shows it whole.
 pub async fn take(store: &Store) -> Result<Snapshot, StoreError> {
     let projects = store.project_summaries().await?;
     let mut tasks: BTreeMap<(i64, Target), TaskRow> = store
