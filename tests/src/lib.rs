@@ -3,6 +3,7 @@
 //! would; [`world`] reads what SMRT Link says and checks the staged tree, the Globus rules and
 //! the coordinator's changes against it.
 
+pub mod browser;
 pub mod globus;
 pub mod grpcurl;
 pub mod logs;

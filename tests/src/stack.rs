@@ -48,6 +48,9 @@ pub struct StackOptions {
     pub wait_converged: bool,
     /// `--log-filter` of every process (their default, `info`, when `None`).
     pub log_filter: Option<String>,
+    /// Serve the coordinator's status page (a loopback port the kernel picks, with the resync
+    /// button); its address is then in [`Addresses::status`].
+    pub status_page: bool,
 }
 
 impl Default for StackOptions {
@@ -63,6 +66,7 @@ impl Default for StackOptions {
                 .collect(),
             wait_converged: true,
             log_filter: None,
+            status_page: false,
         }
     }
 }
@@ -86,6 +90,8 @@ pub struct Addresses {
     pub intake: String,
     /// Metrics endpoints of staging, access and the coordinator.
     pub metrics: Vec<(Service, String)>,
+    /// The coordinator's status page (`host:port`; empty unless `StackOptions::status_page`).
+    pub status: String,
 }
 
 /// The running system. Every child is killed when it is dropped.
@@ -275,6 +281,13 @@ impl Stack {
             .flag("--retry-cap", "1s")
             .flag("--poll-interval", "250ms")
             .flag("--resync-interval", "1h");
+        let coordinator = if options.status_page {
+            coordinator
+                .flag("--status-listen", "127.0.0.1:0")
+                .args(["--status-resync"])
+        } else {
+            coordinator
+        };
         let coordinator = coordinator.with_overrides(&options.coordinator_args);
         let (mut process, grpc) = Self::start_grpc(
             Service::Coordinator,
@@ -292,6 +305,16 @@ impl Stack {
         stack.addresses.coordinator = grpc.0;
         stack.addresses.intake = intake;
         stack.addresses.metrics.push((Service::Coordinator, grpc.1));
+        if options.status_page {
+            let status = field(
+                &process.wait_for_log("status page listening").await?,
+                "address",
+            )?;
+            process
+                .spec_mut()
+                .set_flag("--status-listen", status.clone());
+            stack.addresses.status = status;
+        }
         stack.processes.push((Service::Coordinator, process));
 
         for service in Service::GRPC {

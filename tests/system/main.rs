@@ -15,6 +15,7 @@ mod restart;
 mod resync;
 mod secrets;
 mod smoke;
+mod status_page;
 
 #[test]
 fn workspace_root_holds_the_manifest() {

@@ -20,9 +20,10 @@ const CONVERGE: Duration = Duration::from_secs(60);
 /// NGINX in the foreground with its own prefix, killed on drop. It runs as one process
 /// (`master_process off`): with a master and a worker, killing the master left the worker
 /// running, still listening, after every test run.
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
-    address: String,
+    /// Where it listens (`host:port`).
+    pub(crate) address: String,
     error_log: PathBuf,
 }
 
@@ -55,7 +56,7 @@ fn free_address() -> String {
 
 /// Renders the shipped template for plain HTTP on a free port, wraps it in a minimal main
 /// configuration, checks it with `nginx -t` and starts NGINX.
-fn start_nginx(dir: &Path, upstream: &str, intake: &str, secret_file: &Path) -> Nginx {
+pub(crate) fn start_nginx(dir: &Path, upstream: &str, intake: &str, secret_file: &Path) -> Nginx {
     let address = free_address();
     let render = smrtshare_tests::workspace_root().join("deploy/nginx/render");
     let rendered = Command::new(&render)

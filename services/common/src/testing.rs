@@ -31,6 +31,12 @@ pub fn shared_dir(manifest_dir: &Path) -> PathBuf {
         .unwrap_or_else(|| workspace_root(manifest_dir).join("..").join("shared"))
 }
 
+/// True under CI (`CI=true` or `CI=1`), where a test must never skip for want of a tool or
+/// fixture: it fails instead.
+pub fn is_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
 /// `shared/fixtures/smrtlink`, or `None` (with a notice on stderr) when it is missing outside CI.
 ///
 /// # Panics
@@ -40,9 +46,8 @@ pub fn smrtlink_fixtures(manifest_dir: &Path) -> Option<PathBuf> {
     if dir.join("projects.json").is_file() {
         return Some(dir);
     }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     assert!(
-        !ci,
+        !is_ci(),
         "shared fixtures missing at {} (CI=true: they must be present)",
         dir.display()
     );
