@@ -208,6 +208,19 @@ async fn the_status_page_in_headless_chromium() {
         scroll <= client,
         "{scroll} px of content in a {client} px screen"
     );
+    // Tables become blocks of labelled lines: no cell is squeezed into a narrow column.
+    let cells = script(
+        page,
+        "return Array.from(document.querySelectorAll('#project-2 td, #failure-3 td, #unresolved td'))
+                    .map(td => Math.round(td.getBoundingClientRect().width));",
+    )
+    .await;
+    let cells: Vec<u64> = cells.as_array().unwrap().iter().map(number).collect();
+    assert!(cells.len() >= 10, "{cells:?}");
+    assert!(
+        cells.iter().all(|w| *w >= 300),
+        "squeezed cells: {cells:?} px"
+    );
     for css in [
         "#failure-3",
         "#project-2",
