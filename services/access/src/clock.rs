@@ -1,50 +1,9 @@
 //! Wall-clock time for the service. Production uses the system clock; tests use one that follows
 //! the tokio clock, so expiry and renewal run on a paused clock (`tokio::time::advance`).
 
-use std::time::SystemTime;
-
 use chrono::{DateTime, Utc};
 
-/// Where "now" comes from.
-#[derive(Clone, Copy, Debug, Default)]
-pub enum Clock {
-    /// The system clock.
-    #[default]
-    System,
-    /// `wall` at tokio instant `at`, advancing with the tokio clock (paused or not).
-    Tokio {
-        /// The wall-clock time at `at`.
-        wall: SystemTime,
-        /// The tokio instant `wall` corresponds to.
-        at: tokio::time::Instant,
-    },
-}
-
-impl Clock {
-    /// A clock that follows the current runtime's tokio clock from the present wall-clock time.
-    pub fn following_tokio() -> Self {
-        Self::Tokio {
-            wall: SystemTime::now(),
-            at: tokio::time::Instant::now(),
-        }
-    }
-
-    /// The current time.
-    pub fn now(&self) -> DateTime<Utc> {
-        match self {
-            Self::System => Utc::now(),
-            Self::Tokio { wall, at } => {
-                let elapsed = tokio::time::Instant::now().saturating_duration_since(*at);
-                DateTime::<Utc>::from(*wall + elapsed)
-            }
-        }
-    }
-
-    /// The current time in milliseconds since the Unix epoch (the registry's unit).
-    pub fn now_millis(&self) -> i64 {
-        self.now().timestamp_millis()
-    }
-}
+pub use smrtshare_common::clock::Clock;
 
 /// Milliseconds since the epoch as a UTC time (clamped to chrono's range).
 pub fn from_millis(millis: i64) -> DateTime<Utc> {

@@ -70,13 +70,13 @@ impl Access {
         let registry = Registry::open(
             &config.database_url,
             config.database_max_connections,
-            config.clock,
+            config.clock.clone(),
         )
         .await
         .context("opening the rule registry")?;
         let globus = Arc::new(Globus::new(
             config.globus.clone(),
-            config.clock,
+            config.clock.clone(),
             metrics.clone(),
         )?);
         let identities = IdentityResolver::new(
@@ -91,7 +91,7 @@ impl Access {
             globus,
             identities,
             config.policy.clone(),
-            config.clock,
+            config.clock.clone(),
             metrics,
         ));
         let (status, renewal) = watch::channel(RenewalStatus::default());

@@ -16,10 +16,13 @@
 
 pub mod auth;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod metrics;
 pub mod names;
+pub mod rate;
+pub mod retry;
 pub mod server;
 pub mod telemetry;
 pub mod testing;

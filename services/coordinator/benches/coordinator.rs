@@ -725,10 +725,10 @@ impl Stack {
 fn settings(params: &Params, namer: DirectoryNamer) -> anyhow::Result<Settings> {
     // Production defaults (see config.rs) but for the settle delay and the poll interval.
     let retry = RetryPolicy {
-        backoff: Backoff {
-            base_ms: 2_000,
-            cap_ms: 300_000,
-        },
+        backoff: Backoff::new(
+            std::time::Duration::from_millis(2_000),
+            std::time::Duration::from_millis(300_000),
+        ),
         max_attempts: 8,
     };
     let lease = LeaseTimes::new(Duration::from_secs(15));

@@ -257,10 +257,7 @@ impl Config {
             (None, Some(value)) if !value.trim().is_empty() => Some(Secret::new(value.trim())),
             _ => None,
         };
-        let backoff = Backoff {
-            base_ms: crate::clock::millis(self.retry_base),
-            cap_ms: crate::clock::millis(self.retry_cap),
-        };
+        let backoff = Backoff::new(self.retry_base, self.retry_cap);
         let owner = self
             .replica_name
             .clone()

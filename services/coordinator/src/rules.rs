@@ -6,28 +6,7 @@
 
 use crate::model::{ChangeStatus, Operation, ReadState, TaskState};
 
-/// Capped exponential backoff with full jitter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Backoff {
-    /// First delay (before jitter).
-    pub base_ms: i64,
-    /// Largest delay.
-    pub cap_ms: i64,
-}
-
-impl Backoff {
-    /// The delay after `failures` consecutive failures: uniform in
-    /// `[0, min(cap, base * 2^(failures-1))]`.
-    pub fn delay(&self, failures: i64) -> i64 {
-        let exp = u32::try_from((failures - 1).clamp(0, 30)).unwrap_or(30);
-        let ceiling = self
-            .base_ms
-            .saturating_mul(1i64 << exp)
-            .min(self.cap_ms)
-            .max(1);
-        rand::random_range(0..=ceiling)
-    }
-}
+pub use smrtshare_common::retry::Backoff;
 
 /// How often, and how far apart, failed work is tried again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +20,10 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// When to try again after attempt number `attempts` failed, or `None` when that was the last.
     pub fn next_try(&self, attempts: i64, now: i64) -> Option<i64> {
-        (attempts < self.max_attempts).then(|| now + self.backoff.delay(attempts))
+        let failures = u32::try_from(attempts.max(1)).unwrap_or(u32::MAX);
+        (attempts < self.max_attempts).then(|| {
+            now + i64::try_from(self.backoff.delay(failures).as_millis()).unwrap_or(i64::MAX)
+        })
     }
 }
 
@@ -359,10 +341,10 @@ mod tests {
     use TaskState as T;
 
     const POLICY: RetryPolicy = RetryPolicy {
-        backoff: Backoff {
-            base_ms: 100,
-            cap_ms: 1000,
-        },
+        backoff: Backoff::new(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_millis(1000),
+        ),
         max_attempts: 3,
     };
 
@@ -372,17 +354,6 @@ mod tests {
             message: "down".into(),
             report: None,
         }
-    }
-
-    #[test]
-    fn backoff_is_capped_and_jittered() {
-        let b = POLICY.backoff;
-        for failures in 1..40 {
-            assert!((0..=1000).contains(&b.delay(failures)), "{failures}");
-        }
-        assert!((0..=100).contains(&b.delay(1)));
-        let spread: std::collections::HashSet<i64> = (0..50).map(|_| b.delay(10)).collect();
-        assert!(spread.len() > 10, "full jitter spreads retries: {spread:?}");
     }
 
     #[test]

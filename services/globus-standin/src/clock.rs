@@ -2,44 +2,9 @@
 //! test on a paused clock can move Globus' notion of "now" (token and rule expiry) with
 //! `tokio::time::advance`.
 
-use std::time::SystemTime;
-
 use chrono::{DateTime, Utc};
 
-/// Where "now" comes from.
-#[derive(Clone, Copy, Debug)]
-pub enum Clock {
-    /// The system clock.
-    System,
-    /// `wall` at tokio instant `at`, advancing with the tokio clock (paused or not).
-    Tokio {
-        /// The wall-clock time at `at`.
-        wall: SystemTime,
-        /// The tokio instant `wall` corresponds to.
-        at: tokio::time::Instant,
-    },
-}
-
-impl Clock {
-    /// A clock that follows the current runtime's tokio clock from the present wall-clock time.
-    pub fn following_tokio() -> Self {
-        Self::Tokio {
-            wall: SystemTime::now(),
-            at: tokio::time::Instant::now(),
-        }
-    }
-
-    /// The current time.
-    pub fn now(&self) -> DateTime<Utc> {
-        match self {
-            Self::System => Utc::now(),
-            Self::Tokio { wall, at } => {
-                let elapsed = tokio::time::Instant::now().saturating_duration_since(*at);
-                DateTime::<Utc>::from(*wall + elapsed)
-            }
-        }
-    }
-}
+pub use smrtshare_common::clock::Clock;
 
 /// Globus' timestamp format: ISO 8601 with seconds and an explicit UTC offset
 /// (`2024-03-06T19:40:04+00:00`).

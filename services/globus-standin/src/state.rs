@@ -15,7 +15,7 @@ use crate::clock::Clock;
 use crate::faults::{Counts, Fault, FaultPlan, Kind};
 use crate::model::World;
 
-/// The stand-in's own request limit: a token bucket over every counted request. Requests beyond
+/// The stand-in's own request limit, over every counted request (the shared rate limiter). Requests beyond
 /// it are answered 429 with `Retry-After`, as Globus does.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RateLimit {
@@ -25,35 +25,18 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// The stand-in's limiter: the rate limit and the shared limiter that enforces it.
 #[derive(Debug)]
-struct Bucket {
+struct Limiter {
     limit: RateLimit,
-    tokens: f64,
-    last: tokio::time::Instant,
+    limiter: smrtshare_common::rate::RateLimiter,
 }
 
-impl Bucket {
+impl Limiter {
     fn new(limit: RateLimit) -> Self {
         Self {
             limit,
-            tokens: f64::from(limit.burst.max(1)),
-            last: tokio::time::Instant::now(),
-        }
-    }
-
-    /// Takes one token, or says how long until one is available.
-    fn take(&mut self) -> Result<(), Duration> {
-        let now = tokio::time::Instant::now();
-        let capacity = f64::from(self.limit.burst.max(1));
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.limit.per_second).min(capacity);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            let rate = self.limit.per_second.max(f64::MIN_POSITIVE);
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
+            limiter: smrtshare_common::rate::RateLimiter::new(limit.per_second, limit.burst),
         }
     }
 }
@@ -65,7 +48,7 @@ pub(crate) struct Shared {
     faults: Mutex<FaultPlan>,
     counts: Mutex<BTreeMap<(Kind, u16, String), u64>>,
     rng: Mutex<StdRng>,
-    limiter: Mutex<Option<Bucket>>,
+    limiter: Mutex<Option<Limiter>>,
     in_flight: AtomicUsize,
     peak: AtomicUsize,
     pub clock: Clock,
@@ -95,7 +78,7 @@ impl Shared {
             faults: Mutex::new(FaultPlan::none()),
             counts: Mutex::new(BTreeMap::new()),
             rng: Mutex::new(rng),
-            limiter: Mutex::new(rate_limit.map(Bucket::new)),
+            limiter: Mutex::new(rate_limit.map(Limiter::new)),
             in_flight: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             clock,
@@ -128,14 +111,14 @@ impl Shared {
     }
 
     pub fn rate_check(&self) -> Result<(), Duration> {
-        match lock(&self.limiter).as_mut() {
-            Some(bucket) => bucket.take(),
+        match lock(&self.limiter).as_ref() {
+            Some(limiter) => limiter.limiter.try_acquire(),
             None => Ok(()),
         }
     }
 
     pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
-        *lock(&self.limiter) = limit.map(Bucket::new);
+        *lock(&self.limiter) = limit.map(Limiter::new);
     }
 
     pub fn rate_limit(&self) -> Option<RateLimit> {

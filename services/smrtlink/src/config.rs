@@ -30,12 +30,10 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The backoff step after `attempt` failed tries (1-based), before jitter.
-    pub fn step(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
+    /// The backoff between tries (the shared policy: doubling from `initial_backoff`, capped at
+    /// `max_backoff`, full jitter).
+    pub fn backoff(&self) -> smrtshare_common::retry::Backoff {
+        smrtshare_common::retry::Backoff::new(self.initial_backoff, self.max_backoff)
     }
 }
 

@@ -2,88 +2,12 @@
 //! retry policy (capped exponential backoff with full jitter, `Retry-After` honoured) and
 //! `Retry-After` parsing.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use rand::Rng as _;
-use tokio::time::Instant;
+use smrtshare_common::retry::Backoff;
 
-/// A token bucket shared by every Globus call. Callers reserve a slot and sleep until it comes,
-/// so waiters are served in turn at the configured rate; a 429 pauses every caller.
-#[derive(Debug)]
-pub struct RateLimiter {
-    per_second: f64,
-    burst: f64,
-    state: Mutex<BucketState>,
-}
-
-#[derive(Debug)]
-struct BucketState {
-    tokens: f64,
-    last: Instant,
-    paused_until: Option<Instant>,
-}
-
-impl RateLimiter {
-    /// `per_second` sustained (0 or less: unlimited), `burst` at once.
-    pub fn new(per_second: f64, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
-        Self {
-            per_second,
-            burst,
-            state: Mutex::new(BucketState {
-                tokens: burst,
-                last: Instant::now(),
-                paused_until: None,
-            }),
-        }
-    }
-
-    /// The configured rate (requests per second; 0 for unlimited).
-    pub fn per_second(&self) -> f64 {
-        self.per_second.max(0.0)
-    }
-
-    /// Waits for a slot.
-    pub async fn acquire(&self) {
-        if self.per_second <= 0.0 {
-            return;
-        }
-        loop {
-            let (pause, wait) = {
-                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                let now = Instant::now();
-                if let Some(until) = state.paused_until.filter(|u| *u > now) {
-                    (Some(until - now), None)
-                } else {
-                    state.paused_until = None;
-                    let elapsed = now.saturating_duration_since(state.last).as_secs_f64();
-                    state.tokens = (state.tokens + elapsed * self.per_second).min(self.burst);
-                    state.last = now;
-                    state.tokens -= 1.0;
-                    let wait = (state.tokens < 0.0)
-                        .then(|| Duration::from_secs_f64(-state.tokens / self.per_second));
-                    (None, wait)
-                }
-            };
-            if let Some(pause) = pause {
-                tokio::time::sleep(pause).await;
-                continue;
-            }
-            if let Some(wait) = wait {
-                tokio::time::sleep(wait).await;
-            }
-            return;
-        }
-    }
-
-    /// Holds every caller back for `duration` (after a 429).
-    pub fn pause_for(&self, duration: Duration) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let until = Instant::now() + duration;
-        state.paused_until = Some(state.paused_until.map_or(until, |u| u.max(until)));
-    }
-}
+pub use smrtshare_common::rate::RateLimiter;
 
 /// How failed calls are retried.
 #[derive(Clone, Debug)]
@@ -113,17 +37,12 @@ impl RetryPolicy {
     /// The pause after failed attempt `attempt` (1-based): the answer's `Retry-After` (capped)
     /// plus a little jitter when there is one, else full jitter over the capped exponential.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let mut rng = rand::rng();
         match retry_after {
             Some(wait) => {
-                let jitter_ms = rng.random_range(0..=duration_ms(self.base).max(1) / 4);
+                let jitter_ms = rand::rng().random_range(0..=duration_ms(self.base).max(1) / 4);
                 wait.min(self.max_retry_after) + Duration::from_millis(jitter_ms)
             }
-            None => {
-                let exponent = attempt.saturating_sub(1).min(20);
-                let ceiling = self.base.saturating_mul(1u32 << exponent).min(self.cap);
-                Duration::from_millis(rng.random_range(0..=duration_ms(ceiling)))
-            }
+            None => Backoff::new(self.base, self.cap).delay(attempt),
         }
     }
 }
@@ -188,24 +107,5 @@ mod tests {
             Some(Duration::from_secs(10))
         );
         assert_eq!(parse_retry_after("soon", now), None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_limiter_paces_callers_at_the_rate() {
-        let limiter = RateLimiter::new(10.0, 2);
-        let start = Instant::now();
-        for _ in 0..12 {
-            limiter.acquire().await;
-        }
-        // Two at once, then ten more at 100 ms each.
-        let elapsed = start.elapsed();
-        assert!(
-            elapsed >= Duration::from_millis(1000) && elapsed < Duration::from_millis(1100),
-            "{elapsed:?}"
-        );
-        limiter.pause_for(Duration::from_secs(3));
-        let before = Instant::now();
-        limiter.acquire().await;
-        assert!(before.elapsed() >= Duration::from_secs(3));
     }
 }

@@ -128,7 +128,7 @@ pub fn config(standin: &StandIn, database_url: &str, options: &Options) -> Confi
     globus.connect_timeout = options.timeout;
     let mut config = Config::new(globus, database_url, options.mapping.clone());
     config.policy = options.policy.clone();
-    config.clock = options.clock;
+    config.clock = options.clock.clone();
     config.provision_identities = options.provision;
     config
 }

@@ -163,7 +163,7 @@ impl Store {
 
     /// Now, in epoch milliseconds.
     pub fn now(&self) -> i64 {
-        self.clock.now()
+        self.clock.now_millis()
     }
 
     /// Begins a transaction that writes.

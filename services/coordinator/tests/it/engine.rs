@@ -111,10 +111,10 @@ async fn access_down_keeps_the_change_in_progress_until_it_is_back_or_given_up(b
     let peers = FakePeers::start().await;
     peers.access.down.store(true, Ordering::SeqCst);
     let mut s = settings("solo", Duration::ZERO);
-    s.engine.retry.backoff = Backoff {
-        base_ms: 400,
-        cap_ms: 400,
-    };
+    s.engine.retry.backoff = Backoff::new(
+        std::time::Duration::from_millis(400),
+        std::time::Duration::from_millis(400),
+    );
     let running = Running::start(store, source.clone(), peers.peers(), s).await;
     let mut client = running.client();
 
@@ -594,10 +594,10 @@ async fn a_removal_runs_at_once_whatever_an_earlier_task_backs_off(backend: Back
     let mut s = settings("solo", Duration::ZERO);
     // An hour between retries: only a task that does not inherit it is done in seconds.
     s.engine.retry = RetryPolicy {
-        backoff: Backoff {
-            base_ms: 3_600_000,
-            cap_ms: 3_600_000,
-        },
+        backoff: Backoff::new(
+            std::time::Duration::from_millis(3_600_000),
+            std::time::Duration::from_millis(3_600_000),
+        ),
         max_attempts: 5,
     };
     let running = Running::start(store, source.clone(), peers.peers(), s).await;

@@ -627,10 +627,10 @@ impl Drop for FakePeers {
 /// Settings for tests: short settle, small backoff, fast polling, leases of a few seconds.
 pub fn settings(owner: &str, settle: Duration) -> Settings {
     let retry = RetryPolicy {
-        backoff: Backoff {
-            base_ms: 50,
-            cap_ms: 300,
-        },
+        backoff: Backoff::new(
+            std::time::Duration::from_millis(50),
+            std::time::Duration::from_millis(300),
+        ),
         max_attempts: 5,
     };
     let lease = LeaseTimes::new(Duration::from_secs(3));

@@ -194,10 +194,10 @@ async fn watch_change_streams_transitions_until_final(backend: Backend) {
     peers.staging.delay_ms.store(300, Ordering::SeqCst);
     peers.access.down.store(true, Ordering::SeqCst);
     let mut s = settings("solo", Duration::from_millis(200));
-    s.engine.retry.backoff = smrtshare_coordinator::rules::Backoff {
-        base_ms: 500,
-        cap_ms: 500,
-    };
+    s.engine.retry.backoff = smrtshare_coordinator::rules::Backoff::new(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_millis(500),
+    );
     let running = Running::start(store, source, peers.peers(), s).await;
     let mut client = running.client();
     let change_id = client

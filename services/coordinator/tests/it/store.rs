@@ -333,10 +333,10 @@ async fn a_merged_change_pushes_its_settle_within_the_bound(backend: Backend) {
         kind: ChangeKind::ProjectChanged,
         request: "PUT /smrt-link/projects/2".into(),
         caused_by: 0,
-        settle_until: clock.now() + settle,
+        settle_until: clock.now_millis() + settle,
         max_settle_ms: 5_000,
     };
-    let start = clock.now();
+    let start = clock.now_millis();
     let (first, merged) = store.record_change(&mirrored(&clock)).await.unwrap();
     assert!(!merged);
     // 1.9 s into the settle, another request: the change is not read 0.1 s later.
@@ -407,10 +407,10 @@ async fn a_new_change_never_inherits_a_retry_backoff(backend: Backend) {
 
     // The task fails; its retry is an hour away.
     let hour = RetryPolicy {
-        backoff: Backoff {
-            base_ms: 3_600_000,
-            cap_ms: 3_600_000,
-        },
+        backoff: Backoff::new(
+            std::time::Duration::from_millis(3_600_000),
+            std::time::Duration::from_millis(3_600_000),
+        ),
         max_attempts: 5,
     };
     let claim = store
@@ -474,10 +474,10 @@ async fn claims_of_a_vanished_replica_lapse_and_a_restart_takes_them_back_at_onc
     let clock = Clock::manual();
     let (store, _db) = store(backend, clock.clone()).await;
     let policy = RetryPolicy {
-        backoff: Backoff {
-            base_ms: 10,
-            cap_ms: 10,
-        },
+        backoff: Backoff::new(
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_millis(10),
+        ),
         max_attempts: 5,
     };
     let lease = 3_000;

@@ -2,10 +2,8 @@
 //! the classification of failures into [`Error`] variants.
 
 use std::error::Error as StdError;
-use std::time::Duration;
 
 use bytes::Bytes;
-use rand::Rng as _;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tracing::{debug, warn};
@@ -231,7 +229,7 @@ impl Inner {
                 warn!(endpoint = %call.endpoint, attempt, error = %error, "smrt link call failed");
                 return Err(error);
             }
-            let wait = jitter(policy.step(attempt));
+            let wait = policy.backoff().delay(attempt);
             warn!(endpoint = %call.endpoint, attempt, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), error = %error, "smrt link call failed; retrying");
             tokio::time::sleep(wait).await;
         }
@@ -258,11 +256,4 @@ impl Inner {
             Failure::Tls(message) => Error::Tls { endpoint, message },
         }
     }
-}
-
-/// A wait drawn uniformly between half and all of `step`.
-fn jitter(step: Duration) -> Duration {
-    let half = step / 2;
-    let extra = rand::rng().random_range(0..=u64::try_from(half.as_micros()).unwrap_or(u64::MAX));
-    half + Duration::from_micros(extra)
 }

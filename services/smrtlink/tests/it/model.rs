@@ -155,6 +155,8 @@ fn backoff_steps_double_up_to_the_cap() {
         initial_backoff: Duration::from_millis(100),
         max_backoff: Duration::from_millis(500),
     };
-    let steps: Vec<u128> = (1..=5).map(|a| policy.step(a).as_millis()).collect();
+    let steps: Vec<u128> = (1..=5)
+        .map(|a| policy.backoff().step(a).as_millis())
+        .collect();
     assert_eq!(steps, [100, 200, 400, 500, 500]);
 }
