@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::snapshot::{Health, ProjectStatus, ReportView, Snapshot, TargetStatus};
+use super::snapshot::{Health, PendingJob, ProjectStatus, ReportView, Snapshot, TargetStatus};
 use crate::model::ChangeStatus;
 use crate::store::ChangeRow;
 
@@ -145,8 +145,51 @@ pub fn fragment(snapshot: &Snapshot, notice: &str) -> String {
         }
         out.push_str("</tbody></table></section>");
     }
+    if !snapshot.pending_analysis_jobs.is_empty() {
+        pending_jobs(&mut out, &snapshot.pending_analysis_jobs);
+    }
     projects(&mut out, &snapshot.projects);
     out
+}
+
+fn pending_jobs(out: &mut String, jobs: &[PendingJob]) {
+    out.push_str(
+        r#"<section id="analysis"><h2>Pending analysis jobs</h2><p class="hint">Jobs of shared projects that SMRT Link has not finished. Each is looked at again until its state is final; a successful job's outputs are then staged in its project.</p><table class="stack"><thead><tr><th>Job</th><th>Project</th><th>State</th><th>Next look</th></tr></thead><tbody>"#,
+    );
+    for p in jobs.iter().take(MOST_ITEMS) {
+        let j = &p.job;
+        let _ = write!(
+            out,
+            r#"<tr id="job-{id}"><td data-label="Job"><div><span class="pid">{id}</span> {name}</div></td><td data-label="Project"><div><span class="pid">{pid}</span> {project}</div></td><td data-label="State"><div>"#,
+            id = j.job_id,
+            name = esc(&j.name),
+            pid = j.project_id,
+            project = esc(&p.project_name),
+        );
+        badge(out, "busy", &j.state);
+        if !j.message.is_empty() {
+            let _ = write!(
+                out,
+                r#"<br><span class="message">{}</span>"#,
+                esc(&j.message)
+            );
+        }
+        let _ = write!(
+            out,
+            r#"</div></td><td data-label="Next look"><div>{} <small>({} so far)</small></div></td></tr>"#,
+            time(j.next_check_at),
+            count(j.checks, "look")
+        );
+    }
+    out.push_str("</tbody></table>");
+    if jobs.len() > MOST_ITEMS {
+        let _ = write!(
+            out,
+            r#"<p class="hint">and {} more (GetProject lists each project's jobs)</p>"#,
+            jobs.len() - MOST_ITEMS
+        );
+    }
+    out.push_str("</section>");
 }
 
 fn projects(out: &mut String, projects: &[ProjectStatus]) {

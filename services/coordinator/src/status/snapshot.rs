@@ -9,8 +9,9 @@ use smrtshare_api::access::v1 as access;
 use smrtshare_api::coordinator::v1::{TaskReport, task_report};
 use smrtshare_api::staging::v1 as staging;
 
-use crate::model::{AnalysisJobTruth, ChangeStatus, Operation, ReadState, Target, TaskState};
-use crate::store::{ChangeRow, ProjectSummary, Store, StoreError, TaskRow};
+use crate::model::{ChangeStatus, Operation, ReadState, Target, TaskState};
+use crate::rules::{JobPhase, job_phase};
+use crate::store::{ChangeRow, JobRow, ProjectSummary, Store, StoreError, TaskRow};
 
 /// The status of everything at one moment.
 #[derive(Clone, Debug, Default)]
@@ -22,10 +23,9 @@ pub struct Snapshot {
     pub removed: usize,
     /// Members whose login mapped to no Globus identity in their project's newest access report.
     pub unresolved: Vec<Unresolved>,
-    /// Pending analysis jobs (issue 18). Nothing fills this yet: the coordinator keeps no table
-    /// of analysis jobs. The job follower will fill it from its store tables, and the page will
-    /// render it then; until then the page shows no analysis section at all.
-    pub pending_analysis_jobs: Vec<AnalysisJobTruth>,
+    /// Analysis jobs of listed projects that are not finished yet (the follower looks at them
+    /// until they are), by project and job id.
+    pub pending_analysis_jobs: Vec<PendingJob>,
 }
 
 /// How a project stands, for sorting and colour.
@@ -104,6 +104,15 @@ pub struct ReportItem {
     pub permanent: bool,
 }
 
+/// An analysis job not finished yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingJob {
+    /// The job as stored.
+    pub job: JobRow,
+    /// Its project's name.
+    pub project_name: String,
+}
+
 /// A member with no Globus identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unresolved {
@@ -117,8 +126,8 @@ pub struct Unresolved {
     pub message: String,
 }
 
-/// Reads the store and builds the snapshot: three plain reads (projects, newest tasks, newest
-/// changes), so a project that changes between them may show half-way for one reading; the
+/// Reads the store and builds the snapshot: four plain reads (projects, newest tasks, newest
+/// changes, analysis jobs), so a project that changes between them may show half-way for one reading; the
 /// next reading shows it whole.
 pub async fn take(store: &Store) -> Result<Snapshot, StoreError> {
     let projects = store.project_summaries().await?;
@@ -134,7 +143,9 @@ pub async fn take(store: &Store) -> Result<Snapshot, StoreError> {
         .into_iter()
         .map(|c| (c.project_id, c))
         .collect();
+    let jobs = store.jobs_of(None).await?;
     let mut snapshot = Snapshot::default();
+    let mut names = BTreeMap::new();
     for project in projects.into_iter().filter(|p| p.project_id > 1) {
         let id = project.project_id;
         let mut status = |target| {
@@ -159,6 +170,9 @@ pub async fn take(store: &Store) -> Result<Snapshot, StoreError> {
                     }),
             );
         }
+        if !project.deleted {
+            names.insert(id, project.name.clone());
+        }
         if project.deleted && health == Health::Ok {
             snapshot.removed += 1;
             continue;
@@ -174,6 +188,17 @@ pub async fn take(store: &Store) -> Result<Snapshot, StoreError> {
     snapshot
         .projects
         .sort_by_key(|p| (p.health, p.project.project_id));
+    snapshot.pending_analysis_jobs = jobs
+        .into_iter()
+        .filter(|job| job_phase(&job.state) == JobPhase::Pending)
+        .filter_map(|job| {
+            let project_name = names.get(&job.project_id)?.clone();
+            Some(PendingJob { job, project_name })
+        })
+        .collect();
+    snapshot
+        .pending_analysis_jobs
+        .sort_by_key(|p| (p.job.project_id, p.job.job_id));
     Ok(snapshot)
 }
 

@@ -272,6 +272,61 @@ async fn page_shows_failures_first_escaped_and_live(backend: Backend) {
 
 both_backends!(page_shows_failures_first_escaped_and_live);
 
+async fn pending_analysis_jobs_are_listed_until_they_finish(backend: Backend) {
+    let (store, _db) = store(backend, Clock::system()).await;
+    let source = Arc::new(MemorySource::default());
+    source.put(2, "Tomato", &["alice"], &["d2"]);
+    source.put(3, "Rice", &["bob"], &["d3"]);
+    source.put_job(7, 2, HOSTILE, "RUNNING", &["aligned.bam"]);
+    source.put_job(8, 3, "Call variants", "SUCCESSFUL", &["variants.vcf"]);
+    source.put_job(9, 3, "Assemble", "FAILED", &[]);
+    let peers = FakePeers::start().await;
+    let running = Running::start_with_status(
+        store,
+        source.clone(),
+        peers.peers(),
+        settings("solo", Duration::from_millis(50)),
+        Some(config(false)),
+    )
+    .await;
+    let mut client = running.client();
+    client.resync(pb::ResyncRequest::default()).await.unwrap();
+    let mut viewer = Viewer::new(&running);
+    assert_eq!(viewer.sign_in(VIEWER).await, StatusCode::SEE_OTHER);
+    eventually_async(
+        Duration::from_secs(20),
+        "job 7 listed as pending",
+        || async { viewer.page().await.contains(r#"id="job-7""#) },
+    )
+    .await;
+    let page = viewer.page().await;
+    let section = &page[page
+        .find(r#"<section id="analysis">"#)
+        .expect("the section")..];
+    let section = &section[..section.find("</section>").unwrap()];
+    assert!(section.contains("RUNNING"), "{section}");
+    assert!(
+        section.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"),
+        "the job's name is text: {section}"
+    );
+    assert!(!page.contains("<script>alert"), "{page}");
+    // Finished jobs, successful or failed, are not pending.
+    assert!(
+        !section.contains("job-8") && !section.contains("job-9"),
+        "{section}"
+    );
+
+    source.put_job(7, 2, HOSTILE, "SUCCESSFUL", &["aligned.bam"]);
+    client.resync(pb::ResyncRequest::default()).await.unwrap();
+    eventually_async(Duration::from_secs(20), "the section to go", || async {
+        !viewer.page().await.contains(r#"<section id="analysis">"#)
+    })
+    .await;
+    running.stop().await;
+}
+
+both_backends!(pending_analysis_jobs_are_listed_until_they_finish);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_read_only_token_never_resyncs_and_the_switch_hides_the_button() {
     let (store, _db) = store(Backend::Sqlite, Clock::system()).await;
