@@ -51,6 +51,8 @@ pub struct StackOptions {
     /// Serve the coordinator's status page (a loopback port the kernel picks, with the resync
     /// button); its address is then in [`Addresses::status`].
     pub status_page: bool,
+    /// Generate the demo's analysis jobs too (`smrtshare-demo --analysis-jobs`).
+    pub analysis_jobs: bool,
 }
 
 impl Default for StackOptions {
@@ -67,6 +69,7 @@ impl Default for StackOptions {
             wait_converged: true,
             log_filter: None,
             status_page: false,
+            analysis_jobs: false,
         }
     }
 }
@@ -134,6 +137,7 @@ impl Stack {
         let output = Command::new(binary("smrtshare-demo")?)
             .arg("--out")
             .arg(&demo)
+            .args(options.analysis_jobs.then_some("--analysis-jobs"))
             .output()
             .context("running smrtshare-demo")?;
         if !output.status.success() {

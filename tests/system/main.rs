@@ -4,6 +4,7 @@
 // Test code: a failed step is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod analysis;
 mod change_id;
 mod cookbook;
 mod faults;

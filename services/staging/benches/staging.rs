@@ -3,8 +3,9 @@
 //! Against the real `smrtshare-staging` binary as a child process, on one filesystem (the system
 //! temporary directory, or `SMRTSHARE_BENCH_DIR`), twice: on a synthetic source tree of 500
 //! projects x 4 datasets x 25 files (50,000 files; `SMRTSHARE_BENCH_PROJECTS`, `_DATASETS`,
-//! `_FILES` change it), then of 2,000 projects (200,000 files; `SMRTSHARE_BENCH_LARGE_PROJECTS`,
-//! 0 skips it), so growth shows. Each run measures:
+//! `_FILES` change it), plus one finished analysis job per project with 5 outputs staged and a log
+//! left out (`SMRTSHARE_BENCH_JOB_FILES`; 0: no jobs), then of 2,000 projects (200,000 files;
+//! `SMRTSHARE_BENCH_LARGE_PROJECTS`, 0 skips it), so growth shows. Each run measures:
 //!
 //! 1. initial staging of every project through the gRPC API, against `cp -al` of the same tree:
 //!    `SMRTSHARE_BENCH_ROUNDS` (3) rounds, each a `cp -al` into a new directory then a new server
@@ -40,7 +41,7 @@ use smrtshare_api::staging::v1 as pb;
 use smrtshare_api::staging::v1::staging_client::StagingClient;
 use smrtshare_common::client::PeerChannel;
 
-use crate::server::{Server, TOKEN, pass, requests};
+use crate::server::{Server, TOKEN, pass, requests, write_jobs};
 
 /// File system calls that change something (strace names, x86_64 and aarch64).
 const MUTATING: &str = "mkdir,mkdirat,link,linkat,symlink,symlinkat,unlink,unlinkat,rmdir,rename,renameat,renameat2,chmod,fchmod,\
@@ -189,6 +190,7 @@ impl Scale {
 async fn scale(base: &Path, token: &Path, projects: usize, what: &str) -> anyhow::Result<Scale> {
     let datasets = setting("SMRTSHARE_BENCH_DATASETS", 4);
     let files = setting("SMRTSHARE_BENCH_FILES", 25);
+    let job_files = setting("SMRTSHARE_BENCH_JOB_FILES", 5);
     let concurrency = setting("SMRTSHARE_BENCH_CONCURRENCY", 8);
     let rounds = setting("SMRTSHARE_BENCH_ROUNDS", 3).max(1);
     let reapplies = setting("SMRTSHARE_BENCH_REAPPLY_ROUNDS", 5).max(1);
@@ -196,21 +198,24 @@ async fn scale(base: &Path, token: &Path, projects: usize, what: &str) -> anyhow
     let src = work.path().join("src");
     std::fs::create_dir_all(&src)?;
     println!(
-        "{what}: {projects} projects x {datasets} datasets x {files} files, client concurrency {concurrency}, in {}",
+        "{what}: {projects} projects x {datasets} datasets x {files} files and 1 analysis job x {job_files} outputs, client concurrency {concurrency}, in {}",
         work.path().display()
     );
     let started = Instant::now();
     let specs = smrtshare_demo::generate_synthetic(&src, projects, datasets, files, 64)?;
+    let jobs = write_jobs(&src, &specs, job_files)?;
+    let job_outputs: usize = jobs.values().flatten().map(|j| j.files.len() - 1).sum();
     let total_files: usize = specs
         .iter()
         .flat_map(|p| &p.datasets)
         .map(|d| d.files.len())
-        .sum();
+        .sum::<usize>()
+        + job_outputs;
     println!(
-        "  source tree: {total_files} data files generated in {}",
+        "  source tree: {total_files} data files ({job_outputs} of them analysis job outputs, and a log per job left out) generated in {}",
         ms(started.elapsed())
     );
-    let requests = requests(&specs);
+    let requests = requests(&specs, &jobs);
 
     // 1. Rounds of cp -al into a new directory, then the initial staging by a new server into a
     //    new root; medians. The last round's server and tree serve the rest.
@@ -246,10 +251,16 @@ async fn scale(base: &Path, token: &Path, projects: usize, what: &str) -> anyhow
                 r.project_id,
                 r.datasets.iter().map(|d| &d.error).collect::<Vec<_>>()
             );
+            anyhow::ensure!(
+                r.analysis.iter().all(|j| j.skipped == 1),
+                "project {}: each job's log is left out",
+                r.project_id
+            );
             *counted.lock().unwrap() += r
                 .datasets
                 .iter()
                 .map(|d| u64::from(d.file_count))
+                .chain(r.analysis.iter().map(|j| u64::from(j.file_count)))
                 .sum::<u64>();
             Ok(())
         });
@@ -275,10 +286,20 @@ async fn scale(base: &Path, token: &Path, projects: usize, what: &str) -> anyhow
     }
     let (cp, stage) = (median(t_cps), median(t_stages));
     let (server, client, root) = last.context("no round ran")?;
-    server.applied_calls.lock().unwrap().clear();
     // The service copies its records' write-ahead log into the database a second after writes
     // stop; let that happen before measuring the steady state.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // The log lines of the staging pass are read from the server's stderr by another thread,
+    // which may lag behind the answers: every one is in before the re-applies are counted.
+    let logged = Instant::now();
+    while server.applied_calls.lock().unwrap().len() < requests.len() {
+        anyhow::ensure!(
+            logged.elapsed() < Duration::from_secs(60),
+            "the staging pass's apply log lines never all arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.applied_calls.lock().unwrap().clear();
 
     // 2. Unchanged re-applies against the stat-walk, alternating, medians.
     let mut t_reapply = Vec::new();

@@ -80,7 +80,7 @@ pub async fn run(base: &Path, token: &Path, count: usize, bytes: usize) -> anyho
             datasets: vec![record],
         });
     }
-    let requests = requests(&specs);
+    let requests = requests(&specs, &Default::default());
     let complete = |r: &smrtshare_api::staging::v1::ApplyProjectResponse| {
         anyhow::ensure!(r.complete, "project {} incomplete: {r:?}", r.project_id);
         Ok(())

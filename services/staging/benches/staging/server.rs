@@ -182,8 +182,56 @@ pub async fn pass(
     Ok(started.elapsed())
 }
 
-/// The requests that stage `specs` as they are.
-pub fn requests(specs: &[smrtshare_demo::ProjectSpec]) -> Vec<pb::ApplyProjectRequest> {
+/// Writes one finished analysis job per project under `src/jobs_root`, as SMRT Link lays jobs
+/// out: `files` outputs that are staged, and the job's log, which the rules leave out. Returns
+/// each project's jobs, for [`requests`].
+pub fn write_jobs(
+    src: &Path,
+    specs: &[smrtshare_demo::ProjectSpec],
+    files: usize,
+) -> anyhow::Result<HashMap<i64, Vec<pb::AnalysisJob>>> {
+    let mut jobs = HashMap::new();
+    if files == 0 {
+        return Ok(jobs);
+    }
+    for (n, p) in specs.iter().enumerate() {
+        let id = 1000 + n as i64;
+        let dir = src
+            .join("jobs_root/0000")
+            .join(format!("{:07}", id / 1000))
+            .join(format!("{id:010}"));
+        std::fs::create_dir_all(dir.join("outputs"))?;
+        let mut outputs = Vec::with_capacity(files + 1);
+        for f in 0..files {
+            let path = dir.join("outputs").join(format!("result{f:02}.bam"));
+            std::fs::write(&path, format!("job {id} output {f}"))?;
+            outputs.push((path, "PacBio.FileTypes.bam"));
+        }
+        let log = dir.join("pbsmrtpipe.log");
+        std::fs::write(&log, "log")?;
+        outputs.push((log, "PacBio.FileTypes.log"));
+        let job = pb::AnalysisJob {
+            job_id: id,
+            name: format!("Mapping {n}"),
+            files: outputs
+                .into_iter()
+                .map(|(path, file_type)| pb::AnalysisFile {
+                    path: path.display().to_string(),
+                    file_type_id: file_type.into(),
+                    source_id: "pbmm2.tasks.pbmm2_align-out-0".into(),
+                })
+                .collect(),
+        };
+        jobs.insert(p.id, vec![job]);
+    }
+    Ok(jobs)
+}
+
+/// The requests that stage `specs` as they are, each project with its analysis jobs in `jobs`.
+pub fn requests(
+    specs: &[smrtshare_demo::ProjectSpec],
+    jobs: &HashMap<i64, Vec<pb::AnalysisJob>>,
+) -> Vec<pb::ApplyProjectRequest> {
     specs
         .iter()
         .map(|p| pb::ApplyProjectRequest {
@@ -201,7 +249,7 @@ pub fn requests(specs: &[smrtshare_demo::ProjectSpec]) -> Vec<pb::ApplyProjectRe
                 })
                 .collect(),
             dry_run: false,
-            analysis_jobs: Vec::new(),
+            analysis_jobs: jobs.get(&p.id).cloned().unwrap_or_default(),
         })
         .collect()
 }
