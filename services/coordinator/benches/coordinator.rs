@@ -76,7 +76,7 @@ use smrtshare_globus_standin::{
     StandInConfig,
 };
 use smrtshare_smrtlink::SmrtLinkClient;
-use smrtshare_smrtlink::standin::{Endpoint, Seed, StandIn as SmrtLink, StandInOptions};
+use smrtshare_smrtlink_standin::{Endpoint, Seed, StandIn as SmrtLink, StandInOptions};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 

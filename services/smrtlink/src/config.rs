@@ -103,7 +103,7 @@ impl ClientConfig {
 }
 
 /// `base` with `path` appended to its path (`/SMRTLink/2.0.0` + `/smrt-link/projects`).
-pub(crate) fn join(base: &Url, path: &str) -> Url {
+pub fn join(base: &Url, path: &str) -> Url {
     let mut url = base.clone();
     let joined = format!("{}{}", base.path().trim_end_matches('/'), path);
     url.set_path(&joined);

@@ -1,4 +1,4 @@
-//! SMRT Link for smrtshare: a typed REST client and a faithful stand-in server.
+//! SMRT Link for smrtshare: a typed REST client.
 //!
 //! - [`SmrtLinkClient`] ([`client`]): password-grant login, bearer token and `X-User-ID` on every
 //!   call, one refresh then a fresh login after a 401, a CA file or an explicit insecure switch,
@@ -8,10 +8,9 @@
 //!   classify ([`Error::is_retryable`]).
 //! - [`config`]: [`ClientConfig`] and [`SmrtLinkArgs`], the clap group (flags and
 //!   `SMRTSHARE_SMRTLINK_*` variables) a service flattens into its command line.
-//! - [`standin`]: an axum server that serves SMRT Link's endpoints and token flow, seeded from
-//!   `projects.json` + `datasets.json`, with an admin API to change projects as SMRT Link users do,
-//!   fault injection and request counters. In-process for tests ([`standin::StandIn`]) and the
-//!   `smrtshare-smrtlink-standin` binary for the local stack.
+//!
+//! The stand-in SMRT Link the tests and the local stack run against is its own crate,
+//! `smrtshare-smrtlink-standin`, so that no service binary carries it.
 //!
 //! ```no_run
 //! # async fn example(args: smrtshare_smrtlink::SmrtLinkArgs) -> anyhow::Result<()> {
@@ -47,4 +46,3 @@ pub mod model;
 pub use client::{AuthStats, SmrtLinkClient};
 pub use config::{ClientConfig, RetryPolicy, SmrtLinkArgs};
 pub use error::{Error, Result};
-pub mod standin;

@@ -12,7 +12,7 @@ use smrtshare_coordinator::clock::Clock;
 use smrtshare_coordinator::smrtlink::SmrtLinkSource;
 use smrtshare_smrtlink::SmrtLinkClient;
 use smrtshare_smrtlink::model::Role;
-use smrtshare_smrtlink::standin::{ListingFailure, NewProject, Seed, StandIn, StandInOptions};
+use smrtshare_smrtlink_standin::{ListingFailure, NewProject, Seed, StandIn, StandInOptions};
 
 use crate::both_backends;
 use crate::harness::{FakePeers, Running, settings, status, store, wait_change};

@@ -21,7 +21,7 @@ use smrtshare_globus_standin::{
 };
 use smrtshare_smrtlink::SmrtLinkClient;
 use smrtshare_smrtlink::model::Role;
-use smrtshare_smrtlink::standin::{Seed, StandIn as SmrtLink, StandInOptions};
+use smrtshare_smrtlink_standin::{Seed, StandIn as SmrtLink, StandInOptions};
 use tokio::net::TcpListener;
 
 use crate::both_backends;

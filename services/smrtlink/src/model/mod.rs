@@ -8,7 +8,7 @@
 //! that shape again, so the values can be stored and reloaded.
 
 mod jobs;
-pub(crate) mod read;
+pub mod read;
 
 use std::fmt;
 

@@ -23,7 +23,7 @@ impl std::fmt::Display for FieldError {
 impl std::error::Error for FieldError {}
 
 /// A short description of a JSON value for error messages (type and a truncated rendering).
-pub(crate) fn describe(value: &Value) -> String {
+pub fn describe(value: &Value) -> String {
     let kind = match value {
         Value::Null => return "null".to_owned(),
         Value::Bool(_) => "a boolean",
@@ -46,14 +46,14 @@ pub(crate) fn describe(value: &Value) -> String {
 
 /// Reads fields of one JSON object, reporting failures with the object's path.
 #[derive(Debug)]
-pub(crate) struct Reader<'a> {
+pub struct Reader<'a> {
     obj: &'a Map<String, Value>,
     path: String,
 }
 
 impl<'a> Reader<'a> {
     /// The value must be an object.
-    pub(crate) fn new(value: &'a Value, path: impl Into<String>) -> Result<Self, FieldError> {
+    pub fn new(value: &'a Value, path: impl Into<String>) -> Result<Self, FieldError> {
         let path = path.into();
         match value {
             Value::Object(obj) => Ok(Self { obj, path }),
@@ -93,15 +93,15 @@ impl<'a> Reader<'a> {
         })
     }
 
-    pub(crate) fn req_i64(&self, key: &str) -> Result<i64, FieldError> {
+    pub fn req_i64(&self, key: &str) -> Result<i64, FieldError> {
         self.as_i64(key, self.required(key)?)
     }
 
-    pub(crate) fn opt_i64(&self, key: &str) -> Result<Option<i64>, FieldError> {
+    pub fn opt_i64(&self, key: &str) -> Result<Option<i64>, FieldError> {
         self.get(key).map(|v| self.as_i64(key, v)).transpose()
     }
 
-    pub(crate) fn opt_u64(&self, key: &str) -> Result<Option<u64>, FieldError> {
+    pub fn opt_u64(&self, key: &str) -> Result<Option<u64>, FieldError> {
         self.get(key)
             .map(|v| {
                 v.as_u64().ok_or_else(|| {
@@ -120,11 +120,11 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| self.err(key, format!("expected a string, found {}", describe(value))))
     }
 
-    pub(crate) fn req_str(&self, key: &str) -> Result<String, FieldError> {
+    pub fn req_str(&self, key: &str) -> Result<String, FieldError> {
         Ok(self.as_str(key, self.required(key)?)?.to_owned())
     }
 
-    pub(crate) fn opt_str(&self, key: &str) -> Result<Option<String>, FieldError> {
+    pub fn opt_str(&self, key: &str) -> Result<Option<String>, FieldError> {
         self.get(key)
             .map(|v| self.as_str(key, v).map(str::to_owned))
             .transpose()
@@ -139,11 +139,11 @@ impl<'a> Reader<'a> {
         })
     }
 
-    pub(crate) fn req_bool(&self, key: &str) -> Result<bool, FieldError> {
+    pub fn req_bool(&self, key: &str) -> Result<bool, FieldError> {
         self.as_bool(key, self.required(key)?)
     }
 
-    pub(crate) fn opt_bool(&self, key: &str) -> Result<Option<bool>, FieldError> {
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, FieldError> {
         self.get(key).map(|v| self.as_bool(key, v)).transpose()
     }
 
@@ -153,16 +153,16 @@ impl<'a> Reader<'a> {
             .map_err(|_| self.err(key, format!("not a UUID ({})", describe(value))))
     }
 
-    pub(crate) fn req_uuid(&self, key: &str) -> Result<Uuid, FieldError> {
+    pub fn req_uuid(&self, key: &str) -> Result<Uuid, FieldError> {
         self.as_uuid(key, self.required(key)?)
     }
 
-    pub(crate) fn opt_uuid(&self, key: &str) -> Result<Option<Uuid>, FieldError> {
+    pub fn opt_uuid(&self, key: &str) -> Result<Option<Uuid>, FieldError> {
         self.get(key).map(|v| self.as_uuid(key, v)).transpose()
     }
 
     /// An ISO 8601 timestamp: RFC 3339, or without an offset (read as UTC).
-    pub(crate) fn opt_time(&self, key: &str) -> Result<Option<DateTime<Utc>>, FieldError> {
+    pub fn opt_time(&self, key: &str) -> Result<Option<DateTime<Utc>>, FieldError> {
         let Some(value) = self.get(key) else {
             return Ok(None);
         };
@@ -173,7 +173,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The elements of a required array, each with its own path (`key[i]`).
-    pub(crate) fn req_array(&self, key: &str) -> Result<Vec<(String, &'a Value)>, FieldError> {
+    pub fn req_array(&self, key: &str) -> Result<Vec<(String, &'a Value)>, FieldError> {
         match self.required(key)? {
             Value::Array(items) => Ok(items
                 .iter()
@@ -185,7 +185,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Every field not in `known`, kept as it came.
-    pub(crate) fn extra(&self, known: &[&str]) -> Map<String, Value> {
+    pub fn extra(&self, known: &[&str]) -> Map<String, Value> {
         self.obj
             .iter()
             .filter(|(k, _)| !known.contains(&k.as_str()))
@@ -195,7 +195,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Parses SMRT Link timestamps (`2024-03-11T20:16:38.435Z`; an offset-less form is read as UTC).
-pub(crate) fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.with_timezone(&Utc));
     }
@@ -205,7 +205,7 @@ pub(crate) fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 }
 
 /// The list items of a JSON array answer, each with its path (`what[i]`).
-pub(crate) fn array_items<'a>(
+pub fn array_items<'a>(
     value: &'a Value,
     what: &str,
 ) -> Result<Vec<(String, &'a Value)>, FieldError> {

@@ -1,7 +1,7 @@
 //! Login, refresh, re-login, concurrency, refusals; secrets stay out of messages.
 
-use smrtshare_smrtlink::standin::Endpoint;
 use smrtshare_smrtlink::{AuthStats, Error, SmrtLinkClient};
+use smrtshare_smrtlink_standin::Endpoint;
 
 use crate::support::{PASSWORD, USER, fixture};
 

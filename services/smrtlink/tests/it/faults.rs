@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use smrtshare_smrtlink::model::Member;
-use smrtshare_smrtlink::standin::{Endpoint, ListingFailure, NewProject};
 use smrtshare_smrtlink::{Error, SmrtLinkClient};
+use smrtshare_smrtlink_standin::{Endpoint, ListingFailure, NewProject};
 
 use crate::support::{PASSWORD, USER, child_20, fixture, project_json};
 

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use smrtshare_common::Secret;
 use smrtshare_smrtlink::SmrtLinkClient;
 use smrtshare_smrtlink::model::JobState;
-use smrtshare_smrtlink::standin::{Seed, StandIn, StandInOptions};
+use smrtshare_smrtlink_standin::{Seed, StandIn, StandInOptions};
 
 use crate::support::{PASSWORD, USER, fixture, parent, raw_get};
 

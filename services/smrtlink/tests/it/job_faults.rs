@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use smrtshare_smrtlink::model::JobState;
-use smrtshare_smrtlink::standin::{Endpoint, JobOutput, JobSeed, ListingFailure};
 use smrtshare_smrtlink::{Error, SmrtLinkClient};
+use smrtshare_smrtlink_standin::{Endpoint, JobOutput, JobSeed, ListingFailure};
 
 use crate::support::{Fixture, PASSWORD, USER, fixture, raw_get};
 

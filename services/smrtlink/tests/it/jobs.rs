@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use smrtshare_smrtlink::Error;
 use smrtshare_smrtlink::model::{JobPhase, JobState};
-use smrtshare_smrtlink::standin::{JobOutput, JobSeed, ScheduleStep};
+use smrtshare_smrtlink_standin::{JobOutput, JobSeed, ScheduleStep};
 
 use crate::support::{Fixture, fixture, parent, raw_get};
 
@@ -276,7 +276,7 @@ async fn moves_renames_and_project_deletion_are_seen_at_the_next_read() {
     fx.standin.rename_job(id, "Map tomatoes again").unwrap();
     let project = fx
         .standin
-        .create_project(smrtshare_smrtlink::standin::NewProject {
+        .create_project(smrtshare_smrtlink_standin::NewProject {
             name: "Tomato 2".into(),
             ..Default::default()
         })
@@ -300,7 +300,7 @@ async fn moves_renames_and_project_deletion_are_seen_at_the_next_read() {
 
     assert!(matches!(
         fx.standin.move_job(id, 404),
-        Err(smrtshare_smrtlink::standin::StandInError::NotFound(_))
+        Err(smrtshare_smrtlink_standin::StandInError::NotFound(_))
     ));
     assert!(fx.standin.rename_job(id, " ").is_err());
     assert!(fx.standin.move_job(999, 2).is_err());

@@ -1,9 +1,8 @@
-//! The SMRT Link client against the stand-in, seeded from the real fixtures; the binary.
+//! The SMRT Link client against the stand-in, seeded from the real fixtures; the stand-in's binary is tested in its own crate.
 
 #![allow(clippy::unwrap_used)]
 
 mod auth;
-mod binary;
 mod faults;
 mod job_admin;
 mod job_faults;

@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use smrtshare_smrtlink::model::{JobPhase, JobState, Role};
-use smrtshare_smrtlink::standin::{JobOutput, JobSeed};
 use smrtshare_smrtlink::{Error, SmrtLinkClient};
+use smrtshare_smrtlink_standin::{JobOutput, JobSeed};
 use uuid::Uuid;
 
 use crate::support::{PASSWORD, USER, child_20, child_21, fixture, general_dataset, parent};
@@ -263,9 +263,9 @@ async fn analysis_jobs_are_seeded_from_a_file_with_paths_rewritten() {
     }]);
     std::fs::write(seed.path().join("analysis_jobs.json"), jobs.to_string()).unwrap();
     let standin =
-        smrtshare_smrtlink::standin::StandIn::start(smrtshare_smrtlink::standin::StandInOptions {
+        smrtshare_smrtlink_standin::StandIn::start(smrtshare_smrtlink_standin::StandInOptions {
             seed: Some(
-                smrtshare_smrtlink::standin::Seed::new(seed.path())
+                smrtshare_smrtlink_standin::Seed::new(seed.path())
                     .rewrite(crate::support::FIXTURE_PREFIX, "/data/run/"),
             ),
             users: vec![(USER.into(), smrtshare_common::Secret::new(PASSWORD))],

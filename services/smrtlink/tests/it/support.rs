@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use smrtshare_common::Secret;
 use smrtshare_smrtlink::SmrtLinkClient;
-use smrtshare_smrtlink::standin::{Seed, StandIn, StandInOptions};
+use smrtshare_smrtlink_standin::{Seed, StandIn, StandInOptions};
 use tempfile::TempDir;
 use uuid::Uuid;
 

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use smrtshare_common::Secret;
-use smrtshare_smrtlink::standin::{Endpoint, TlsIdentity};
 use smrtshare_smrtlink::{Error, SmrtLinkClient};
+use smrtshare_smrtlink_standin::{Endpoint, TlsIdentity};
 
 use crate::support::{PASSWORD, USER, fixture_with};
 

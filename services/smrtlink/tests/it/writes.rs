@@ -4,8 +4,8 @@ use serde_json::json;
 use smrtshare_smrtlink::model::{
     AnalysisJobRequest, EntryPointRequest, JobPhase, JobState, Member, ProjectRequest, Role,
 };
-use smrtshare_smrtlink::standin::{Endpoint, NewProject};
 use smrtshare_smrtlink::{Error, SmrtLinkClient};
+use smrtshare_smrtlink_standin::{Endpoint, NewProject};
 use uuid::Uuid;
 
 use crate::support::{USER, child_20, child_21, fixture, parent};

@@ -28,7 +28,7 @@ use super::control::Control;
 use super::job_new::{JobOutput, JobSeed};
 use super::schedule;
 use super::store::format_time;
-use crate::model::JobState;
+use smrtshare_smrtlink::model::JobState;
 
 type Result<T> = std::result::Result<T, StandInError>;
 

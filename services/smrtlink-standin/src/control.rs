@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::faults::{Counters, Endpoint, Faults, ListingFailure, RawAnswer};
 use super::store::{NewProject, ProjectPatch};
 use super::{Shared, StandInError};
-use crate::model::{Dataset, Member, Project, Role};
+use smrtshare_smrtlink::model::{Dataset, Member, Project, Role};
 
 /// A handle on the stand-in's state. Cheap to clone; every method takes effect at once.
 #[derive(Clone, Debug)]

@@ -19,8 +19,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 
 use super::StandInError;
-use crate::model::read::{describe, parse_time};
-use crate::model::{JobPhase, JobState};
+use smrtshare_smrtlink::model::read::{describe, parse_time};
+use smrtshare_smrtlink::model::{JobPhase, JobState};
 
 /// The longest `afterSeconds` accepted (ten years).
 const MAX_AFTER_SECONDS: f64 = 10.0 * 366.0 * 24.0 * 3600.0;

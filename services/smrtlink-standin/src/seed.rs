@@ -21,8 +21,8 @@ use uuid::Uuid;
 use super::jobs::{JobRec, Jobs};
 use super::schedule;
 use super::store::{ProjectRec, Store};
-use crate::model::read::Reader;
-use crate::model::{GENERAL_PROJECT_ID, JobState, Member, Role};
+use smrtshare_smrtlink::model::read::Reader;
+use smrtshare_smrtlink::model::{GENERAL_PROJECT_ID, JobState, Member, Role};
 
 /// `FROM=TO`: a path prefix replaced when seeding.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use super::StandInError;
 use super::jobs::{JobRec, Jobs, job_dir};
 use super::schedule::{ScheduleStep, resolve};
 use super::store::{Store, format_time};
-use crate::model::{GENERAL_PROJECT_ID, JobState};
+use smrtshare_smrtlink::model::{GENERAL_PROJECT_ID, JobState};
 
 /// An output file of a job to seed.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -34,7 +34,7 @@ use super::api::uuid_param;
 use super::control::Control;
 use super::faults::{Counters, Faults, RawAnswer};
 use super::store::NewProject;
-use crate::model::{Member, Role};
+use smrtshare_smrtlink::model::{Member, Role};
 
 type Result<T> = std::result::Result<T, StandInError>;
 
@@ -227,7 +227,7 @@ struct ImportBody {
 }
 
 pub(crate) fn general() -> i64 {
-    crate::model::GENERAL_PROJECT_ID
+    smrtshare_smrtlink::model::GENERAL_PROJECT_ID
 }
 
 async fn import_dataset(

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::StandInError;
 use super::schedule::{ScheduleStep, Step, resolve};
 use super::store::{Store, format_time};
-use crate::model::{GENERAL_PROJECT_ID, JobPhase, JobState};
+use smrtshare_smrtlink::model::{GENERAL_PROJECT_ID, JobPhase, JobState};
 
 /// The file type SMRT Link gives job logs.
 const LOG_FILE_TYPE: &str = "PacBio.FileTypes.log";

@@ -60,7 +60,7 @@ pub use schedule::{ScheduleStep, StepTime};
 pub use seed::{PathRewrite, Seed};
 pub use store::NewProject;
 
-use crate::config::ClientConfig;
+use smrtshare_smrtlink::config::ClientConfig;
 
 /// Why the stand-in refused a change (admin API and web-UI writes alike).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -318,7 +318,7 @@ impl StandIn {
 
     /// The API base a client uses: `{url}/SMRTLink/2.0.0`.
     pub fn api_url(&self) -> Url {
-        crate::config::join(&self.url(), "/SMRTLink/2.0.0")
+        smrtshare_smrtlink::config::join(&self.url(), "/SMRTLink/2.0.0")
     }
 
     /// A client configuration for this stand-in, with short limits fit for tests (request
@@ -327,7 +327,7 @@ impl StandIn {
         let mut config = ClientConfig::new(self.api_url(), user, Secret::new(password));
         config.request_timeout = Duration::from_secs(5);
         config.connect_timeout = Duration::from_secs(2);
-        config.retry = crate::config::RetryPolicy {
+        config.retry = smrtshare_smrtlink::config::RetryPolicy {
             max_attempts: 3,
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(100),

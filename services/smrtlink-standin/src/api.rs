@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::store::{ProjectPatch, Store, meta};
 use super::{Shared, StandInError};
-use crate::model::{GENERAL_PROJECT_ID, Member, Role};
+use smrtshare_smrtlink::model::{GENERAL_PROJECT_ID, Member, Role};
 
 /// The login the caller named in `X-User-ID` (set by the server after the token check).
 #[derive(Clone, Debug)]

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use smrtshare_common::Secret;
 use smrtshare_common::config::LogArgs;
-use smrtshare_smrtlink::standin::{self, PathRewrite, Seed, StandInOptions, TlsIdentity};
+use smrtshare_smrtlink_standin::{PathRewrite, Seed, StandInOptions, TlsIdentity};
 
 /// A stand-in for PacBio SMRT Link: its token flow, projects, datasets and analysis jobs, the
 /// web UI's project writes, and an admin API under /admin to change projects as SMRT Link users
@@ -171,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
         seed = ?args.seed_dir,
         "smrt link stand-in listening"
     );
-    standin::run(
+    smrtshare_smrtlink_standin::run(
         listener,
         options,
         smrtshare_common::server::shutdown_signal(),

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::StandInError;
-use crate::model::{GENERAL_PROJECT_ID, Member, Role};
+use smrtshare_smrtlink::model::{GENERAL_PROJECT_ID, Member, Role};
 
 /// Fields of a dataset that SMRT Link includes in a project's `datasets` (its common dataset
 /// metadata); the rest of the record comes only with a dataset look-up.

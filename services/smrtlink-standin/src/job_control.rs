@@ -10,7 +10,7 @@ use super::StandInError;
 use super::control::Control;
 use super::job_new::JobSeed;
 use super::schedule::ScheduleStep;
-use crate::model::{AnalysisJob, DataStoreFile, JobState};
+use smrtshare_smrtlink::model::{AnalysisJob, DataStoreFile, JobState};
 
 type Result<T> = std::result::Result<T, StandInError>;
 
