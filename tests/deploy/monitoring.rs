@@ -101,7 +101,7 @@ fn every_dashboard_query_is_valid_promql_reading_the_datasource_variable() {
             "      - record: dashboard:query{n}\n        expr: {expr}\n"
         ));
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("dashboard.yml"), &rules).unwrap();
     promtool_ok(dir.path(), &["check", "rules", "dashboard.yml"]);
 }

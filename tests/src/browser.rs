@@ -18,7 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 pub struct Browser {
     client: Client,
     driver: Child,
-    _profile: tempfile::TempDir,
+    _profile: smrtshare_testkit::tempfile::TempDir,
 }
 
 /// The first of `names` on PATH, or at `/usr/bin/<name>`.
@@ -57,7 +57,7 @@ impl Browser {
             find(&["chromedriver"]),
         ) else {
             assert!(
-                !smrtshare_common::testing::is_ci(),
+                !smrtshare_testkit::is_ci(),
                 "chromium or chromedriver is not installed (CI=true: the browser test must run; \
                  scripts/ensure-tools installs Debian's chromium and chromium-driver)"
             );
@@ -67,7 +67,7 @@ impl Browser {
             );
             return Ok(None);
         };
-        let profile = tempfile::Builder::new()
+        let profile = smrtshare_testkit::tempfile::Builder::new()
             .prefix("smrtshare-chromium-")
             .tempdir()?;
         // Its own process group, so that the browser it starts dies with it.

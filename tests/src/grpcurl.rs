@@ -7,7 +7,7 @@ use anyhow::Context as _;
 
 /// The grpcurl binary (`SMRTSHARE_GRPCURL`, the workspace's `.tools/bin/grpcurl`, or PATH).
 pub fn path() -> PathBuf {
-    smrtshare_common::testing::grpcurl(Path::new(env!("CARGO_MANIFEST_DIR")))
+    smrtshare_testkit::grpcurl(Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// What one grpcurl run printed.

@@ -21,5 +21,5 @@ pub use stack::{Service, Stack, StackOptions};
 
 /// The workspace root (the directory holding the top-level `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {
-    smrtshare_common::testing::workspace_root(Path::new(env!("CARGO_MANIFEST_DIR")))
+    smrtshare_testkit::workspace_root(Path::new(env!("CARGO_MANIFEST_DIR")))
 }

@@ -100,7 +100,7 @@ pub struct Addresses {
 /// The running system. Every child is killed when it is dropped.
 #[derive(Debug)]
 pub struct Stack {
-    dir: tempfile::TempDir,
+    dir: smrtshare_testkit::tempfile::TempDir,
     data_root: PathBuf,
     root: PathBuf,
     secrets: Secrets,
@@ -126,7 +126,7 @@ impl Stack {
     /// the next starts; with `wait_converged`, also waits until the demo projects are staged
     /// and granted.
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
+        let dir = smrtshare_testkit::tempfile::Builder::new()
             .prefix("smrtshare-system-")
             .tempdir()?;
         let base = dir.path().to_path_buf();

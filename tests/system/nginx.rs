@@ -156,7 +156,7 @@ fn mirrored(changes: &[cpb::Change]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_ui_writes_through_nginx_reach_the_tree_and_the_rules() {
-    let scratch = tempfile::tempdir().unwrap();
+    let scratch = smrtshare_testkit::tempfile::tempdir().unwrap();
     let secret = scratch.path().join("intake-secret");
     std::fs::write(&secret, "mirror-secret-7f3a9c\n").unwrap();
     let options = StackOptions {

@@ -189,7 +189,7 @@ async fn every_metric_the_dashboard_and_the_alerts_read_is_exported_and_logs_car
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn human_logs_written_to_a_file_have_no_colour_codes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
     let secret = dir.path().join("globus-secret");
     std::fs::write(&secret, "s3cret-for-the-test\n").unwrap();
     let log = dir.path().join("globus.log");

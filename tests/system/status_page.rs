@@ -65,7 +65,7 @@ async fn the_status_page_in_headless_chromium() {
     let Some(browser) = Browser::start(1280, 900).await.expect("start chromium") else {
         return;
     };
-    let scratch = tempfile::tempdir().unwrap();
+    let scratch = smrtshare_testkit::tempfile::tempdir().unwrap();
     let secret = scratch.path().join("intake-secret");
     std::fs::write(&secret, "mirror-secret-3b7f1e\n").unwrap();
     let stack = Stack::start(StackOptions {

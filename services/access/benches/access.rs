@@ -25,11 +25,12 @@ use smrtshare_access::{Access, Config, SharingMode};
 use smrtshare_api::access::v1 as pb;
 use smrtshare_api::access::v1::access_client::AccessClient;
 use smrtshare_common::Secret;
-use smrtshare_common::db::{Backend, TestDatabase};
+use smrtshare_common::db::Backend;
 use smrtshare_globus_standin::{
     Counts, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_ENDPOINT, Identity, Kind, RateLimit,
     StandIn, StandInConfig,
 };
+use smrtshare_testkit::TestDatabase;
 
 /// Applies in flight at once (the coordinator's fan-out).
 const IN_FLIGHT: usize = 32;

@@ -12,7 +12,6 @@
 //! - [`db`]: sqlx pools for SQLite (embedded default) and PostgreSQL behind one code path, and
 //!   throwaway databases for tests.
 //! - [`names`]: what a safe directory name is, and how any text becomes one.
-//! - [`testing`]: where tests find the shared fixtures and grpcurl.
 
 pub mod auth;
 pub mod client;
@@ -25,6 +24,5 @@ pub mod rate;
 pub mod retry;
 pub mod server;
 pub mod telemetry;
-pub mod testing;
 
 pub use auth::Secret;

@@ -13,7 +13,7 @@ use smrtshare_common::Secret;
 use smrtshare_common::auth::ServerAuth;
 use smrtshare_common::client::{PeerOptions, peer_channel};
 use smrtshare_common::server::{GrpcServer, ServerOptions, ServerTls};
-use smrtshare_common::testing::{Pki, PkiFiles};
+use smrtshare_testkit::{Pki, PkiFiles};
 use tokio::net::TcpListener;
 use tonic::{Code, Request, Response, Status};
 use tonic_health::pb::HealthCheckRequest;
@@ -104,12 +104,12 @@ fn options(files: &PkiFiles, identity: bool, token: &str) -> PeerOptions {
 #[tokio::test]
 async fn server_tls_with_and_without_client_certificates() {
     smrtshare_common::telemetry::init_for_tests();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
     let files = Pki::new("smrtshare test CA")
         .unwrap()
         .write(dir.path())
         .unwrap();
-    let other_dir = tempfile::tempdir().unwrap();
+    let other_dir = smrtshare_testkit::tempfile::tempdir().unwrap();
     let other = Pki::new("some other CA")
         .unwrap()
         .write(other_dir.path())
@@ -196,7 +196,7 @@ async fn server_tls_with_and_without_client_certificates() {
 
 #[test]
 fn peer_tls_files_need_an_https_url() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
     let files = Pki::new("ca").unwrap().write(dir.path()).unwrap();
     let err = peer_channel("http://127.0.0.1:1", &options(&files, false, "t")).unwrap_err();
     assert!(err.to_string().contains("not an https:// URL"), "{err}");

@@ -55,7 +55,7 @@ use smrtshare_common::Secret;
 use smrtshare_common::auth::ServerAuth;
 use smrtshare_common::client::{PeerChannel, PeerOptions, peer_channel};
 use smrtshare_common::config::{LogArgs, LogFormat};
-use smrtshare_common::db::{Backend, TestDatabase};
+use smrtshare_common::db::Backend;
 use smrtshare_common::server::ServerOptions;
 use smrtshare_coordinator::clock::Clock;
 use smrtshare_coordinator::engine::EngineConfig;
@@ -77,6 +77,7 @@ use smrtshare_globus_standin::{
 };
 use smrtshare_smrtlink::SmrtLinkClient;
 use smrtshare_smrtlink_standin::{Endpoint, Seed, StandIn as SmrtLink, StandInOptions};
+use smrtshare_testkit::TestDatabase;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -168,7 +169,7 @@ async fn bench() -> anyhow::Result<()> {
         rule_limit: 2 * projects + 1000,
     };
 
-    let work = tempfile::tempdir()?;
+    let work = smrtshare_testkit::tempfile::tempdir()?;
     let data = work.path().join("data");
     let seed = work.path().join("smrtlink");
     std::fs::create_dir_all(&seed)?;
@@ -383,7 +384,7 @@ struct Figures {
 
 /// Staging, access, both stand-ins and the coordinator, in-process on real sockets.
 struct Stack {
-    _dir: tempfile::TempDir,
+    _dir: smrtshare_testkit::tempfile::TempDir,
     root: PathBuf,
     smrtlink: SmrtLink,
     globus: Globus,
@@ -408,7 +409,8 @@ impl Stack {
         seed: &Path,
         logins: &[String],
     ) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir_in(data.parent().context("data has a parent")?)?;
+        let dir =
+            smrtshare_testkit::tempfile::tempdir_in(data.parent().context("data has a parent")?)?;
         let root = dir.path().join("collection");
         std::fs::create_dir_all(&root)?;
         let smrtlink = SmrtLink::start(StandInOptions {

@@ -15,7 +15,7 @@ fn resource_ids(xml: &Path) -> Vec<String> {
 
 #[test]
 fn demo_tree_is_complete_and_consistent() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
     let demo = smrtshare_demo::generate_demo(dir.path()).unwrap();
     let projects: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(demo.smrtlink_dir.join("projects.json")).unwrap(),
@@ -66,7 +66,7 @@ fn demo_tree_is_complete_and_consistent() {
 
 #[test]
 fn synthetic_tree_has_the_requested_shape() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
     let specs = smrtshare_demo::generate_synthetic(dir.path(), 3, 2, 25, 16).unwrap();
     assert_eq!(specs.len(), 3);
     for p in &specs {
@@ -87,7 +87,7 @@ fn read_json(path: &Path) -> serde_json::Value {
 fn demo_analysis_jobs_have_real_outputs_under_the_data_root() {
     use smrtshare_demo::jobs::file_types;
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
     let now: chrono::DateTime<chrono::Utc> = "2025-06-02T10:00:00Z".parse().unwrap();
     let demo = smrtshare_demo::generate_demo_with(
         dir.path(),
@@ -239,7 +239,7 @@ fn demo_analysis_jobs_have_real_outputs_under_the_data_root() {
 
     // Job 43: failed, with why.
     // Without them: no jobs file, no jobs_root, the same projects.
-    let bare = tempfile::tempdir().unwrap();
+    let bare = smrtshare_testkit::tempfile::tempdir().unwrap();
     let demo = smrtshare_demo::generate_demo_with(
         bare.path(),
         &smrtshare_demo::DemoOptions {

@@ -21,7 +21,7 @@ impl Drop for Child {
 
 #[tokio::test]
 async fn the_binary_serves_demo_data_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
     let demo = smrtshare_demo::generate_demo(dir.path()).unwrap();
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_smrtshare-smrtlink-standin"))

@@ -194,7 +194,7 @@ async fn scale(base: &Path, token: &Path, projects: usize, what: &str) -> anyhow
     let concurrency = setting("SMRTSHARE_BENCH_CONCURRENCY", 8);
     let rounds = setting("SMRTSHARE_BENCH_ROUNDS", 3).max(1);
     let reapplies = setting("SMRTSHARE_BENCH_REAPPLY_ROUNDS", 5).max(1);
-    let work = tempfile::tempdir_in(base)?;
+    let work = smrtshare_testkit::tempfile::tempdir_in(base)?;
     let src = work.path().join("src");
     std::fs::create_dir_all(&src)?;
     println!(
@@ -452,7 +452,7 @@ async fn main() -> anyhow::Result<()> {
     let base = std::env::var_os("SMRTSHARE_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::tempdir_in(&base)?;
+    let dir = smrtshare_testkit::tempfile::tempdir_in(&base)?;
     let token = dir.path().join("token");
     std::fs::write(&token, TOKEN)?;
 

@@ -598,7 +598,7 @@ mod tests {
 
     #[test]
     fn the_tree_is_locked_marked_and_counts_mutations() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
         let tree = Tree::open(dir.path(), 0o1775).unwrap();
         let err = Tree::open(dir.path(), 0o1775).unwrap_err();
         assert!(err.to_string().contains("already serves"), "{err}");
@@ -627,8 +627,8 @@ mod tests {
 
     #[test]
     fn symlinks_are_never_followed() {
-        let dir = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
+        let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
+        let outside = smrtshare_testkit::tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
         let root = rfs::open(
             dir.path(),

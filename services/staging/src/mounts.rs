@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn one_directory_is_one_place_and_nesting_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
         let (root, src) = (dir.path().join("root"), dir.path().join("src"));
         std::fs::create_dir_all(root.join("inner")).unwrap();
         std::fs::create_dir_all(&src).unwrap();

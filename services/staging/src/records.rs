@@ -494,7 +494,7 @@ mod tests {
 
     #[tokio::test]
     async fn entries_with_any_text_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
         let path = dir.path().join("records.sqlite3");
         let records = Records::open(&path).await.unwrap();
         let uuid = Uuid::new_v4();
@@ -527,7 +527,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_of_the_first_schema_are_carried_over() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
         let path = dir.path().join("records.sqlite3");
         let options = SqliteConnectOptions::new()
             .filename(&path)
@@ -583,7 +583,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dataset_whose_entries_cannot_be_read_loads_without_them() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
         let path = dir.path().join("records.sqlite3");
         let records = Records::open(&path).await.unwrap();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
@@ -606,7 +606,7 @@ mod tests {
 
     #[tokio::test]
     async fn queued_writers_share_a_transaction_and_a_failing_one_fails_alone() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
         let path = dir.path().join("records.sqlite3");
         let records = Records::open(&path).await.unwrap();
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
@@ -658,7 +658,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_survive_a_reopen_and_datasets_move_between_projects() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
         let path = dir.path().join("state").join("records.sqlite3");
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let records = Records::open(&path).await.unwrap();
@@ -709,7 +709,7 @@ mod tests {
 
     #[tokio::test]
     async fn analysis_jobs_survive_a_reopen_and_move_between_projects() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
         let path = dir.path().join("records.sqlite3");
         let records = Records::open(&path).await.unwrap();
         let job = ItemId::Job(JobId::new(1589).unwrap());

@@ -11,6 +11,7 @@ use smrtshare_globus_standin::{DEFAULT_ENDPOINT, Fault, FaultPlan, Kind, NewRule
 use tokio_stream::StreamExt as _;
 
 use crate::support::{Harness, K, Options, expect, outcomes};
+use smrtshare_testkit::both_backends;
 
 const PATH: &str = "/Project 2: Tomato/";
 

@@ -36,7 +36,7 @@ fn standin_binary() -> PathBuf {
                 "--bin",
                 "smrtshare-globus-standin",
             ])
-            .current_dir(smrtshare_common::testing::workspace_root(Path::new(env!(
+            .current_dir(smrtshare_testkit::workspace_root(Path::new(env!(
                 "CARGO_MANIFEST_DIR"
             ))))
             .status()
@@ -87,7 +87,7 @@ fn spawn(mut command: Command, messages: &[&str]) -> (Process, Vec<String>) {
 }
 
 fn grpcurl(args: &[&str]) -> Output {
-    let tool = smrtshare_common::testing::grpcurl(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let tool = smrtshare_testkit::grpcurl(Path::new(env!("CARGO_MANIFEST_DIR")));
     Command::new(&tool).args(args).output().unwrap_or_else(|e| {
         panic!(
             "cannot run grpcurl at {} ({e}); scripts/test installs it",
@@ -106,7 +106,7 @@ fn text(output: &Output) -> String {
 
 #[test]
 fn grpcurl_lists_describes_and_applies_against_the_real_binaries() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = smrtshare_testkit::tempfile::tempdir().expect("tempdir");
     let secret_file = dir.path().join("globus-secret");
     std::fs::write(&secret_file, format!("{DEFAULT_CLIENT_SECRET}\n")).expect("secret");
     let token_file = dir.path().join("token");

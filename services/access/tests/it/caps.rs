@@ -7,6 +7,7 @@ use smrtshare_common::db::Backend;
 use smrtshare_globus_standin::{DEFAULT_ENDPOINT, Kind, NewRule};
 
 use crate::support::{Harness, K, Options};
+use smrtshare_testkit::both_backends;
 
 fn capped(collection: u32, identity: u32) -> Options {
     let mut options = Options::default();

@@ -10,11 +10,13 @@ use smrtshare_access::registry::{Registry, RowState};
 use smrtshare_access::{Access, Clock};
 use smrtshare_api::access::v1 as pb;
 use smrtshare_api::access::v1::access_client::AccessClient;
-use smrtshare_common::db::{Backend, TestDatabase};
+use smrtshare_common::db::Backend;
 use smrtshare_globus_standin::{Fault, FaultPlan, Kind, StandIn};
+use smrtshare_testkit::TestDatabase;
 use tokio::net::TcpListener;
 
 use crate::support::{K, Options, config, eventually, expect, outcomes, start_access};
+use smrtshare_testkit::both_backends;
 
 async fn a_crash_after_the_create_ends_with_one_adopted_rule(backend: Backend) {
     smrtshare_common::telemetry::init_for_tests();

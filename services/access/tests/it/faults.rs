@@ -10,6 +10,7 @@ use smrtshare_common::db::Backend;
 use smrtshare_globus_standin::{Fault, FaultPlan, Identity, Kind};
 
 use crate::support::{DOMAIN, Harness, K, Options, eventually, expect, outcomes};
+use smrtshare_testkit::both_backends;
 
 async fn retries_follow_the_contract(backend: Backend) {
     let options = Options {

@@ -9,6 +9,7 @@ use smrtshare_common::db::Backend;
 use smrtshare_globus_standin::{DEFAULT_CLIENT_ID, Fault, FaultPlan, Group, Kind};
 
 use crate::support::{Harness, K, Options, expect, outcomes};
+use smrtshare_testkit::both_backends;
 
 const P: &str = "/Project 2: Tomato/";
 

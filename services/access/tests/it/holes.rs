@@ -6,6 +6,7 @@ use smrtshare_common::db::Backend;
 use smrtshare_globus_standin::Kind;
 
 use crate::support::{Harness, K, Options, expect, outcomes};
+use smrtshare_testkit::both_backends;
 
 /// Globus Auth answering an absurd `expires_in` (here u64::MAX seconds) is believed only up to
 /// ten years; the token is used, nothing panics.

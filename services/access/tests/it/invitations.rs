@@ -8,6 +8,7 @@ use smrtshare_common::db::Backend;
 use smrtshare_globus_standin::Kind;
 
 use crate::support::{DOMAIN, Harness, K, Options, expect, outcomes};
+use smrtshare_testkit::both_backends;
 
 async fn provisioning_gives_newcomers_access_before_their_first_login(backend: Backend) {
     let mut options = Options {

@@ -5,6 +5,7 @@ use smrtshare_common::db::Backend;
 use smrtshare_globus_standin::{DEFAULT_ENDPOINT, Kind, NewRule};
 
 use crate::support::{Harness, K, expect, outcomes};
+use smrtshare_testkit::both_backends;
 
 async fn the_rule_limit_fails_members_without_retrying_in_a_loop(backend: Backend) {
     let h = Harness::start(backend).await;

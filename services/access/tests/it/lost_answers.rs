@@ -8,6 +8,7 @@ use smrtshare_common::db::Backend;
 use smrtshare_globus_standin::{Fault, FaultPlan, Kind};
 
 use crate::support::{Harness, K, expect, outcomes};
+use smrtshare_testkit::both_backends;
 
 const P: &str = "/Project 2/";
 

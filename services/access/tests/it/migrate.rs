@@ -9,6 +9,7 @@ use smrtshare_globus_standin::{Fault, FaultPlan, Kind};
 
 use crate::groups::{members_of, our_groups};
 use crate::support::{Harness, Options, config, start_access};
+use smrtshare_testkit::both_backends;
 
 const P2: &str = "/Project 2: Tomato/";
 const P3: &str = "/Project 3: Rice/";

@@ -6,6 +6,7 @@ use smrtshare_common::db::Backend;
 use smrtshare_globus_standin::DEFAULT_ENDPOINT;
 
 use crate::support::{Harness, K, expect, outcomes};
+use smrtshare_testkit::both_backends;
 
 async fn a_rule_id_globus_reuses_moves_to_the_new_rule_and_the_old_one_is_made_again(
     backend: Backend,

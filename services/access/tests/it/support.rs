@@ -9,11 +9,12 @@ use smrtshare_access::{Access, Clock, Config, RenewalStatus, RulePolicy};
 use smrtshare_api::access::v1 as pb;
 use smrtshare_api::access::v1::access_client::AccessClient;
 use smrtshare_common::Secret;
-use smrtshare_common::db::{Backend, TestDatabase};
+use smrtshare_common::db::Backend;
 use smrtshare_globus_standin::{
     DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_ENDPOINT, Identity, Maker, Rule, StandIn,
     StandInConfig,
 };
+use smrtshare_testkit::TestDatabase;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tonic::transport::Channel;
@@ -332,14 +333,4 @@ pub fn expect(pairs: &[(&str, K)]) -> Vec<(String, K)> {
     pairs.iter().map(|(l, k)| ((*l).to_owned(), *k)).collect()
 }
 
-/// Waits (polling every 10 ms, at most `limit`) until `condition` holds.
-pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    condition()
-}
+pub use smrtshare_testkit::poll_until as eventually;

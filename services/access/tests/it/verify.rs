@@ -6,6 +6,7 @@ use smrtshare_common::db::Backend;
 use smrtshare_globus_standin::{DEFAULT_ENDPOINT, Fault, FaultPlan, Kind, NewRule};
 
 use crate::support::{Harness, K, expect, outcomes};
+use smrtshare_testkit::both_backends;
 
 const P: &str = "/Project 4: Drift/";
 

@@ -10,10 +10,10 @@ use smrtshare_api::coordinator::v1 as pb;
 use smrtshare_common::db::Backend;
 use smrtshare_coordinator::clock::Clock;
 
-use crate::both_backends;
 use crate::harness::{
     FakePeers, MemorySource, Running, eventually, settings, status, store, wait_change,
 };
+use smrtshare_testkit::both_backends;
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -55,7 +55,7 @@ async fn start(
     Running,
     Arc<MemorySource>,
     FakePeers,
-    smrtshare_common::db::TestDatabase,
+    smrtshare_testkit::TestDatabase,
 ) {
     let (store, db) = store(backend, Clock::system()).await;
     let source = Arc::new(MemorySource::default());

@@ -14,10 +14,10 @@ use smrtshare_coordinator::model::{ChangeReason, Target};
 use smrtshare_coordinator::rules::{Backoff, RetryPolicy};
 use tokio_util::sync::CancellationToken;
 
-use crate::both_backends;
 use crate::harness::{
     FakePeers, MemorySource, Running, eventually, settings, status, store, task_of, wait_change,
 };
+use smrtshare_testkit::both_backends;
 
 const LONG: Duration = Duration::from_secs(30);
 

@@ -16,7 +16,7 @@ use smrtshare_api::staging::v1 as staging;
 use smrtshare_api::staging::v1::staging_server::{Staging, StagingServer};
 use smrtshare_common::auth::ServerAuth;
 use smrtshare_common::client::PeerOptions;
-use smrtshare_common::db::{Backend, TestDatabase};
+use smrtshare_common::db::Backend;
 use smrtshare_common::server::{GrpcServer, ServerOptions};
 use smrtshare_coordinator::clock::Clock;
 use smrtshare_coordinator::engine::EngineConfig;
@@ -33,6 +33,7 @@ use smrtshare_coordinator::rules::{Backoff, RetryPolicy};
 use smrtshare_coordinator::source::{ProjectSource, SourceError};
 use smrtshare_coordinator::store::Store;
 use smrtshare_coordinator::{Deps, Settings};
+use smrtshare_testkit::TestDatabase;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
@@ -817,33 +818,7 @@ pub async fn wait_change(
     }
 }
 
-/// Polls until `cond` holds (or panics after `within`).
-pub async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// Polls `cond` (async) until it holds (or panics after `within`).
-pub async fn eventually_async<F, Fut>(within: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use smrtshare_testkit::{eventually, eventually_async};
 
 pub fn status(change: &pb::Change) -> pb::ChangeStatus {
     pb::ChangeStatus::try_from(change.status).unwrap()

@@ -15,22 +15,3 @@ mod smrtlink;
 mod stack;
 mod status;
 mod store;
-
-/// Generates one test per backend from an async fn taking a `Backend`.
-#[macro_export]
-macro_rules! both_backends {
-    ($($name:ident),+ $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn sqlite() {
-                    super::$name(smrtshare_common::db::Backend::Sqlite).await;
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn postgres() {
-                    super::$name(smrtshare_common::db::Backend::Postgres).await;
-                }
-            }
-        )+
-    };
-}

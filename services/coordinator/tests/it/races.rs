@@ -9,8 +9,8 @@ use smrtshare_api::coordinator::v1 as pb;
 use smrtshare_common::db::Backend;
 use smrtshare_coordinator::clock::Clock;
 
-use crate::both_backends;
 use crate::harness::{FakePeers, MemorySource, Running, settings, status, store, wait_change};
+use smrtshare_testkit::both_backends;
 
 const LONG: Duration = Duration::from_secs(30);
 

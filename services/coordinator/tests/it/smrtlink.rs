@@ -14,8 +14,8 @@ use smrtshare_smrtlink::SmrtLinkClient;
 use smrtshare_smrtlink::model::Role;
 use smrtshare_smrtlink_standin::{ListingFailure, NewProject, Seed, StandIn, StandInOptions};
 
-use crate::both_backends;
 use crate::harness::{FakePeers, Running, settings, status, store, wait_change};
+use smrtshare_testkit::both_backends;
 
 const FIXTURE_PREFIX: &str = "/home/dnasc/smrtlink-container/data/L9j.pacb/";
 const PARENT: &str = "48a71a3e-c97c-43ea-ba41-8c2b31dd32b2";
@@ -33,7 +33,7 @@ async fn settle(client: &mut crate::harness::Client, report: &pb::ResyncResponse
 
 async fn resync_against_the_stand_in_repairs_silent_changes(backend: Backend) {
     let Some(fixtures) =
-        smrtshare_common::testing::smrtlink_fixtures(Path::new(env!("CARGO_MANIFEST_DIR")))
+        smrtshare_testkit::smrtlink_fixtures(Path::new(env!("CARGO_MANIFEST_DIR")))
     else {
         return;
     };

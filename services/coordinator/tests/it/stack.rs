@@ -11,7 +11,7 @@ use smrtshare_api::coordinator::v1 as pb;
 use smrtshare_common::Secret;
 use smrtshare_common::auth::ServerAuth;
 use smrtshare_common::client::PeerOptions;
-use smrtshare_common::db::{Backend, TestDatabase};
+use smrtshare_common::db::Backend;
 use smrtshare_common::server::ServerOptions;
 use smrtshare_coordinator::clock::Clock;
 use smrtshare_coordinator::peers::Peers;
@@ -22,17 +22,18 @@ use smrtshare_globus_standin::{
 use smrtshare_smrtlink::SmrtLinkClient;
 use smrtshare_smrtlink::model::Role;
 use smrtshare_smrtlink_standin::{Seed, StandIn as SmrtLink, StandInOptions};
+use smrtshare_testkit::TestDatabase;
 use tokio::net::TcpListener;
 
-use crate::both_backends;
 use crate::harness::{Running, settings, status, store, task_of, wait_change};
+use smrtshare_testkit::both_backends;
 
 const FIXTURE_PREFIX: &str = "/home/dnasc/smrtlink-container/data/L9j.pacb/";
 const TOKEN: &str = "stack-token";
 
 /// Staging, access, both stand-ins and the coordinator, in-process on real sockets.
 pub struct Stack {
-    pub dir: tempfile::TempDir,
+    pub dir: smrtshare_testkit::tempfile::TempDir,
     pub root: PathBuf,
     pub smrtlink: SmrtLink,
     pub globus: Globus,
@@ -43,9 +44,9 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(backend: Backend, fixtures: &Path) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        smrtshare_common::testing::copy_tree(&fixtures.join("tomatoes"), &data).unwrap();
+        smrtshare_testkit::copy_tree(&fixtures.join("tomatoes"), &data).unwrap();
         let root = dir.path().join("collection");
         std::fs::create_dir_all(&root).unwrap();
         let prefix = format!("{}/", data.display());
@@ -167,7 +168,7 @@ both_backends!(a_mirrored_put_ends_staged_and_granted);
 
 async fn a_mirrored_put_ends_staged_and_granted(backend: Backend) {
     let Some(fixtures) =
-        smrtshare_common::testing::smrtlink_fixtures(Path::new(env!("CARGO_MANIFEST_DIR")))
+        smrtshare_testkit::smrtlink_fixtures(Path::new(env!("CARGO_MANIFEST_DIR")))
     else {
         return;
     };

@@ -13,8 +13,8 @@ use smrtshare_common::db::Backend;
 use smrtshare_coordinator::clock::Clock;
 use smrtshare_coordinator::status::StatusConfig;
 
-use crate::both_backends;
 use crate::harness::{FakePeers, MemorySource, Running, eventually_async, settings, store};
+use smrtshare_testkit::both_backends;
 
 const OPERATOR: &str = "coordinator-token";
 const VIEWER: &str = "read-only-status-token";

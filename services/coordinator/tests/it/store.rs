@@ -10,8 +10,8 @@ use smrtshare_coordinator::model::{
 };
 use smrtshare_coordinator::store::{ChangeFilter, NewChange};
 
-use crate::both_backends;
 use crate::harness::store;
+use smrtshare_testkit::both_backends;
 
 both_backends!(
     storing_truth_again_writes_exactly_the_new_state,

@@ -656,7 +656,7 @@ impl Drop for Binary {
 
 #[tokio::test]
 async fn the_binary_serves_globus_and_its_admin_api() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = smrtshare_testkit::tempfile::tempdir().expect("tempdir");
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "binary-secret\n").expect("secret");
     let mut child = Command::new(env!("CARGO_BIN_EXE_smrtshare-globus-standin"))

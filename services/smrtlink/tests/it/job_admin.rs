@@ -249,8 +249,8 @@ async fn bad_schedules_are_refused_naming_the_step() {
     );
 }
 
-fn seed_dir_with_jobs(fixtures: &Path, jobs: &Value) -> tempfile::TempDir {
-    let seed = tempfile::tempdir().unwrap();
+fn seed_dir_with_jobs(fixtures: &Path, jobs: &Value) -> smrtshare_testkit::tempfile::TempDir {
+    let seed = smrtshare_testkit::tempfile::tempdir().unwrap();
     for file in ["projects.json", "datasets.json"] {
         std::fs::copy(fixtures.join(file), seed.path().join(file)).unwrap();
     }
@@ -270,7 +270,7 @@ async fn start(seed: &Path) -> anyhow::Result<StandIn> {
 #[tokio::test]
 async fn seeded_schedules_run_from_the_start_and_absolute_steps_in_the_past_are_applied_at_once() {
     let Some(fixtures) =
-        smrtshare_common::testing::smrtlink_fixtures(Path::new(env!("CARGO_MANIFEST_DIR")))
+        smrtshare_testkit::smrtlink_fixtures(Path::new(env!("CARGO_MANIFEST_DIR")))
     else {
         return;
     };
@@ -365,7 +365,7 @@ async fn seeded_schedules_run_from_the_start_and_absolute_steps_in_the_past_are_
 
 #[tokio::test]
 async fn the_demo_seed_serves_a_finished_a_running_and_a_failed_job() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
     let demo = smrtshare_demo::generate_demo(dir.path()).unwrap();
     let standin = start(&demo.smrtlink_dir).await.unwrap();
     let client = SmrtLinkClient::new(standin.client_config(USER, PASSWORD)).unwrap();

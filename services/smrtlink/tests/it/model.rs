@@ -91,7 +91,7 @@ struct Cli {
 
 #[test]
 fn command_line_flags_build_a_client_configuration() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
     let password = dir.path().join("password");
     std::fs::write(&password, "pw-from-file\n").unwrap();
     let cli = Cli::try_parse_from([

@@ -242,11 +242,11 @@ async fn analysis_jobs_by_project_with_entry_points_datastore_and_typed_states()
 #[tokio::test]
 async fn analysis_jobs_are_seeded_from_a_file_with_paths_rewritten() {
     let Some(fixtures) =
-        smrtshare_common::testing::smrtlink_fixtures(Path::new(env!("CARGO_MANIFEST_DIR")))
+        smrtshare_testkit::smrtlink_fixtures(Path::new(env!("CARGO_MANIFEST_DIR")))
     else {
         return;
     };
-    let seed = tempfile::tempdir().unwrap();
+    let seed = smrtshare_testkit::tempfile::tempdir().unwrap();
     for file in ["projects.json", "datasets.json"] {
         std::fs::copy(fixtures.join(file), seed.path().join(file)).unwrap();
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use smrtshare_common::Secret;
 use smrtshare_smrtlink::SmrtLinkClient;
 use smrtshare_smrtlink_standin::{Seed, StandIn, StandInOptions};
-use tempfile::TempDir;
+use smrtshare_testkit::tempfile::TempDir;
 use uuid::Uuid;
 
 pub const USER: &str = "admin";
@@ -54,11 +54,10 @@ pub async fn fixture() -> Option<Fixture> {
 
 pub async fn fixture_with(adjust: impl FnOnce(&mut StandInOptions)) -> Option<Fixture> {
     smrtshare_common::telemetry::init_for_tests();
-    let fixtures =
-        smrtshare_common::testing::smrtlink_fixtures(Path::new(env!("CARGO_MANIFEST_DIR")))?;
-    let dir = tempfile::tempdir().unwrap();
+    let fixtures = smrtshare_testkit::smrtlink_fixtures(Path::new(env!("CARGO_MANIFEST_DIR")))?;
+    let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
     let tomatoes = dir.path().join("tomatoes");
-    smrtshare_common::testing::copy_tree(&fixtures.join("tomatoes"), &tomatoes).unwrap();
+    smrtshare_testkit::copy_tree(&fixtures.join("tomatoes"), &tomatoes).unwrap();
     let mut options = StandInOptions {
         seed: Some(
             Seed::new(&fixtures).rewrite(FIXTURE_PREFIX, format!("{}/", tomatoes.display())),

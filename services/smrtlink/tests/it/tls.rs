@@ -3,36 +3,18 @@
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use smrtshare_common::Secret;
 use smrtshare_smrtlink::{Error, SmrtLinkClient};
 use smrtshare_smrtlink_standin::{Endpoint, TlsIdentity};
+use smrtshare_testkit::Pki;
 
 use crate::support::{PASSWORD, USER, fixture_with};
 
-struct Pki {
-    ca_pem: String,
-    identity: TlsIdentity,
-}
-
-fn pki() -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "smrtshare test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
-    Pki {
-        ca_pem: ca.pem(),
-        identity: TlsIdentity {
-            cert_pem: server.pem().into_bytes(),
-            key_pem: Secret::new(server_key.serialize_pem()),
-        },
+/// The stand-in's certificate and key from a throwaway CA.
+fn identity(pki: &Pki) -> TlsIdentity {
+    TlsIdentity {
+        cert_pem: pki.server_cert_pem.clone().into_bytes(),
+        key_pem: Secret::new(pki.server_key_pem.clone()),
     }
 }
 
@@ -53,13 +35,13 @@ impl std::io::Write for Captured {
 
 #[tokio::test]
 async fn tls_with_a_ca_file_works_without_one_is_refused_and_insecure_works_with_a_warning() {
-    let pki = pki();
-    let identity = pki.identity.clone();
+    let pki = Pki::new("smrtshare test CA").unwrap();
+    let identity = identity(&pki);
     let Some(fx) = fixture_with(move |o| o.tls = Some(identity)).await else {
         return;
     };
     assert_eq!(fx.standin.url().scheme(), "https");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::File::create(&ca_file)
         .unwrap()

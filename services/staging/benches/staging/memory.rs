@@ -53,7 +53,7 @@ fn inflate(xml: &Path, bytes: usize) -> anyhow::Result<u64> {
 }
 
 pub async fn run(base: &Path, token: &Path, count: usize, bytes: usize) -> anyhow::Result<Memory> {
-    let work = tempfile::tempdir_in(base)?;
+    let work = smrtshare_testkit::tempfile::tempdir_in(base)?;
     let src = work.path().join("src");
     let mut ids = Ids::starting_at(1);
     let mut specs = Vec::new();

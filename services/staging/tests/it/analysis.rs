@@ -195,7 +195,7 @@ async fn a_name_two_outputs_share_or_others_hold_fails_that_file_and_the_rest_is
     let good = output(&env, 7, "outputs/variants.vcf");
     let one = output(&env, 7, "a/summary.txt");
     let two = output(&env, 7, "b/summary.txt");
-    let outside = tempfile::tempdir().unwrap();
+    let outside = smrtshare_testkit::tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("secret.txt"), "secret").unwrap();
     let secret = outside.path().join("secret.txt");
     let files = vec![

@@ -58,7 +58,7 @@ fn start(root: &Path, src: &Path, state: &Path, token_file: &Path) -> Server {
 }
 
 fn grpcurl(args: &[&str], stdin: Option<&str>) -> Output {
-    let tool = smrtshare_common::testing::grpcurl(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let tool = smrtshare_testkit::grpcurl(Path::new(env!("CARGO_MANIFEST_DIR")));
     let mut command = Command::new(&tool);
     command
         .args(args)
@@ -96,7 +96,7 @@ fn text(output: &Output) -> String {
 
 #[test]
 fn the_binary_answers_grpcurl() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
     let (root, src, state) = (
         dir.path().join("root"),
         dir.path().join("src"),

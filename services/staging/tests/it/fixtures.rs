@@ -5,13 +5,13 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use smrtshare_api::staging::v1 as pb;
-use smrtshare_common::testing::{copy_tree, smrtlink_fixtures};
 use smrtshare_staging::budget::ParseBudget;
 use smrtshare_staging::model::DatasetSpec;
 use smrtshare_staging::names::{Namer, Templates};
 use smrtshare_staging::resolve::{Resolver, SourceRoots, Want};
 use smrtshare_staging::sourcecache::SourceCache;
 use smrtshare_staging::xml::Limits;
+use smrtshare_testkit::{copy_tree, smrtlink_fixtures};
 
 use crate::harness::*;
 
@@ -94,7 +94,7 @@ fn expected_parent_entries() -> BTreeSet<String> {
 
 #[test]
 fn the_tomato_run_resolves_into_barcoded_children_and_supplemental_run_data() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
     let Some(records) = tomatoes(dir.path()) else {
         return;
     };

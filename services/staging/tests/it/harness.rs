@@ -19,7 +19,7 @@ pub const TOKEN: &str = "staging-test-token";
 
 /// A server and the trees it works on.
 pub struct Env {
-    pub dir: tempfile::TempDir,
+    pub dir: smrtshare_testkit::tempfile::TempDir,
     pub root: PathBuf,
     pub src: PathBuf,
     pub client: StagingClient<PeerChannel>,
@@ -38,7 +38,7 @@ impl Env {
     /// Like [`Env::new`], with the configuration adjusted first.
     pub async fn with(adjust: impl FnOnce(&mut Config)) -> Self {
         smrtshare_common::telemetry::init_for_tests();
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = smrtshare_testkit::tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("root");
         let src = dir.path().join("src");
         std::fs::create_dir_all(&root).unwrap();

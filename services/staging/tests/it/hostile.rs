@@ -27,7 +27,7 @@ async fn hostile_dataset_xml_fails_alone_with_a_precise_reason() {
         std::fs::write(data.join(f), f).unwrap();
     }
     std::os::unix::fs::symlink(data.join("target.bam"), data.join("link.bam")).unwrap();
-    let outside = tempfile::tempdir().unwrap();
+    let outside = smrtshare_testkit::tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("secret.bam"), "secret").unwrap();
     std::os::unix::fs::symlink(outside.path(), data.join("escape")).unwrap();
 

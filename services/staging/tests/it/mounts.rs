@@ -51,13 +51,13 @@ fn namespace_or_skip(test: &str) -> Option<&'static [&'static str]> {
 /// A temporary tree: `real/{collection,data}` (the filesystem as it is), a view to bind-mount
 /// onto, the records' directory and the token file.
 struct Trees {
-    dir: tempfile::TempDir,
+    dir: smrtshare_testkit::tempfile::TempDir,
 }
 
 impl Trees {
     fn new() -> Self {
         let trees = Self {
-            dir: tempfile::tempdir().unwrap(),
+            dir: smrtshare_testkit::tempfile::tempdir().unwrap(),
         };
         for sub in ["real/collection", "real/data", "view", "state"] {
             std::fs::create_dir_all(trees.path(sub)).unwrap();
@@ -306,7 +306,7 @@ async fn a_source_root_on_another_filesystem_is_refused_at_start() {
         );
         return;
     }
-    let other = tempfile::tempdir_in(shm).unwrap();
+    let other = smrtshare_testkit::tempfile::tempdir_in(shm).unwrap();
     let mut server = trees.start(None, &[], &collection, other.path());
     refused(
         &mut server,

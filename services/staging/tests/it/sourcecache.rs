@@ -44,7 +44,7 @@ fn files(resolver: &mut Resolver<'_>, spec: &DatasetSpec) -> BTreeSet<String> {
 
 #[test]
 fn an_unchanged_xml_is_parsed_once_and_a_rewritten_one_again() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = smrtshare_testkit::tempfile::tempdir().unwrap();
     let (pb_dir, data) = (
         dir.path().join("run/pb_formats"),
         dir.path().join("run/data"),

@@ -139,7 +139,7 @@ async fn planted_symlinks_are_never_followed() {
             .await
             .complete
     );
-    let outside = tempfile::tempdir().unwrap();
+    let outside = smrtshare_testkit::tempfile::tempdir().unwrap();
     let victim = outside.path().join("victim");
     let project = env.root.join("Project 2");
     let dir_a = project.join(format!("Movie {} - Rice-Cell1", a.movie));
