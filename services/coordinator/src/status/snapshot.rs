@@ -81,7 +81,7 @@ impl TargetStatus {
 /// The items of a service's report that did not succeed, and how many did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReportView {
-    /// What the items are ("dataset", "member", "action").
+    /// What the items are ("dataset", "member", "action"; "item" for datasets and analysis jobs).
     pub noun: &'static str,
     /// Items that failed.
     pub problems: Vec<ReportItem>,
@@ -273,11 +273,29 @@ fn staging_apply(r: &staging::ApplyProjectResponse) -> ReportView {
         fine: r.datasets.iter().filter(|d| !failed(d)).count(),
         truncated: false,
     };
-    // Project-level actions that failed (a dataset's own failures are in its result).
+    // Analysis jobs are items of the report like datasets.
+    let job_failed = |j: &&staging::AnalysisResult| j.state == staging::DatasetState::Failed as i32;
+    view.problems
+        .extend(r.analysis.iter().filter(job_failed).map(|j| ReportItem {
+            subject: if j.path.is_empty() {
+                format!("analysis job {}", j.job_id)
+            } else {
+                j.path.clone()
+            },
+            outcome: "FAILED".into(),
+            message: j.error.clone(),
+            permanent: j.permanent,
+        }));
+    view.fine += r.analysis.iter().filter(|j| !job_failed(j)).count();
+    if !r.analysis.is_empty() {
+        // Datasets and jobs together: "3 items fine", not "3 datasets fine".
+        view.noun = "item";
+    }
+    // Project-level actions that failed (a dataset's or a job's own failures are in its result).
     let project_level: Vec<_> = r
         .actions
         .iter()
-        .filter(|a| a.dataset_uuid.is_empty())
+        .filter(|a| a.dataset_uuid.is_empty() && a.analysis_job_id == 0)
         .cloned()
         .collect();
     view.problems.extend(actions(&project_level).problems);
@@ -376,22 +394,50 @@ mod tests {
                         ..Default::default()
                     },
                 ],
-                actions: vec![staging::Action {
-                    kind: staging::ActionKind::RenameProjectDirectory as i32,
-                    path: "P2".into(),
-                    outcome: staging::ActionOutcome::Failed as i32,
-                    error: "name taken".into(),
-                    ..Default::default()
-                }],
+                analysis: vec![
+                    staging::AnalysisResult {
+                        job_id: 41,
+                        path: "P/Analysis 41: Mapping".into(),
+                        state: staging::DatasetState::Staged as i32,
+                        file_count: 3,
+                        ..Default::default()
+                    },
+                    staging::AnalysisResult {
+                        job_id: 42,
+                        path: "P/Analysis 42: Calls".into(),
+                        state: staging::DatasetState::Failed as i32,
+                        error: "calls.vcf: a file staging did not make has the name".into(),
+                        permanent: true,
+                        ..Default::default()
+                    },
+                ],
+                actions: vec![
+                    staging::Action {
+                        kind: staging::ActionKind::RenameProjectDirectory as i32,
+                        path: "P2".into(),
+                        outcome: staging::ActionOutcome::Failed as i32,
+                        error: "name taken".into(),
+                        ..Default::default()
+                    },
+                    // The job's own failed link is reported by its result, not again here.
+                    staging::Action {
+                        kind: staging::ActionKind::LinkFile as i32,
+                        path: "P/Analysis 42: Calls/calls.vcf".into(),
+                        outcome: staging::ActionOutcome::Failed as i32,
+                        analysis_job_id: 42,
+                        ..Default::default()
+                    },
+                ],
                 ..Default::default()
             },
         ));
         let view = decode(Target::Staging, &bytes);
-        assert_eq!(view.fine, 1);
+        assert_eq!((view.noun, view.fine), ("item", 2));
         let subjects: Vec<_> = view.problems.iter().map(|p| p.subject.as_str()).collect();
-        assert_eq!(subjects, ["u2", "P2"]);
-        assert_eq!(view.problems[1].outcome, "RENAME_PROJECT_DIRECTORY FAILED");
+        assert_eq!(subjects, ["u2", "P/Analysis 42: Calls", "P2"]);
+        assert_eq!(view.problems[2].outcome, "RENAME_PROJECT_DIRECTORY FAILED");
         assert!(view.problems[0].permanent);
+        assert!(view.problems[1].permanent);
     }
 
     #[test]
