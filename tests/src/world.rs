@@ -25,6 +25,32 @@ pub struct ExpectedProject {
     pub readers: BTreeSet<String>,
     /// Dataset XML paths SMRT Link lists in the project.
     pub dataset_xmls: BTreeSet<PathBuf>,
+    /// The project's analysis jobs, by id.
+    pub jobs: BTreeMap<i64, ExpectedJob>,
+}
+
+/// One analysis job of a project as SMRT Link has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedJob {
+    /// SMRT Link's state (`SUCCESSFUL`, `RUNNING`, `FAILED`, ...).
+    pub state: String,
+    /// Every file of its datastore: a staged file of the job links one of these.
+    pub outputs: BTreeSet<PathBuf>,
+    /// The datastore's BAM files (`PacBio.FileTypes.bam`): what a user downloads, so each must
+    /// be hard-linked into the job's directory once the job is SUCCESSFUL.
+    pub bams: BTreeSet<PathBuf>,
+}
+
+impl ExpectedJob {
+    /// Staged once SUCCESSFUL; no other state stages anything.
+    pub fn staged(&self) -> bool {
+        self.state == "SUCCESSFUL"
+    }
+}
+
+/// The directory prefix of job `id` inside its project's directory (`Analysis {id}: {name}`).
+fn job_prefix(id: i64) -> String {
+    format!("Analysis {id}: ")
 }
 
 /// Every project but the General Project, by id.
@@ -33,6 +59,33 @@ pub type Expected = BTreeMap<i64, ExpectedProject>;
 /// Reads SMRT Link's state through the stand-in's admin API.
 pub async fn expected(stack: &Stack) -> anyhow::Result<Expected> {
     let state = stack.smrtlink_admin().state().await?;
+    let mut jobs: BTreeMap<i64, BTreeMap<i64, ExpectedJob>> = BTreeMap::new();
+    for entry in state["jobs"].as_array().into_iter().flatten() {
+        let job = &entry["job"];
+        let (Some(id), Some(project)) = (job["id"].as_i64(), job["projectId"].as_i64()) else {
+            bail!("a job without id or projectId in the stand-in's state: {job}");
+        };
+        let files = entry["datastore"].as_array().into_iter().flatten();
+        let mut outputs = BTreeSet::new();
+        let mut bams = BTreeSet::new();
+        for file in files {
+            let Some(path) = file["path"].as_str().map(PathBuf::from) else {
+                continue;
+            };
+            if file["fileTypeId"] == "PacBio.FileTypes.bam" {
+                bams.insert(path.clone());
+            }
+            outputs.insert(path);
+        }
+        jobs.entry(project).or_default().insert(
+            id,
+            ExpectedJob {
+                state: job["state"].as_str().unwrap_or_default().to_owned(),
+                outputs,
+                bams,
+            },
+        );
+    }
     let mut out = Expected::new();
     for project in state["projects"]
         .as_array()
@@ -64,6 +117,7 @@ pub async fn expected(stack: &Stack) -> anyhow::Result<Expected> {
                 name,
                 readers,
                 dataset_xmls,
+                jobs: jobs.remove(&id).unwrap_or_default(),
             },
         );
     }
@@ -165,7 +219,73 @@ pub async fn differences(
         if !dir.is_dir() {
             continue;
         }
-        let staged = files_under(&dir);
+        let mut staged = files_under(&dir);
+        // Each job's directory: only a SUCCESSFUL job has one, holding its BAMs and nothing but
+        // links to its own outputs.
+        let job_dirs: BTreeMap<String, PathBuf> = std::fs::read_dir(&dir)?
+            .filter_map(Result::ok)
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .filter(|(name, path)| name.starts_with("Analysis ") && path.is_dir())
+            .collect();
+        for (id, job) in &project.jobs {
+            let prefix = job_prefix(*id);
+            let found: Vec<&PathBuf> = job_dirs
+                .iter()
+                .filter(|(name, _)| name.starts_with(&prefix))
+                .map(|(_, path)| path)
+                .collect();
+            let [job_dir] = found.as_slice() else {
+                if job.staged() || found.len() > 1 {
+                    problems.push(format!(
+                        "project {}: job {id} ({}) has {} directories, wants {}",
+                        project.id,
+                        job.state,
+                        found.len(),
+                        u8::from(job.staged())
+                    ));
+                }
+                continue;
+            };
+            if !job.staged() {
+                // A job that is not (yet) final stages nothing; a failed one never does.
+                problems.push(format!(
+                    "project {}: job {id} is {} but has {}",
+                    project.id,
+                    job.state,
+                    job_dir.display()
+                ));
+                continue;
+            }
+            let linked = files_under(job_dir);
+            let inodes: BTreeSet<(u64, u64)> =
+                linked.iter().map(|(_, m)| (m.dev(), m.ino())).collect();
+            for bam in &job.bams {
+                match std::fs::metadata(bam) {
+                    Ok(meta) if inodes.contains(&(meta.dev(), meta.ino())) => {}
+                    Ok(_) => problems.push(format!(
+                        "project {}: {} (of job {id}) is not hard-linked into {}",
+                        project.id,
+                        bam.display(),
+                        job_dir.display()
+                    )),
+                    Err(e) => problems.push(format!("cannot stat {}: {e}", bam.display())),
+                }
+            }
+            for (path, meta) in &linked {
+                if foreign.contains(path) {
+                    continue;
+                }
+                let source = sources.get(&(meta.dev(), meta.ino()));
+                if !source.is_some_and(|s| job.outputs.contains(s)) {
+                    problems.push(format!(
+                        "project {}: {} is not a hard link to an output of job {id} (links {source:?})",
+                        project.id,
+                        path.display()
+                    ));
+                }
+            }
+            staged.retain(|(path, _)| !path.starts_with(job_dir));
+        }
         let inodes: BTreeSet<(u64, u64)> = staged.iter().map(|(_, m)| (m.dev(), m.ino())).collect();
         for xml in &project.dataset_xmls {
             for bam in bam_files(xml) {
