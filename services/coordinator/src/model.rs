@@ -150,9 +150,7 @@ impl MemberTruth {
     /// Members shared with: those whose role lets them read (CAN_VIEW, CAN_EDIT). OWNER is the
     /// core's own login; a role SMRT Link may add later is not assumed to grant anything.
     pub fn is_shared(&self) -> bool {
-        ["CAN_VIEW", "CAN_EDIT"]
-            .iter()
-            .any(|role| self.role.eq_ignore_ascii_case(role))
+        smrtshare_smrtlink::model::Role::parse(&self.role).is_shared()
     }
 }
 

@@ -43,14 +43,13 @@ pub enum Role {
 }
 
 impl Role {
-    /// Reads SMRT Link's spelling (`OWNER`, `CAN_EDIT`, `CAN_VIEW`; anything else is kept).
+    /// Reads SMRT Link's spelling (`OWNER`, `CAN_EDIT`, `CAN_VIEW`, in any case; anything else
+    /// is kept verbatim).
     pub fn parse(text: &str) -> Self {
-        match text {
-            "OWNER" => Self::Owner,
-            "CAN_EDIT" => Self::CanEdit,
-            "CAN_VIEW" => Self::CanView,
-            other => Self::Other(other.to_owned()),
-        }
+        [Self::Owner, Self::CanEdit, Self::CanView]
+            .into_iter()
+            .find(|known| text.eq_ignore_ascii_case(known.as_str()))
+            .unwrap_or_else(|| Self::Other(text.to_owned()))
     }
 
     /// SMRT Link's spelling.
@@ -63,9 +62,11 @@ impl Role {
         }
     }
 
-    /// Whether smrtshare shares the project with a member of this role: every role but `OWNER`.
+    /// Whether smrtshare shares the project with a member of this role: the known roles that
+    /// let a member read (`CAN_EDIT`, `CAN_VIEW`). `OWNER` is the core's own login, and a role
+    /// SMRT Link may add later is not assumed to grant anything.
     pub fn is_shared(&self) -> bool {
-        !matches!(self, Self::Owner)
+        matches!(self, Self::CanEdit | Self::CanView)
     }
 }
 
@@ -243,7 +244,8 @@ impl Project {
         self.id == GENERAL_PROJECT_ID
     }
 
-    /// The members smrtshare shares the project with: every member whose role is not `OWNER`.
+    /// The members smrtshare shares the project with: those whose role is `CAN_EDIT` or
+    /// `CAN_VIEW` ([`Role::is_shared`]).
     pub fn shared_members(&self) -> impl Iterator<Item = &Member> {
         self.members.iter().filter(|m| m.role.is_shared())
     }

@@ -11,12 +11,13 @@ fn roles_and_who_is_shared_with() {
     assert_eq!(Role::parse("OWNER"), Role::Owner);
     assert_eq!(Role::parse("CAN_EDIT"), Role::CanEdit);
     assert_eq!(Role::parse("CAN_VIEW"), Role::CanView);
+    assert_eq!(Role::parse("can_view"), Role::CanView);
     assert_eq!(Role::parse("REVIEWER"), Role::Other("REVIEWER".into()));
     assert!(!Role::Owner.is_shared());
+    assert!(Role::CanEdit.is_shared() && Role::CanView.is_shared());
     assert!(
-        Role::CanEdit.is_shared()
-            && Role::CanView.is_shared()
-            && Role::Other("X".into()).is_shared()
+        !Role::Other("CAN_ADMINISTER".into()).is_shared(),
+        "an unknown role grants nothing"
     );
     assert_eq!(Role::Other("REVIEWER".into()).as_str(), "REVIEWER");
 }
