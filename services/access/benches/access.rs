@@ -96,7 +96,7 @@ async fn bench() -> anyhow::Result<()> {
     };
     println!(
         "access benchmark: {projects} projects x {members} members, {} registry, client limit {} req/s, stand-in limit {} req/s, 1000 rules per collection",
-        backend_name(setup.backend),
+        setup.backend.name(),
         setup.rate,
         setup.rate
     );
@@ -177,7 +177,7 @@ async fn bench() -> anyhow::Result<()> {
         per_member(&groups.first) / per_member(&rules.first).max(f64::MIN_POSITIVE),
     );
 
-    let b = backend_name(setup.backend).to_lowercase();
+    let b = setup.backend.name();
     println!();
     println!("RESULT access.{b}.projects={}", setup.projects);
     println!("RESULT access.{b}.members_per_project={}", setup.members);
@@ -237,13 +237,6 @@ fn limit_exceeded(figures: &ModeFigures) -> u64 {
             .second
             .counts
             .with_code(Kind::Create, "LimitExceeded")
-}
-
-fn backend_name(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Sqlite => "SQLite",
-        Backend::Postgres => "PostgreSQL",
-    }
 }
 
 /// A fresh stand-in, registry and access server in `mode`; two passes.

@@ -33,6 +33,14 @@ impl Backend {
             anyhow::bail!("unsupported database URL (expected sqlite:// or postgres://)")
         }
     }
+
+    /// `sqlite` or `postgres`: the backend's name in test names and benchmark results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
 }
 
 /// An open pool and its backend.
