@@ -21,7 +21,7 @@
 //! Then memory: `SMRTSHARE_BENCH_XML_REQUESTS` (20) requests at once, each staging a dataset whose
 //! XML is `SMRTSHARE_BENCH_XML_MB` (12) MB, against a fresh server: its peak resident memory
 //! (target < 300 MiB with the default parse budget), how many parses waited for the budget, and
-//! what one such parse takes alone.
+//! what one such parse takes alone (`SMRTSHARE_BENCH_XML_REQUESTS=0` skips it).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
@@ -474,14 +474,33 @@ async fn main() -> anyhow::Result<()> {
         setting("SMRTSHARE_BENCH_XML_REQUESTS", 20),
         setting("SMRTSHARE_BENCH_XML_MB", 12),
     );
-    println!("memory: {count} requests at once, each with a {megabytes} MB dataset XML");
-    let memory = memory::run(&base, &token, count, megabytes << 20).await?;
+    let memory = if count > 0 {
+        println!("memory: {count} requests at once, each with a {megabytes} MB dataset XML");
+        Some(memory::run(&base, &token, count, megabytes << 20).await?)
+    } else {
+        None
+    };
 
     println!();
     small.print();
     if let Some(large) = &large {
         large.print();
     }
+    if let Some(memory) = &memory {
+        memory_print(memory);
+    }
+    println!();
+    small.results("staging");
+    if let Some(large) = &large {
+        large.results("staging.large");
+    }
+    if let Some(memory) = &memory {
+        memory_results(memory);
+    }
+    Ok(())
+}
+
+fn memory_print(memory: &memory::Memory) {
     let peak = mib(memory.burst.1);
     println!(
         "{} requests at once, each a dataset whose XML is {:.1} MB, on a fresh server",
@@ -505,11 +524,10 @@ async fn main() -> anyhow::Result<()> {
         mib(memory.burst.2)
     );
     println!("   parses that waited for the budget: {}", memory.waits);
-    println!();
-    small.results("staging");
-    if let Some(large) = &large {
-        large.results("staging.large");
-    }
+}
+
+fn memory_results(memory: &memory::Memory) {
+    let peak = mib(memory.burst.1);
     println!("RESULT staging.memory.requests={}", memory.requests);
     println!("RESULT staging.memory.xml_bytes={}", memory.xml_bytes);
     println!("RESULT staging.memory.parse_factor={:.1}", memory.factor());
@@ -519,5 +537,4 @@ async fn main() -> anyhow::Result<()> {
         mib(memory.burst.2)
     );
     println!("RESULT staging.memory.waits={}", memory.waits);
-    Ok(())
 }

@@ -79,6 +79,7 @@ pub fn layout(
     rules: JobRules,
     job: &JobSpec,
 ) -> JobLayout {
+    resolver.start();
     let mut skipped = 0u32;
     let mut faults = Vec::new();
     let mut by_name: BTreeMap<String, Vec<Arc<Source>>> = BTreeMap::new();
@@ -121,8 +122,9 @@ pub fn layout(
         layout: Layout {
             kind: Kind::Plain,
             name: namer.job(job.id, &job.name),
-            entries,
+            entries: Arc::new(entries),
             children: Vec::new(),
+            dirs: resolver.dirs_used(),
         },
         skipped,
         faults,

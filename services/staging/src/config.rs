@@ -118,8 +118,9 @@ pub struct Args {
     #[arg(long, env = "SMRTSHARE_STAGING_XML_PARSE_MEMORY", default_value_t = crate::budget::DEFAULT_BYTES)]
     pub xml_parse_memory: u64,
 
-    /// Parsed dataset XMLs and source directory listings kept between requests, at most this many
-    /// of each (each is reused only while its file or directory keeps the same inode, size and
+    /// Parsed dataset XMLs, source directory listings and resolved dataset layouts kept between
+    /// requests, at most this many of each (each is reused only while its file or directory, or
+    /// for a layout every XML and directory it was resolved from, keeps the same inode, size and
     /// ctime); 0 turns the cache off.
     #[arg(long, env = "SMRTSHARE_STAGING_SOURCE_CACHE_ENTRIES", default_value_t = crate::sourcecache::DEFAULT_CAPACITY)]
     pub source_cache_entries: usize,
@@ -171,7 +172,8 @@ pub struct Config {
     pub limits: Limits,
     /// Memory shared by every XML parse, in bytes.
     pub parse_memory: u64,
-    /// Parsed dataset XMLs and source listings kept between requests, of each (0: none).
+    /// Parsed dataset XMLs, source listings and resolved layouts kept between requests, of each
+    /// (0: none).
     pub source_cache_entries: usize,
     /// The gRPC server's options (auth, TLS, limits).
     pub server: ServerOptions,

@@ -11,6 +11,7 @@
 //! closer (`lstat`) only at what the listing does not settle: an entry in place costs no system
 //! call of its own.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -45,8 +46,40 @@ pub fn file_record(source: &Source, size: u64) -> EntryRecord {
 }
 
 /// True when `recorded` already says that `path` is a link to `source`.
-fn recorded_as(recorded: &Entries, path: &str, source: &Source) -> bool {
-    matches!(recorded.get(path), Some(EntryRecord::File(r)) if r.dev == source.dev && r.ino == source.ino && r.source == source.path)
+fn recorded_as(recorded: Option<&EntryRecord>, source: &Source) -> bool {
+    matches!(recorded, Some(EntryRecord::File(r)) if r.dev == source.dev && r.ino == source.ino && r.source == source.path)
+}
+
+/// Looks keys up in a map sorted by path, the keys coming in the map's order (or in reverse):
+/// one comparison per step of a walk through the map instead of a search per key. The layout
+/// and the records are both sorted by path, and an unchanged re-apply looks up every file.
+struct Cursor<I: Iterator> {
+    iter: std::iter::Peekable<I>,
+    /// How a key the walk has not reached yet compares with the keys still to come.
+    passed: Ordering,
+}
+
+impl<'a, V: 'a, I: Iterator<Item = (&'a String, &'a V)>> Cursor<I> {
+    fn new(iter: I, passed: Ordering) -> Self {
+        Self {
+            iter: iter.peekable(),
+            passed,
+        }
+    }
+
+    /// The value under `key`; each key asked must come after the one asked before.
+    fn get(&mut self, key: &str) -> Option<&'a V> {
+        while let Some((k, v)) = self.iter.peek() {
+            match k.as_str().cmp(key) {
+                Ordering::Equal => return Some(*v),
+                o if o == self.passed => {
+                    self.iter.next();
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
 }
 
 fn kind_name(kind: FileType) -> &'static str {
@@ -66,16 +99,14 @@ fn kind_name(kind: FileType) -> &'static str {
 /// Returns what the new link is; a link refused with `EXDEV` says which mounts are apart.
 pub fn link_checked(
     ops: &Ops<'_>,
+    layout: &Layout,
     source: &Source,
     dir: BorrowedFd<'_>,
     name: &str,
 ) -> Result<Meta, Failure> {
-    if let Err(errno) = ops.link(source.dir.fd.as_fd(), &source.name, dir, name) {
-        let detail = match (
-            errno,
-            mounts::place(source.dir.fd.as_fd()),
-            mounts::place(dir),
-        ) {
+    let from = layout.dir_of(source).ok_or(Errno::BADF)?;
+    if let Err(errno) = ops.link(from, &source.name, dir, name) {
+        let detail = match (errno, mounts::place(from), mounts::place(dir)) {
             (Errno::XDEV, Ok(from), Ok(to)) => mounts::apart(from, to),
             _ => None,
         };
@@ -153,7 +184,7 @@ pub fn build(
     let mut dirs: HashMap<String, OwnedFd> = HashMap::new();
     let mut entries = Entries::new();
     let result = (|| {
-        for (path, want) in &layout.entries {
+        for (path, want) in layout.entries.iter() {
             let (parent_rel, leaf) = split(path);
             let parent = if parent_rel.is_empty() {
                 root.as_ref().map(|fd| fd.as_fd())
@@ -173,7 +204,7 @@ pub fn build(
                 }
                 Want::File(source) => {
                     let meta = report.act(link_act(target, source, item), |ops| {
-                        link_checked(ops, source, parent.ok_or(Errno::BADF)?, leaf)
+                        link_checked(ops, layout, source, parent.ok_or(Errno::BADF)?, leaf)
                     })?;
                     entries.insert(path.clone(), file_record(source, linked_size(meta, source)));
                 }
@@ -276,8 +307,8 @@ impl<'d> Dirs<'d> {
     }
 }
 
-fn is_ours(recorded: &Entries, path: &str, meta: &Meta) -> bool {
-    matches!(recorded.get(path), Some(EntryRecord::File(r)) if meta.kind == FileType::RegularFile && meta.same_file(r.dev, r.ino))
+fn is_ours(recorded: Option<&EntryRecord>, meta: &Meta) -> bool {
+    matches!(recorded, Some(EntryRecord::File(r)) if meta.kind == FileType::RegularFile && meta.same_file(r.dev, r.ino))
 }
 
 /// An existing dataset directory, opened, with the marker found on it.
@@ -346,7 +377,16 @@ pub fn reconcile(
         entries.remove(path);
     }
     entries.extend(needs.adopt.iter().cloned());
-    let result = carry_out(report, tree, &mut dirs, dir.rel, item, needs, &mut entries);
+    let result = carry_out(
+        report,
+        tree,
+        &mut dirs,
+        dir.rel,
+        item,
+        layout,
+        needs,
+        &mut entries,
+    );
     (Arc::new(entries), result, faults)
 }
 
@@ -372,7 +412,9 @@ fn inspect(
         needs.marks.push((String::new(), marker.clone()));
     }
     let part = Marker::part_of(item);
-    for (path, want) in &layout.entries {
+    let mut records = Cursor::new(recorded.iter(), Ordering::Less);
+    for (path, want) in layout.entries.iter() {
+        let record = records.get(path);
         let (parent_rel, leaf) = split(path);
         if dirs.get(parent_rel).is_none() {
             // The parent is to be created: everything below it is too.
@@ -392,7 +434,7 @@ fn inspect(
                 Some(Some((FileType::RegularFile, ino)))
                     if ino == source.ino
                         && top.dev == source.dev
-                        && recorded_as(recorded, path, source) =>
+                        && recorded_as(record, source) =>
                 {
                     continue;
                 }
@@ -417,7 +459,7 @@ fn inspect(
             Want::Dir if found.kind == FileType::Directory => {
                 let fd = fs::open_dir(parent, leaf).map_err(|e| failed(path, e))?;
                 let has = fs::read_marker(fd.as_fd()).map_err(|e| failed(path, e))?;
-                let was_recorded = recorded.get(path) == Some(&EntryRecord::Dir);
+                let was_recorded = record == Some(&EntryRecord::Dir);
                 let Some(part) = &part else {
                     return Err(failed(path, Errno::INVAL));
                 };
@@ -445,7 +487,7 @@ fn inspect(
                 }
                 dirs.subs.insert(path.clone(), fd);
             }
-            Want::Dir if is_ours(recorded, path, &found) => {
+            Want::Dir if is_ours(record, &found) => {
                 needs.unlinks.push(path.clone());
                 needs.mkdirs.push(path.clone());
             }
@@ -453,13 +495,13 @@ fn inspect(
                 if found.kind == FileType::RegularFile
                     && found.same_file(source.dev, source.ino) =>
             {
-                if !recorded_as(recorded, path, source) {
+                if !recorded_as(record, source) {
                     needs
                         .adopt
                         .push((path.clone(), file_record(source, found.size)));
                 }
             }
-            Want::File(source) if is_ours(recorded, path, &found) => {
+            Want::File(source) if is_ours(record, &found) => {
                 needs.replaces.push((path.clone(), source.clone()))
             }
             _ => needs.conflicts.push((
@@ -473,8 +515,9 @@ fn inspect(
         }
     }
     // Recorded entries no longer wanted, deepest first.
+    let mut wants = Cursor::new(layout.entries.iter().rev(), Ordering::Greater);
     for (path, entry) in recorded.iter().rev() {
-        let wanted = layout.entries.get(path);
+        let wanted = wants.get(path);
         match entry {
             EntryRecord::File(r) => {
                 if wanted.is_some() || needs.unlinks.contains(path) {
@@ -501,12 +544,14 @@ fn inspect(
     Ok(needs)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn carry_out(
     report: &mut Report<'_, '_>,
     tree: &Tree,
     dirs: &mut Dirs<'_>,
     rel: &str,
     item: ItemId,
+    layout: &Layout,
     needs: Needs,
     entries: &mut Entries,
 ) -> Result<(), Fault> {
@@ -564,7 +609,7 @@ fn carry_out(
         let (parent_rel, leaf) = split(path);
         let parent = dirs.get(parent_rel);
         let meta = report.act(link_act(shown(path), source, item), |ops| {
-            link_checked(ops, source, parent.ok_or(Errno::BADF)?, leaf)
+            link_checked(ops, layout, source, parent.ok_or(Errno::BADF)?, leaf)
         })?;
         entries.insert(path.clone(), file_record(source, linked_size(meta, source)));
     }
@@ -573,7 +618,7 @@ fn carry_out(
         let parent = dirs.get(parent_rel);
         let work_name = tree.work_name("relink");
         let meta = report.act(link_act(shown(path), source, item), |ops| {
-            let meta = link_checked(ops, source, tree.work(), &work_name)?;
+            let meta = link_checked(ops, layout, source, tree.work(), &work_name)?;
             ops.rename_over(tree.work(), &work_name, parent.ok_or(Errno::BADF)?, leaf)
                 .inspect_err(|_| {
                     let _ = ops.unlink(tree.work(), &work_name);

@@ -89,7 +89,7 @@ impl Metrics {
         let source_cache = Family::<CacheLabels, Counter>::default();
         registry.register(
             "source_cache_lookups",
-            "Source cache look-ups by kind (xml, listing) and result (hit, miss)",
+            "Source cache look-ups by kind (xml, listing, layout) and result (hit, miss)",
             source_cache.clone(),
         );
         smrtshare_common::metrics::register_common(&mut registry);
@@ -149,9 +149,9 @@ impl Metrics {
     }
 
     /// Brings the source cache counters up to the cache's own counts since start: (hits, misses)
-    /// of parsed XMLs and of directory listings.
-    pub fn source_cache(&self, xml: (u64, u64), listing: (u64, u64)) {
-        for (kind, (hits, misses)) in [("xml", xml), ("listing", listing)] {
+    /// of parsed XMLs, of directory listings and of resolved layouts.
+    pub fn source_cache(&self, xml: (u64, u64), listing: (u64, u64), layout: (u64, u64)) {
+        for (kind, (hits, misses)) in [("xml", xml), ("listing", listing), ("layout", layout)] {
             for (result, total) in [("hit", hits), ("miss", misses)] {
                 let counter = self
                     .source_cache

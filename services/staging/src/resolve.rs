@@ -4,13 +4,14 @@
 //! opened as [`crate::sources`] says. The final component is never followed: a symlinked XML or
 //! data file is refused.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use rustix::fd::AsFd;
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::FileType;
 use rustix::io::Errno;
 use uuid::Uuid;
@@ -20,7 +21,7 @@ use crate::fault::{Fault, Faults};
 use crate::fs::{self, describe};
 use crate::model::{DatasetSpec, Kind, join};
 use crate::names::{self, Namer, Values};
-use crate::sourcecache::SourceCache;
+use crate::sourcecache::{SourceCache, Stamp};
 pub use crate::sources::{SourceDir, SourceRoots};
 use crate::xml::{self, DataSetDoc, Limits};
 
@@ -34,8 +35,9 @@ pub struct Source {
     pub path: String,
     /// Base name (the name it gets in the dataset directory).
     pub name: String,
-    /// Its directory, opened.
-    pub dir: Arc<SourceDir>,
+    /// Its directory's canonical path (the directory itself is opened by each request: see
+    /// [`Layout::dir_of`]).
+    pub dir: Arc<Path>,
     /// Device.
     pub dev: u64,
     /// Inode.
@@ -72,13 +74,23 @@ pub struct Layout {
     /// Directory name (before names are made unique within the project).
     pub name: String,
     /// Entries by '/'-separated path relative to the dataset directory (a directory sorts before
-    /// what it holds).
-    pub entries: BTreeMap<String, Want>,
+    /// what it holds). Shared with the source cache when the layout is kept there.
+    pub entries: Arc<BTreeMap<String, Want>>,
     /// A parent's children.
     pub children: Vec<ChildDir>,
+    /// The directories its files are in, opened by this request.
+    pub dirs: Vec<Arc<SourceDir>>,
 }
 
 impl Layout {
+    /// The opened directory `source` is in (`None` only if the layout was put together wrongly).
+    pub fn dir_of(&self, source: &Source) -> Option<BorrowedFd<'_>> {
+        self.dirs
+            .iter()
+            .find(|d| Arc::ptr_eq(&d.path, &source.dir) || d.path == source.dir)
+            .map(|d| d.fd.as_fd())
+    }
+
     /// Number of files.
     pub fn file_count(&self) -> u32 {
         u32::try_from(
@@ -91,6 +103,72 @@ impl Layout {
     }
 }
 
+/// What a resolved layout is kept under: the dataset as a request describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LayoutKey {
+    xml: PathBuf,
+    uuid: Uuid,
+    name: String,
+    parent: bool,
+    orphan: bool,
+}
+
+impl LayoutKey {
+    fn new(spec: &DatasetSpec, parent: bool, orphan: bool) -> Self {
+        Self {
+            xml: spec.xml_path.clone(),
+            uuid: spec.uuid,
+            name: spec.name.clone(),
+            parent,
+            orphan,
+        }
+    }
+}
+
+/// A layout as it was resolved, kept between requests with the stamps of every dataset XML it
+/// was read from and of every directory whose listing found its files. It holds no open
+/// directory.
+#[derive(Debug)]
+pub struct Resolved {
+    kind: Kind,
+    name: String,
+    entries: Arc<BTreeMap<String, Want>>,
+    children: Vec<ChildDir>,
+    xmls: Vec<(PathBuf, Stamp)>,
+    dirs: Vec<(Arc<Path>, Stamp)>,
+}
+
+/// What the layout being resolved was read from.
+#[derive(Debug)]
+struct Reads {
+    /// When resolving started: every stamp must be settled by then for the layout to be kept.
+    at: SystemTime,
+    /// The dataset XMLs read, with their stamps.
+    xmls: Vec<(PathBuf, Stamp)>,
+    /// The directories the files were found in.
+    dirs: Vec<Arc<SourceDir>>,
+    /// False once something was read that a kept layout could not be checked against (a file
+    /// looked at on its own, not through its directory's listing; a stamp too recent).
+    keepable: bool,
+}
+
+impl Reads {
+    fn new() -> Self {
+        Self {
+            at: SystemTime::now(),
+            xmls: Vec::new(),
+            dirs: Vec::new(),
+            keepable: true,
+        }
+    }
+
+    fn dir(&mut self, dir: &Arc<SourceDir>) {
+        if !self.dirs.iter().any(|d| Arc::ptr_eq(d, dir)) {
+            self.dirs.push(dir.clone());
+        }
+    }
+}
+
 /// Resolves datasets for one request, caching opened directories.
 #[derive(Debug)]
 pub struct Resolver<'a> {
@@ -100,6 +178,7 @@ pub struct Resolver<'a> {
     cache: &'a SourceCache,
     budget: &'a ParseBudget,
     dirs: HashMap<PathBuf, Result<Arc<SourceDir>, Fault>>,
+    reads: Reads,
 }
 
 impl<'a> Resolver<'a> {
@@ -119,12 +198,105 @@ impl<'a> Resolver<'a> {
             cache,
             budget,
             dirs: HashMap::new(),
+            reads: Reads::new(),
+        }
+    }
+
+    /// Starts resolving one layout: what is read from here on is recorded.
+    pub fn start(&mut self) {
+        self.reads = Reads::new();
+    }
+
+    /// The directories the files found since [`Self::start`] are in (a layout's `dirs`).
+    pub fn dirs_used(&mut self) -> Vec<Arc<SourceDir>> {
+        std::mem::take(&mut self.reads.dirs)
+    }
+
+    /// The layout kept for `key`, when every XML and directory it was resolved from still has
+    /// the stamp it had (each opened as a fresh resolution would open it).
+    fn kept(&mut self, key: &LayoutKey) -> Option<Layout> {
+        let Some(kept) = self.cache.layout(key) else {
+            self.cache.count_layout(false);
+            return None;
+        };
+        let dirs = self.still_valid(&kept);
+        self.cache.count_layout(dirs.is_some());
+        Some(Layout {
+            kind: kept.kind,
+            name: kept.name.clone(),
+            entries: kept.entries.clone(),
+            children: kept.children.clone(),
+            dirs: dirs?,
+        })
+    }
+
+    fn still_valid(&mut self, kept: &Resolved) -> Option<Vec<Arc<SourceDir>>> {
+        for (path, stamp) in &kept.xmls {
+            let (_, _, meta) = self.open_xml(path).ok()?;
+            if Stamp::of(&meta) != *stamp {
+                return None;
+            }
+        }
+        let mut dirs = Vec::with_capacity(kept.dirs.len());
+        for (path, stamp) in &kept.dirs {
+            let dir = self.dir(path).ok()?;
+            if dir.stamp() != Some(*stamp) {
+                return None;
+            }
+            dirs.push(dir);
+        }
+        Some(dirs)
+    }
+
+    /// Finishes a layout resolved since [`Self::start`]: its directories, and the layout kept
+    /// for the next request when everything it was read from was settled.
+    fn finish(
+        &mut self,
+        key: LayoutKey,
+        kind: Kind,
+        name: String,
+        entries: BTreeMap<String, Want>,
+        children: Vec<ChildDir>,
+    ) -> Layout {
+        let reads = std::mem::replace(&mut self.reads, Reads::new());
+        let entries = Arc::new(entries);
+        let dirs: Option<Vec<(Arc<Path>, Stamp)>> = reads
+            .dirs
+            .iter()
+            .map(|d| {
+                d.stamp()
+                    .filter(|s| s.settled(reads.at))
+                    .map(|s| (d.path.clone(), s))
+            })
+            .collect();
+        if let Some(dirs) = dirs.filter(|_| reads.keepable) {
+            let resolved = Resolved {
+                kind,
+                name: name.clone(),
+                entries: entries.clone(),
+                children: children.clone(),
+                xmls: reads.xmls,
+                dirs,
+            };
+            self.cache.keep_layout(key, Arc::new(resolved));
+        }
+        Layout {
+            kind,
+            name,
+            entries,
+            children,
+            dirs: reads.dirs,
         }
     }
 
     /// The layout of a plain dataset (or an orphaned child, named after its sample): the files of
     /// its resources and of its supplemental resources.
     pub fn plain(&mut self, spec: &DatasetSpec, orphan: bool) -> Result<Layout, Fault> {
+        let key = LayoutKey::new(spec, false, orphan);
+        if let Some(layout) = self.kept(&key) {
+            return Ok(layout);
+        }
+        self.start();
         let (dir, doc) = self.read_xml(&spec.xml_path)?;
         check_uuid(&spec.xml_path, &doc, spec.uuid)?;
         let mut entries = BTreeMap::new();
@@ -153,17 +325,18 @@ impl<'a> Resolver<'a> {
             n: 0,
             uuid: Some(spec.uuid),
         };
-        Ok(Layout {
-            kind: Kind::Plain,
-            name: self.namer.dataset(&values),
-            entries,
-            children: Vec::new(),
-        })
+        let name = self.namer.dataset(&values);
+        Ok(self.finish(key, Kind::Plain, name, entries, Vec::new()))
     }
 
     /// The layout of a demultiplexed parent: one sub-directory per child (from the child's XML:
     /// its resources and supplemental resources), and the parent's supplemental run data.
     pub fn parent(&mut self, spec: &DatasetSpec) -> Result<Layout, Fault> {
+        let key = LayoutKey::new(spec, true, false);
+        if let Some(layout) = self.kept(&key) {
+            return Ok(layout);
+        }
+        self.start();
         let (dir, doc) = self.read_xml(&spec.xml_path)?;
         check_uuid(&spec.xml_path, &doc, spec.uuid)?;
         let xml = &spec.xml_path;
@@ -275,12 +448,8 @@ impl<'a> Resolver<'a> {
             n: children.len(),
             uuid: Some(spec.uuid),
         };
-        Ok(Layout {
-            kind: Kind::Parent,
-            name: self.namer.parent(&values),
-            entries,
-            children,
-        })
+        let name = self.namer.parent(&values);
+        Ok(self.finish(key, Kind::Parent, name, entries, children))
     }
 
     /// Adds the files `ids` name (relative to `base`) under `dir_rel`; every id that does not
@@ -303,18 +472,23 @@ impl<'a> Resolver<'a> {
                 }
             };
             let rel = join(&[dir_rel, &source.name]);
-            match entries.get(&rel) {
-                None => {
-                    entries.insert(rel, Want::File(source));
+            let taken = match entries.entry(rel) {
+                Entry::Vacant(place) => {
+                    place.insert(Want::File(source));
+                    continue;
                 }
-                Some(Want::File(existing)) if existing.path == source.path => {}
-                Some(Want::File(existing)) => problems.push(Fault::permanent(format!(
+                Entry::Occupied(taken) => taken,
+            };
+            let rel = taken.key();
+            match taken.get() {
+                Want::File(existing) if existing.path == source.path => {}
+                Want::File(existing) => problems.push(Fault::permanent(format!(
                     "{}: two different files would be named {rel:?} in the dataset directory: {} and {}",
                     xml.display(),
                     existing.path,
                     source.path
                 ))),
-                Some(Want::Dir) => problems.push(Fault::permanent(format!(
+                Want::Dir => problems.push(Fault::permanent(format!(
                     "{}: {rel:?} would be both a directory and the file {}",
                     xml.display(),
                     source.path
@@ -343,11 +517,13 @@ impl<'a> Resolver<'a> {
             )));
         }
         let dir = self.dir(parent)?;
+        self.reads.dir(&dir);
         let path = dir.path.join(name);
         let (kind, dev, ino, size) = match dir.lookup(self.cache, name) {
             Some(Some((dev, kind, ino))) => (kind, dev, ino, None),
             Some(None) => return Err(not_found(&path)),
             None => {
+                self.reads.keepable = false;
                 let meta = fs::lstat_at(dir.fd.as_fd(), name).map_err(|e| match e {
                     Errno::NOENT => not_found(&path),
                     other => {
@@ -367,7 +543,7 @@ impl<'a> Resolver<'a> {
         Ok(Arc::new(Source {
             path,
             name: name.to_owned(),
-            dir,
+            dir: dir.path.clone(),
             dev,
             ino,
             size,
@@ -377,6 +553,33 @@ impl<'a> Resolver<'a> {
     /// Reads and parses a dataset XML under the source roots (or takes the document parsed from the
     /// unchanged file before); returns its opened directory too.
     pub fn read_xml(&mut self, path: &Path) -> Result<(Arc<SourceDir>, Arc<DataSetDoc>), Fault> {
+        let (dir, fd, meta) = self.open_xml(path)?;
+        let stamp = Stamp::of(&meta);
+        self.reads.keepable &= stamp.settled(self.reads.at);
+        self.reads.xmls.push((path.to_path_buf(), stamp));
+        if let Some(doc) = self.cache.doc(&meta) {
+            return Ok((dir, doc));
+        }
+        let shown = path.display();
+        // Parsed as it is read: what a parse holds is what it keeps; the budget bounds that for
+        // many large XMLs at once.
+        let _memory = self.budget.take(meta.size, path);
+        let read_at = SystemTime::now();
+        let source = std::io::BufReader::with_capacity(
+            READ_BUFFER,
+            std::fs::File::from(fd).take(self.limits.max_bytes + 1),
+        );
+        let doc = Arc::new(
+            xml::parse_from(source, &self.limits)
+                .map_err(|e| e.context(format_args!("dataset XML {shown}")))?,
+        );
+        self.cache.keep_doc(&meta, doc.clone(), read_at);
+        Ok((dir, doc))
+    }
+
+    /// Opens a dataset XML under the source roots and checks it is a regular file within the
+    /// size limit.
+    fn open_xml(&mut self, path: &Path) -> Result<(Arc<SourceDir>, OwnedFd, fs::Meta), Fault> {
         let shown = path.display();
         if !path.is_absolute() {
             return Err(Fault::permanent(format!(
@@ -406,23 +609,7 @@ impl<'a> Resolver<'a> {
                 meta.size, self.limits.max_bytes
             )));
         }
-        if let Some(doc) = self.cache.doc(&meta) {
-            return Ok((dir, doc));
-        }
-        // Parsed as it is read: what a parse holds is what it keeps; the budget bounds that for
-        // many large XMLs at once.
-        let _memory = self.budget.take(meta.size, path);
-        let read_at = SystemTime::now();
-        let source = std::io::BufReader::with_capacity(
-            READ_BUFFER,
-            std::fs::File::from(fd).take(self.limits.max_bytes + 1),
-        );
-        let doc = Arc::new(
-            xml::parse_from(source, &self.limits)
-                .map_err(|e| e.context(format_args!("dataset XML {shown}")))?,
-        );
-        self.cache.keep_doc(&meta, doc.clone(), read_at);
-        Ok((dir, doc))
+        Ok((dir, fd, meta))
     }
 
     fn dir(&mut self, dir: &Path) -> Result<Arc<SourceDir>, Fault> {

@@ -211,6 +211,12 @@ impl Handle {
         let _ = self.state.set(inner);
     }
 
+    /// Resolved layouts the source cache gave back and those resolved anew, since start (`None`
+    /// before start-up).
+    pub fn layout_lookups(&self) -> Option<(u64, u64)> {
+        self.state.get().map(|inner| inner.cache.layout_counts())
+    }
+
     /// The service's metrics (served on `--metrics-listen`).
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics
@@ -235,8 +241,11 @@ impl Handle {
         if let Some(inner) = self.state.get() {
             self.metrics.projects(inner.records.project_count());
             self.metrics.mutating_calls(inner.tree.mutating_calls());
-            self.metrics
-                .source_cache(inner.cache.doc_counts(), inner.cache.listing_counts());
+            self.metrics.source_cache(
+                inner.cache.doc_counts(),
+                inner.cache.listing_counts(),
+                inner.cache.layout_counts(),
+            );
         }
     }
 

@@ -1,6 +1,7 @@
 //! What staging reads from the source tree, kept between requests, each piece used only while
-//! the file or directory it came from is unchanged: parsed dataset XMLs, and source directory
-//! listings (names, types and inode numbers).
+//! the file or directory it came from is unchanged: parsed dataset XMLs, source directory
+//! listings (names, types and inode numbers), and resolved dataset layouts (what a dataset's
+//! directory should hold), each with the stamps of every XML and directory it was resolved from.
 //!
 //! Every apply resolves every dataset of the project, and a resync re-applies every project;
 //! SMRT Link writes a run's files once. A piece is reused when the file or directory just opened
@@ -13,6 +14,12 @@
 //! the same timestamp tick could leave ctime where it was (git's "racily clean" index entries,
 //! the same rule). Such a piece is read again on each use until it is old enough.
 //!
+//! A layout is made of the XMLs and listings it was resolved from and nothing else (the
+//! configuration aside), so it is reused when every one of them still has its stamp: the request
+//! opens each XML and directory as a fresh resolution would (the same checks: under a source
+//! root, no symlink on the way) and compares. It holds no open directory; the request's own
+//! handles go with it.
+//!
 //! Each kind holds at most `capacity` pieces; when full it is emptied and fills again (`0` turns
 //! the cache off). Hits and misses are counted.
 
@@ -24,6 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rustix::fs::FileType;
 
 use crate::fs::Meta;
+use crate::resolve::{LayoutKey, Resolved};
 use crate::xml::DataSetDoc;
 
 /// How recent a ctime may be, relative to the moment of the read, and what was read still kept.
@@ -34,6 +42,88 @@ pub const DEFAULT_CAPACITY: usize = 20_000;
 
 /// A directory's entries: name to type and inode number.
 pub type Listing = HashMap<String, (FileType, u64)>;
+
+/// What tells an unchanged file or directory from a changed one: device, inode, size and ctime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    ctime: (i64, u64),
+}
+
+impl Stamp {
+    /// The stamp of what `meta` describes.
+    pub fn of(meta: &Meta) -> Self {
+        Self {
+            dev: meta.dev,
+            ino: meta.ino,
+            size: meta.size,
+            ctime: meta.ctime,
+        }
+    }
+
+    /// True when the change it stamps lies at least [`RACY`] before `read_at`.
+    pub fn settled(&self, read_at: SystemTime) -> bool {
+        settled(self.ctime, read_at)
+    }
+}
+
+/// Pieces kept by a key of their own, each holding the stamps it is valid for (checked by the
+/// caller).
+#[derive(Debug)]
+struct Keyed<K, T> {
+    capacity: usize,
+    kept: Mutex<HashMap<K, Arc<T>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl<K: std::hash::Hash + Eq, T> Keyed<K, T> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            kept: Mutex::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<Arc<T>> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.get(key).cloned()
+    }
+
+    fn put(&self, key: K, value: Arc<T>) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= self.capacity && !kept.contains_key(&key) {
+            kept.clear();
+        }
+        kept.insert(key, value);
+    }
+
+    fn count(&self, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn len(&self) -> usize {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+}
 
 #[derive(Debug)]
 struct Kept<T> {
@@ -115,6 +205,7 @@ impl<T> Stamped<T> {
 pub struct SourceCache {
     docs: Stamped<DataSetDoc>,
     listings: Stamped<Listing>,
+    layouts: Keyed<LayoutKey, Resolved>,
 }
 
 impl Default for SourceCache {
@@ -129,7 +220,29 @@ impl SourceCache {
         Self {
             docs: Stamped::new(capacity),
             listings: Stamped::new(capacity),
+            layouts: Keyed::new(capacity),
         }
+    }
+
+    /// The layout last resolved for `key`, if kept; the caller checks its stamps and says
+    /// whether it was used ([`Self::count_layout`]).
+    pub fn layout(&self, key: &LayoutKey) -> Option<Arc<Resolved>> {
+        self.layouts.get(key)
+    }
+
+    /// Counts a layout look-up: used, or resolved anew.
+    pub fn count_layout(&self, hit: bool) {
+        self.layouts.count(hit);
+    }
+
+    /// Keeps a resolved layout (the caller made sure every stamp in it was settled).
+    pub fn keep_layout(&self, key: LayoutKey, resolved: Arc<Resolved>) {
+        self.layouts.put(key, resolved);
+    }
+
+    /// Layout look-ups answered from the cache, and those that resolved anew.
+    pub fn layout_counts(&self) -> (u64, u64) {
+        self.layouts.counts()
     }
 
     /// The document parsed from the file `meta` describes (`fstat` of the opened file), if it
@@ -156,14 +269,14 @@ impl SourceCache {
         self.listings.put(meta, listing, read_at);
     }
 
-    /// Documents and listings kept now.
-    pub fn len(&self) -> (usize, usize) {
-        (self.docs.len(), self.listings.len())
+    /// Documents, listings and layouts kept now.
+    pub fn len(&self) -> (usize, usize, usize) {
+        (self.docs.len(), self.listings.len(), self.layouts.len())
     }
 
     /// True when nothing is kept.
     pub fn is_empty(&self) -> bool {
-        self.len() == (0, 0)
+        self.len() == (0, 0, 0)
     }
 
     /// Document look-ups answered from the cache, and those that had to read and parse.
@@ -248,7 +361,7 @@ mod tests {
         cache.keep_listing(&meta(4, 10, 1000), Arc::new(Listing::new()), at(1001));
         assert!(cache.is_empty(), "a listing follows the same rule");
         cache.keep_doc(&meta(3, 10, 1000), doc("settled"), at(1002));
-        assert_eq!(cache.len(), (1, 0));
+        assert_eq!(cache.len(), (1, 0, 0));
     }
 
     #[test]
@@ -259,11 +372,11 @@ mod tests {
         cache.keep_doc(&meta(2, 10, 0), doc("2 again"), at(100));
         assert_eq!(
             cache.len(),
-            (2, 0),
+            (2, 0, 0),
             "replacing a kept file does not empty it"
         );
         cache.keep_doc(&meta(3, 10, 0), doc("3"), at(100));
-        assert_eq!(cache.len(), (1, 0));
+        assert_eq!(cache.len(), (1, 0, 0));
         assert!(cache.doc(&meta(3, 10, 0)).is_some());
 
         let off = SourceCache::new(0);

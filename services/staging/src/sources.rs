@@ -17,8 +17,8 @@ use rustix::fs::FileType;
 use rustix::io::Errno;
 
 use crate::fault::Fault;
-use crate::fs::{self, describe};
-use crate::sourcecache::{Listing, SourceCache};
+use crate::fs::{self, Meta, describe};
+use crate::sourcecache::{Listing, SourceCache, Stamp};
 
 /// The configured source roots, canonical and opened.
 #[derive(Debug)]
@@ -113,27 +113,41 @@ impl SourceRoots {
 /// An opened source directory.
 #[derive(Debug)]
 pub struct SourceDir {
-    /// Its canonical path.
-    pub path: PathBuf,
+    /// Its canonical path (shared by the sources found in it).
+    pub path: Arc<Path>,
     /// Opened as a path handle, or for reading when `listable`.
     pub fd: OwnedFd,
     /// `fd` was opened for reading and its entries were never read: it is listed as it is,
     /// without opening the directory again.
     listable: bool,
-    /// Its device and listing (names, types, inode numbers), read (or taken from the cache) on
-    /// first use; `None` when the directory cannot be listed (then each file is looked at on its
-    /// own).
-    listing: OnceLock<Option<(u64, Arc<Listing>)>>,
+    /// What `fstat` said of it, on first use; `None` when it failed.
+    meta: OnceLock<Option<Meta>>,
+    /// Its listing (names, types, inode numbers), read (or taken from the cache) on first use;
+    /// `None` when the directory cannot be listed (then each file is looked at on its own).
+    listing: OnceLock<Option<Arc<Listing>>>,
 }
 
 impl SourceDir {
     fn new(path: PathBuf, fd: OwnedFd) -> Self {
         Self {
-            path,
+            path: path.into(),
             fd,
             listable: false,
+            meta: OnceLock::new(),
             listing: OnceLock::new(),
         }
+    }
+
+    /// What `fstat` says of the directory (asked once); `None` when it failed.
+    pub(crate) fn meta(&self) -> Option<&Meta> {
+        self.meta
+            .get_or_init(|| fs::fstat(self.fd.as_fd()).ok())
+            .as_ref()
+    }
+
+    /// The directory's stamp, which its listing is valid for.
+    pub(crate) fn stamp(&self) -> Option<Stamp> {
+        self.meta().map(Stamp::of)
     }
 
     /// What the directory's listing says about `name`: its device, type and inode number, or
@@ -143,12 +157,12 @@ impl SourceDir {
         cache: &SourceCache,
         name: &str,
     ) -> Option<Option<(u64, FileType, u64)>> {
-        let (dev, names) = self
+        let meta = *self.meta()?;
+        let names = self
             .listing
             .get_or_init(|| {
-                let meta = fs::fstat(self.fd.as_fd()).ok()?;
                 if let Some(listing) = cache.listing(&meta) {
-                    return Some((meta.dev, listing));
+                    return Some(listing);
                 }
                 let read_at = SystemTime::now();
                 let items = if self.listable {
@@ -161,13 +175,13 @@ impl SourceDir {
                 let listing: Arc<Listing> =
                     Arc::new(items.into_iter().map(|(n, k, i)| (n, (k, i))).collect());
                 cache.keep_listing(&meta, listing.clone(), read_at);
-                Some((meta.dev, listing))
+                Some(listing)
             })
             .as_ref()?;
         match names.get(name) {
             None => Some(None),
             Some((FileType::Unknown, _)) => None,
-            Some((kind, ino)) => Some(Some((*dev, *kind, *ino))),
+            Some((kind, ino)) => Some(Some((meta.dev, *kind, *ino))),
         }
     }
 }
@@ -283,9 +297,10 @@ fn walk_at_once(root: &Path, root_fd: &OwnedFd, rest: &Path) -> Option<SourceDir
     let mut path = root.to_path_buf();
     path.extend(names);
     Some(SourceDir {
-        path,
+        path: path.into(),
         fd,
         listable: true,
+        meta: OnceLock::new(),
         listing: OnceLock::new(),
     })
 }

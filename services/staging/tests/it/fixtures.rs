@@ -128,7 +128,7 @@ fn the_tomato_run_resolves_into_barcoded_children_and_supplemental_run_data() {
         ]
     );
     let canonical = std::fs::canonicalize(dir.path()).unwrap().join("L9j.pacb");
-    for (path, want) in &parent.entries {
+    for (path, want) in parent.entries.iter() {
         if let Want::File(source) = want {
             let folder = if path.contains("bc104") || path.contains("unassigned.bam") {
                 "hifi_reads"
