@@ -62,6 +62,20 @@ fn setting(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Waits until the server's stderr reader has seen `count` apply log lines (it may lag behind
+/// the answers).
+async fn all_logged(server: &Server, count: usize, what: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while server.applied_calls.lock().unwrap().len() < count {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "the apply log lines of {what} never all arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 fn timed(mut command: Command) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let status = command.stdout(Stdio::null()).status()?;
@@ -291,14 +305,7 @@ async fn scale(base: &Path, token: &Path, projects: usize, what: &str) -> anyhow
     tokio::time::sleep(Duration::from_secs(3)).await;
     // The log lines of the staging pass are read from the server's stderr by another thread,
     // which may lag behind the answers: every one is in before the re-applies are counted.
-    let logged = Instant::now();
-    while server.applied_calls.lock().unwrap().len() < requests.len() {
-        anyhow::ensure!(
-            logged.elapsed() < Duration::from_secs(60),
-            "the staging pass's apply log lines never all arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    all_logged(&server, requests.len(), "the staging pass").await?;
     server.applied_calls.lock().unwrap().clear();
 
     // 2. Unchanged re-applies against the stat-walk, alternating, medians.
@@ -328,6 +335,7 @@ async fn scale(base: &Path, token: &Path, projects: usize, what: &str) -> anyhow
         );
     }
     let (reapply, find) = (median(t_reapply), median(t_find));
+    all_logged(&server, reapplies * requests.len(), "the re-applies").await?;
     let logged: Vec<u64> = std::mem::take(&mut *server.applied_calls.lock().unwrap());
     anyhow::ensure!(
         logged.len() == reapplies * requests.len(),

@@ -97,7 +97,7 @@ pub fn layout(
         };
         match resolver.file(Path::new("/"), id) {
             Ok(source) => {
-                let same = by_name.entry(source.name.clone()).or_default();
+                let same = by_name.entry(source.name().to_owned()).or_default();
                 if !same.iter().any(|s| s.path == source.path) {
                     same.push(source);
                 }

@@ -105,7 +105,7 @@ pub fn link_checked(
     name: &str,
 ) -> Result<Meta, Failure> {
     let from = layout.dir_of(source).ok_or(Errno::BADF)?;
-    if let Err(errno) = ops.link(from, &source.name, dir, name) {
+    if let Err(errno) = ops.link(from, source.name(), dir, name) {
         let detail = match (errno, mounts::place(from), mounts::place(dir)) {
             (Errno::XDEV, Ok(from), Ok(to)) => mounts::apart(from, to),
             _ => None,

@@ -33,8 +33,8 @@ const READ_BUFFER: usize = 64 * 1024;
 pub struct Source {
     /// Canonical absolute path.
     pub path: String,
-    /// Base name (the name it gets in the dataset directory).
-    pub name: String,
+    /// Where its base name starts in `path`.
+    name_at: usize,
     /// Its directory's canonical path (the directory itself is opened by each request: see
     /// [`Layout::dir_of`]).
     pub dir: Arc<Path>,
@@ -44,6 +44,13 @@ pub struct Source {
     pub ino: u64,
     /// Size, when it was looked at (a directory listing does not tell).
     pub size: Option<u64>,
+}
+
+impl Source {
+    /// Base name (the name it gets in the dataset directory).
+    pub fn name(&self) -> &str {
+        &self.path[self.name_at..]
+    }
 }
 
 /// What a path in a dataset directory should be.
@@ -471,7 +478,7 @@ impl<'a> Resolver<'a> {
                     continue;
                 }
             };
-            let rel = join(&[dir_rel, &source.name]);
+            let rel = join(&[dir_rel, source.name()]);
             let taken = match entries.entry(rel) {
                 Entry::Vacant(place) => {
                     place.insert(Want::File(source));
@@ -540,9 +547,11 @@ impl<'a> Resolver<'a> {
                 Fault::permanent(format!("{}: path is not valid UTF-8", path.display()))
             })?
             .to_owned();
+        // The directory's path joined with a single-component name: the name ends it.
+        let name_at = path.strip_suffix(name).map_or(0, str::len);
         Ok(Arc::new(Source {
             path,
-            name: name.to_owned(),
+            name_at,
             dir: dir.path.clone(),
             dev,
             ino,

@@ -138,11 +138,11 @@ fn the_tomato_run_resolves_into_barcoded_children_and_supplemental_run_data() {
             let expected = if folder.is_empty() {
                 ["metadata", "statistics"]
                     .iter()
-                    .map(|d| canonical.join(d).join(&source.name))
+                    .map(|d| canonical.join(d).join(source.name()))
                     .find(|p| p.exists())
                     .unwrap()
             } else {
-                canonical.join(folder).join(&source.name)
+                canonical.join(folder).join(source.name())
             };
             assert_eq!(Path::new(&source.path), expected, "{path}");
         }
