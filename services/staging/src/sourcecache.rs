@@ -108,7 +108,11 @@ impl<K: std::hash::Hash + Eq, T> Keyed<K, T> {
         kept.insert(key, value);
     }
 
+    /// Counts a look-up (none while the cache is off).
     fn count(&self, hit: bool) {
+        if self.capacity == 0 {
+            return;
+        }
         let counter = if hit { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -132,71 +136,43 @@ struct Kept<T> {
     value: Arc<T>,
 }
 
-/// Pieces of one kind by device and inode.
+/// Pieces of one kind by device and inode, each used while size and ctime are unchanged.
 #[derive(Debug)]
-struct Stamped<T> {
-    capacity: usize,
-    kept: Mutex<HashMap<(u64, u64), Kept<T>>>,
-    hits: AtomicU64,
-    misses: AtomicU64,
-}
+struct Stamped<T>(Keyed<(u64, u64), Kept<T>>);
 
 impl<T> Stamped<T> {
     fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            kept: Mutex::new(HashMap::new()),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-        }
+        Self(Keyed::new(capacity))
     }
 
     fn get(&self, meta: &Meta) -> Option<Arc<T>> {
-        if self.capacity == 0 {
-            return None;
-        }
-        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        let found = kept
+        let found = self
+            .0
             .get(&(meta.dev, meta.ino))
             .filter(|k| k.size == meta.size && k.ctime == meta.ctime)
             .map(|k| k.value.clone());
-        drop(kept);
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.0.count(found.is_some());
         found
     }
 
     fn put(&self, meta: &Meta, value: Arc<T>, read_at: SystemTime) {
-        if self.capacity == 0 || !settled(meta.ctime, read_at) {
+        if !settled(meta.ctime, read_at) {
             return;
         }
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() >= self.capacity && !kept.contains_key(&(meta.dev, meta.ino)) {
-            kept.clear();
-        }
-        kept.insert(
-            (meta.dev, meta.ino),
-            Kept {
-                size: meta.size,
-                ctime: meta.ctime,
-                value,
-            },
-        );
+        let kept = Kept {
+            size: meta.size,
+            ctime: meta.ctime,
+            value,
+        };
+        self.0.put((meta.dev, meta.ino), Arc::new(kept));
     }
 
     fn len(&self) -> usize {
-        self.kept.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.0.len()
     }
 
     fn counts(&self) -> (u64, u64) {
-        (
-            self.hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
-        )
+        self.0.counts()
     }
 }
 
