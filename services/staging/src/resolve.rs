@@ -146,10 +146,8 @@ pub struct Resolved {
 }
 
 /// What the layout being resolved was read from.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Reads {
-    /// When resolving started: every stamp must be settled by then for the layout to be kept.
-    at: SystemTime,
     /// The dataset XMLs read, with their stamps.
     xmls: Vec<(PathBuf, Stamp)>,
     /// The directories the files were found in.
@@ -162,10 +160,8 @@ struct Reads {
 impl Reads {
     fn new() -> Self {
         Self {
-            at: SystemTime::now(),
-            xmls: Vec::new(),
-            dirs: Vec::new(),
             keepable: true,
+            ..Self::default()
         }
     }
 
@@ -185,6 +181,9 @@ pub struct Resolver<'a> {
     cache: &'a SourceCache,
     budget: &'a ParseBudget,
     dirs: HashMap<PathBuf, Result<Arc<SourceDir>, Fault>>,
+    /// When the resolver was made: everything it reads is read after this, so a stamp settled
+    /// by then was settled when it was read (a layout is kept only then).
+    since: SystemTime,
     reads: Reads,
 }
 
@@ -205,6 +204,7 @@ impl<'a> Resolver<'a> {
             cache,
             budget,
             dirs: HashMap::new(),
+            since: SystemTime::now(),
             reads: Reads::new(),
         }
     }
@@ -272,7 +272,7 @@ impl<'a> Resolver<'a> {
             .iter()
             .map(|d| {
                 d.stamp()
-                    .filter(|s| s.settled(reads.at))
+                    .filter(|s| s.settled(self.since))
                     .map(|s| (d.path.clone(), s))
             })
             .collect();
@@ -564,7 +564,7 @@ impl<'a> Resolver<'a> {
     pub fn read_xml(&mut self, path: &Path) -> Result<(Arc<SourceDir>, Arc<DataSetDoc>), Fault> {
         let (dir, fd, meta) = self.open_xml(path)?;
         let stamp = Stamp::of(&meta);
-        self.reads.keepable &= stamp.settled(self.reads.at);
+        self.reads.keepable &= stamp.settled(self.since);
         self.reads.xmls.push((path.to_path_buf(), stamp));
         if let Some(doc) = self.cache.doc(&meta) {
             return Ok((dir, doc));
